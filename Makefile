@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make demo` (the quickstart study end to end) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.autovid-installed
+
+.PHONY: demo test bench clean install
+
+install: $(STAMP)
+
+# The venv is (re)built when pyproject.toml changes. Without an NVIDIA GPU we first try the CPU build of
+# torch (a few hundred MB instead of a multi-GB CUDA build); where no CPU wheel is reachable, pip picks
+# its default build. torch itself is never pinned in pyproject.toml.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	if ! command -v nvidia-smi >/dev/null 2>&1; then \
+		$(PY) -m pip install --quiet "torch==2.13.0+cpu" 2>/dev/null || $(PY) -m pip install --quiet torch; \
+	fi
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/autovid tune quickstart
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/loader.py
+	$(PY) benchmarks/search_step.py
+
+clean:
+	rm -rf $(VENV) .autovid_cache autovid_runs mlflow.db

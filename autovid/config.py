@@ -1,0 +1,300 @@
+"""Typed experiment configs: YAML files validated by pydantic, dotted overrides, built-in config names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from autovid.errors import UserError
+from autovid.resources import resource_path
+
+PositiveInt = Annotated[int, Field(ge=1)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+
+
+class _Frozen(BaseModel):
+    """Base: unknown keys are errors and a loaded config is never mutated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyntheticConfig(_Frozen):
+    """The embedded motion benchmark (written as real videos on first use)."""
+
+    classes: Annotated[int, Field(ge=2, le=10)] = 10  # the number of distinct motion patterns
+    videos_per_class: Annotated[int, Field(ge=4)] = 24
+    groups: Annotated[int, Field(ge=2)] = 8  # _gNN_ groups; whole groups go to test
+    size: Annotated[int, Field(ge=16, le=512)] = 64  # frame side in pixels
+    frames: Annotated[int, Field(ge=4)] = 32
+    seed: int = 0
+    codec: Literal["mpeg4", "h264", "mjpeg"] = "mpeg4"
+
+
+class DataConfig(_Frozen):
+    """Where videos come from and how clips are sampled from them (TSN segments or one dense clip)."""
+
+    dataset: Literal["synthetic", "ucf101", "hmdb51", "folder", "csv"] = "synthetic"
+    root: Path | None = None  # dataset root (not used for synthetic)
+    manifest: Path | None = None  # a prebuilt manifest.parquet; skips indexing when given
+    split: Annotated[int, Field(ge=1, le=3)] = 1  # official split number (UCF101/HMDB51)
+    cache_dir: Path = Path(".autovid_cache")  # synthetic videos and manifests built on the fly
+    synthetic: SyntheticConfig = SyntheticConfig()
+    num_segments: PositiveInt = 4  # K temporal segments (the paper: 4)
+    frames_per_segment: PositiveInt = 2  # L frames per segment (the paper: 2)
+    stride: PositiveInt = 1  # frame step inside a segment
+    mode: Literal["segments", "dense"] = "segments"  # dense = one clip of K*L frames
+    resize: tuple[PositiveInt, PositiveInt] | None = None  # (h, w) at decode time; None keeps the file's size
+    crop_size: PositiveInt = 56
+    batch_size: PositiveInt = 16
+    num_workers: Annotated[int, Field(ge=0)] = 0
+    test_clips: PositiveInt = 1  # clips drawn per test video, logits averaged
+
+    @model_validator(mode="after")
+    def _root_for_real_data(self) -> "DataConfig":
+        if self.dataset != "synthetic" and self.root is None and self.manifest is None:
+            raise ValueError(f"data.root (or data.manifest) is required for dataset {self.dataset!r}")
+        return self
+
+
+class ModelConfig(_Frozen):
+    """The supernet searched over (its depth and width are the search-time ones)."""
+
+    channels: PositiveInt = 8  # initial channels C
+    cells: PositiveInt = 3  # number of cells / modules
+    stem_multiplier: PositiveInt = 2
+    pc_k: PositiveInt = 1  # PC-DARTS: 1/pc_k of the channels go through mixed ops (1 = plain DARTS)
+    consensus: Literal["avg", "max"] = "avg"
+
+
+class SearchConfig(_Frozen):
+    """Bilevel DARTS optimisation (defaults from the DARTS reference implementation)."""
+
+    epochs: PositiveInt = 6
+    warmup_epochs: Annotated[int, Field(ge=0)] = 1  # α frozen for the first epochs
+    order: Literal["first", "second"] = "first"
+    train_portion: Annotated[float, Field(gt=0, lt=1)] = 0.5  # weight half vs α half of the train split
+    w_lr: PositiveFloat = 0.025
+    w_lr_min: NonNegFloat = 0.001
+    w_momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    w_weight_decay: NonNegFloat = 3e-4
+    grad_clip: PositiveFloat = 5.0
+    alpha_lr: PositiveFloat = 3e-4
+    alpha_betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.5, 0.999)
+    alpha_weight_decay: NonNegFloat = 1e-3
+    max_skips: Annotated[int, Field(ge=0)] = 2  # DARTS+ collapse guard on the derived normal cell
+    stop_on_collapse: bool = False  # stop the trial (instead of only flagging) when the guard trips
+    strategy: Literal["darts", "random_ws"] = "darts"  # random_ws: uniform single paths, no α updates
+    ws_candidates: PositiveInt = 16  # random_ws: genotypes scored with inherited weights at the end
+
+
+class TrainConfig(_Frozen):
+    """Retraining a discrete network from scratch (deeper and wider than the search, as in the paper)."""
+
+    epochs: PositiveInt = 10
+    channels: PositiveInt = 16
+    cells: PositiveInt = 4
+    lr: PositiveFloat = 0.05
+    lr_min: NonNegFloat = 0.0
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    weight_decay: NonNegFloat = 3e-4
+    grad_clip: PositiveFloat = 5.0
+    drop_path: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    model: str | None = None  # a registered hand-designed network instead of a genotype (e.g. r3d_18)
+    width: PositiveFloat = 1.0  # width multiplier for hand-designed networks
+
+
+class Distribution(_Frozen):
+    """One hyperparameter of the outer (Optuna) search, keyed by the dotted config key it overrides."""
+
+    type: Literal["choice", "uniform", "loguniform", "int", "logint"]
+    values: list[Any] | None = None
+    low: float | None = None
+    high: float | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "Distribution":
+        if self.type == "choice":
+            if not self.values:
+                raise ValueError("a choice needs a non-empty 'values' list")
+        elif self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"a {self.type} distribution needs low < high")
+        elif self.type.startswith("log") and self.low <= 0:
+            raise ValueError(f"a {self.type} distribution needs low > 0")
+        return self
+
+
+class SearcherConfig(_Frozen):
+    name: Literal["optuna", "random"] = "optuna"
+    sampler: Literal["tpe", "random", "cmaes", "qmc"] = "tpe"
+    seed: int = 0
+
+
+class SchedulerConfig(_Frozen):
+    name: Literal["asha", "none", "pbt"] = "asha"
+    grace_period: PositiveInt = 1
+    reduction_factor: Annotated[float, Field(gt=1)] = 2.0
+    perturbation_interval: PositiveInt = 2  # PBT only: epochs between exploit/explore
+
+
+class ObjectiveConfig(_Frozen):
+    """What the outer search maximises: val accuracy, or accuracy minus a cost penalty."""
+
+    kind: Literal["accuracy", "cost_aware"] = "accuracy"
+    cost: Literal["params", "flops"] = "params"
+    weight: NonNegFloat = 0.05  # penalty per doubling of cost above the reference
+    reference: PositiveFloat = 1e5  # cost (params or FLOPs) at which the penalty is zero
+
+
+class ResourcesConfig(_Frozen):
+    cpu: PositiveFloat = 1.0
+    gpu: NonNegFloat = 0.0  # fractional GPUs allowed (e.g. 0.5 packs two trials per GPU)
+
+
+class TuneConfig(_Frozen):
+    """The Ray Tune experiment around the search: sampler, scheduler, budget, resources."""
+
+    num_samples: PositiveInt = 4
+    max_concurrent_trials: PositiveInt = 2
+    searcher: SearcherConfig = SearcherConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    objective: ObjectiveConfig = ObjectiveConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    max_failures: Annotated[int, Field(ge=0)] = 2  # retries of a trial whose worker died
+    checkpoint_frequency: PositiveInt = 1
+    time_budget_s: PositiveFloat | None = None
+    param_space: dict[str, Distribution] = {}
+    retrain_best: bool = True
+
+
+class TrackingConfig(_Frozen):
+    uri: str | None = None  # None: sqlite:///mlflow.db in the working directory
+    experiment: str = "autovid"
+
+
+class AblationConfig(_Frozen):
+    """Arms compared by `autovid ablate`; each arm is a baselines/*.yaml file or name."""
+
+    arms: list[str] = []
+    seeds: list[int] = [0, 1, 2]
+    rank_samples: Annotated[int, Field(ge=0)] = 0  # genotypes for the weight-sharing rank check (0 = skip)
+    rank_epochs: PositiveInt = 2
+
+
+class ExperimentConfig(_Frozen):
+    """Everything one autovid run needs; the fully resolved form is what gets recorded."""
+
+    name: str = "autovid"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    autocast: Literal["none", "bf16"] = "none"  # bf16 autocast on CUDA
+    search_space: str = "p3d"  # a search_spaces/ name or a YAML path
+    storage_path: Path = Path("autovid_runs")
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    search: SearchConfig = SearchConfig()
+    train: TrainConfig = TrainConfig()
+    tune: TuneConfig = TuneConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    ablation: AblationConfig = AblationConfig()
+
+    @model_validator(mode="after")
+    def _check_param_space(self) -> "ExperimentConfig":
+        flat = flatten(self.model_dump(mode="json"))
+        for key in self.tune.param_space:
+            if key not in flat:
+                raise ValueError(f"tune.param_space key {key!r} is not a config key")
+        return self
+
+    def flat(self) -> dict[str, Any]:
+        """The resolved config as a flat `{dotted.key: value}` dict (JSON-compatible values)."""
+        return flatten(self.model_dump(mode="json"))
+
+    def with_overrides(self, overrides: dict[str, Any], *, source: str = "overrides") -> "ExperimentConfig":
+        """A new validated config with dotted keys replaced (the original is never mutated)."""
+        data = self.model_dump(mode="json")
+        for key, value in overrides.items():
+            _set_dotted(data, key, value, source)
+        return validate_config(data, source=source)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts to dotted keys; leaves (including lists and the param_space dict) stay values."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value and dotted != "tune.param_space":
+            out.update(flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any, source: str) -> None:
+    node = data
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        path = ".".join(parts[: i + 1])
+        if not isinstance(node, dict) or part not in node:
+            raise UserError(f"{source}: unknown config key {path!r}")
+        if i == len(parts) - 1:
+            node[part] = value
+        else:
+            node = node[part]
+
+
+def _format_error(exc: ValidationError, source: str) -> str:
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        problems.append(f"{key}: {msg}")
+    return f"{source}: " + "; ".join(problems)
+
+
+def validate_config(data: dict[str, Any], *, source: str) -> ExperimentConfig:
+    """Validate a plain dict; any problem becomes one UserError line naming the key and the source."""
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(_format_error(exc, source)) from None
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`key.sub=value` strings to a dict; values are parsed as YAML scalars/lists (`4`, `1e-3`, `[1,2]`)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"override {item!r} is not of the form key.sub=value")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise UserError(f"override {item!r}: value is not valid YAML") from None
+    return out
+
+
+def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load a tune_configs/ name or a YAML path, then apply `key=value` overrides."""
+    path = resource_path("tune_configs", name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a config must be a mapping of keys to values")
+    cfg = validate_config(data, source=str(path))
+    if overrides:
+        cfg = cfg.with_overrides(parse_overrides(overrides), source=f"{path} (command-line overrides)")
+    return cfg
+
+
+ConfigLike = Union[ExperimentConfig, dict[str, Any]]
