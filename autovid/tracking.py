@@ -1,0 +1,394 @@
+"""MLflow tracking: one client, explicit run ids, nested runs, metrics with steps, genotype / α artifacts.
+
+The only module in autovid that imports mlflow. A `Tracker` owns one `MlflowClient` and never touches
+mlflow's global "active run" state, so one driver can log many concurrent Tune trials safely:
+
+    Tracker(uri, experiment)
+      ├─ start_parent(run_name, params, tags)      -> parent run id   (one per `autovid tune`)
+      │    └─ start_child(parent_id, ...)         -> child run id    (one per trial, tag mlflow.parentRunId)
+      ├─ log_metrics(run_id, {"val/acc": .5}, step) / log_params / set_tags
+      ├─ log_genotype / log_alpha_history / log_table / log_text / log_dict / log_artifact / log_figure
+      └─ end(run_id, status)
+
+Runs are re-found by tag on resume (`find_run`) instead of being created twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import numbers
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlparse
+
+import autovid
+
+if TYPE_CHECKING:  # heavy imports stay out of module import time
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+logger = logging.getLogger(__name__)
+
+# MLflow's own request limits (mlflow.utils.validation: MAX_PARAMS_TAGS_PER_BATCH, MAX_METRICS_PER_BATCH,
+# MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH, MAX_ENTITY_KEY_LENGTH in MLflow 3.x).
+MAX_PARAMS_PER_BATCH = 100
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAM_VALUE_LEN = 6000
+MAX_TAG_VALUE_LEN = 8000
+MAX_KEY_LEN = 250
+
+# Tag keys. mlflow.* ones are understood by the MLflow UI (nesting, source commit).
+TAG_PARENT_RUN_ID = "mlflow.parentRunId"
+TAG_GIT_COMMIT = "mlflow.source.git.commit"
+TAG_VERSION = "autovid.version"
+TAG_SEARCH_SPACE = "search_space"
+TAG_GENOTYPE_HASH = "genotype_hash"
+TAG_EXPERIMENT_ID = "autovid.experiment_id"
+TAG_TRIAL_ID = "autovid.trial_id"
+
+RUN_STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING")
+ALPHA_COLUMNS = ("epoch", "cell", "edge", "op", "weight")
+
+# Keys MLflow accepts: alphanumerics, _ - . space / (and : off Windows); see mlflow.utils.validation.
+_VALID_KEY = re.compile(r"^[\w\-. /:]+$")
+
+
+def default_tracking_uri() -> str:
+    """The embedded default: an SQLite file `mlflow.db` in the current working directory (absolute)."""
+    return f"sqlite:///{(Path.cwd() / 'mlflow.db').resolve()}"
+
+
+def ui_command(uri: str, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
+    """argv that starts the MLflow UI for `uri`, bound to `host` (loopback unless the user asks otherwise)."""
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+            "--host", host, "--port", str(port)]
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file behind an `sqlite:///...` URI, or None for any other URI (server, in-memory)."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "sqlite":
+        return None
+    path = unquote(parsed.path)
+    if path in ("", "/", "/:memory:"):
+        return None
+    # sqlite:///rel.db -> path "/rel.db" (relative), sqlite:////abs.db -> "//abs.db" (absolute)
+    return Path(path[1:])
+
+
+def git_commit(repo_dir: str | Path | None = None) -> str:
+    """`git rev-parse HEAD` of the autovid source tree (or `repo_dir`), "unknown" when unavailable."""
+    cwd = Path(repo_dir) if repo_dir is not None else Path(autovid.__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
+                             text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", commit) else "unknown"
+
+
+def standard_tags(search_space: str | None = None, genotype_hash: str | None = None) -> dict[str, str]:
+    """Tags every autovid run carries: git commit, autovid version, and when known search space / genotype hash."""
+    tags = {TAG_GIT_COMMIT: git_commit(), TAG_VERSION: autovid.__version__}
+    if search_space is not None:
+        tags[TAG_SEARCH_SPACE] = str(search_space)
+    if genotype_hash is not None:
+        tags[TAG_GENOTYPE_HASH] = str(genotype_hash)
+    return tags
+
+
+def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested mapping -> flat `{"a.b.c": "value"}` with string values (lists/tuples JSON-encoded)."""
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            flat.update(flatten_params(value, name))
+        elif isinstance(value, (list, tuple)):
+            try:
+                flat[name] = json.dumps(value, default=str)
+            except (TypeError, ValueError):
+                flat[name] = str(value)
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def numeric_metrics(values: Mapping[str, Any]) -> dict[str, float]:
+    """Keep the finite real numbers (bools excluded) of a flat mapping, as floats."""
+    out: dict[str, float] = {}
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            continue
+        value = float(value)
+        if not math.isfinite(value):
+            logger.debug("dropping non-finite metric %s=%s", key, value)
+            continue
+        out[key] = value
+    return out
+
+
+def alpha_rows(alphas_json: str | Mapping[str, Any], epoch: int) -> list[dict[str, Any]]:
+    """One `alphas` report (`{"ops": [...], "normal": [[w]*ops per edge], "reduce": ... | null}`) -> table rows."""
+    alphas = json.loads(alphas_json) if isinstance(alphas_json, str) else alphas_json
+    ops = list(alphas["ops"])
+    rows: list[dict[str, Any]] = []
+    for cell in ("normal", "reduce"):
+        for edge, weights in enumerate(alphas.get(cell) or []):
+            for op, weight in zip(ops, weights, strict=True):
+                rows.append({"epoch": int(epoch), "cell": cell, "edge": edge, "op": op,
+                             "weight": float(weight)})
+    return rows
+
+
+def alpha_history_frame(history: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Rows (`epoch, cell, edge, op, weight`) -> a typed DataFrame sorted by epoch, cell, edge."""
+    import pandas as pd
+
+    df = pd.DataFrame(list(history), columns=list(ALPHA_COLUMNS))
+    df = df.astype({"epoch": "int64", "cell": "string", "edge": "int64", "op": "string",
+                    "weight": "float64"})
+    return df.sort_values(["epoch", "cell", "edge"], kind="stable").reset_index(drop=True)
+
+
+def alpha_heatmap(df: pd.DataFrame, epoch: int | None = None) -> Figure:
+    """Heatmap (edges x ops, one panel per cell type) of the α softmax weights at `epoch` (default: last)."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend state, safe headless
+
+    epoch = int(df["epoch"].max()) if epoch is None else epoch
+    last = df[df["epoch"] == epoch]
+    cells = [c for c in ("normal", "reduce") if (last["cell"] == c).any()]
+    ops = list(dict.fromkeys(last["op"]))
+    fig = Figure(figsize=(1.0 + 0.8 * len(ops) * len(cells), 1.5 + 0.35 * last["edge"].nunique()))
+    axes = fig.subplots(1, max(len(cells), 1), squeeze=False)[0]
+    for ax, cell in zip(axes, cells, strict=False):
+        table = (last[last["cell"] == cell]
+                 .pivot_table(index="edge", columns="op", values="weight", aggfunc="mean")
+                 .reindex(columns=ops))
+        image = ax.imshow(table.to_numpy(dtype=float), aspect="auto", cmap="viridis", vmin=0.0)
+        ax.set_title(f"{cell} cell, epoch {epoch}")
+        ax.set_xticks(range(len(ops)), ops, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(len(table.index)), [f"edge {e}" for e in table.index], fontsize=7)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    return fig
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _valid_key(key: str) -> bool:
+    return bool(key) and len(key) <= MAX_KEY_LEN and bool(_VALID_KEY.match(key)) and ".." not in key \
+        and not key.startswith("/")
+
+
+def _quote(value: str) -> str:
+    if "'" in value:
+        raise ValueError(f"tag value for a run search may not contain a quote: {value!r}")
+    return f"'{value}'"
+
+
+class Tracker:
+    """A thin, explicit-run-id wrapper around one `MlflowClient` for one MLflow experiment.
+
+    Methods raise MLflow's exceptions; callers that must never fail (the Tune callback) catch them.
+    """
+
+    def __init__(self, tracking_uri: str, experiment: str, *, artifact_location: str | None = None) -> None:
+        from mlflow import MlflowClient
+
+        db = sqlite_path(tracking_uri)
+        if db is not None:
+            db.parent.mkdir(parents=True, exist_ok=True)
+            if artifact_location is None:  # beside the database, not in whatever cwd the driver has
+                artifact_location = (db.resolve().parent / "mlruns").as_uri()
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.experiment_id = self._experiment_id(experiment, artifact_location)
+
+    def _experiment_id(self, name: str, artifact_location: str | None) -> str:
+        from mlflow.exceptions import MlflowException
+
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            if found.lifecycle_stage == "deleted":
+                self.client.restore_experiment(found.experiment_id)
+            return found.experiment_id
+        try:
+            return self.client.create_experiment(name, artifact_location=artifact_location)
+        except MlflowException:  # created meanwhile by another process
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
+
+    # -- runs ------------------------------------------------------------------------------------
+    def start_parent(self, run_name: str, params: Mapping[str, Any] | None = None,
+                     tags: Mapping[str, Any] | None = None) -> str:
+        """Create a top-level run; log `params` (flattened) and return its id."""
+        return self._start(run_name, params, dict(tags or {}))
+
+    def start_child(self, parent_id: str, run_name: str, params: Mapping[str, Any] | None = None,
+                    tags: Mapping[str, Any] | None = None) -> str:
+        """Create a run nested under `parent_id` (tag `mlflow.parentRunId`) and return its id."""
+        return self._start(run_name, params, {**dict(tags or {}), TAG_PARENT_RUN_ID: parent_id})
+
+    def _start(self, run_name: str, params: Mapping[str, Any] | None, tags: dict[str, Any]) -> str:
+        tags = {k: str(v)[:MAX_TAG_VALUE_LEN] for k, v in tags.items()}
+        run = self.client.create_run(self.experiment_id, tags=tags, run_name=run_name)
+        run_id = run.info.run_id
+        if params:
+            self.log_params(run_id, params)
+        return run_id
+
+    def find_run(self, tag_key: str, tag_value: str, parent_id: str | None = None) -> str | None:
+        """Id of the newest non-deleted run with `tag_key == tag_value` (under `parent_id` if given)."""
+        filters = [f"tags.`{tag_key}` = {_quote(str(tag_value))}"]
+        if parent_id is not None:
+            filters.append(f"tags.`{TAG_PARENT_RUN_ID}` = {_quote(parent_id)}")
+        runs = self.client.search_runs([self.experiment_id], filter_string=" and ".join(filters),
+                                       max_results=1, order_by=["attributes.start_time DESC"])
+        return runs[0].info.run_id if runs else None
+
+    def children(self, parent_id: str) -> list[str]:
+        """Ids of all non-deleted runs nested under `parent_id`."""
+        runs = self.client.search_runs([self.experiment_id],
+                                       filter_string=f"tags.`{TAG_PARENT_RUN_ID}` = {_quote(parent_id)}",
+                                       max_results=50000)
+        return [r.info.run_id for r in runs]
+
+    def reopen(self, run_id: str) -> None:
+        """Mark a terminated run RUNNING again (resume continues logging into it)."""
+        self.client.update_run(run_id, status="RUNNING")
+
+    def end(self, run_id: str, status: str = "FINISHED") -> None:
+        """Terminate a run with FINISHED, FAILED or KILLED."""
+        if status not in RUN_STATUSES:
+            raise ValueError(f"unknown run status {status!r}; expected one of {', '.join(RUN_STATUSES)}")
+        self.client.set_terminated(run_id, status=status)
+
+    def last_step(self, run_id: str, key: str) -> int | None:
+        """Largest step logged for metric `key` in `run_id`, or None when it was never logged."""
+        history = self.client.get_metric_history(run_id, key)
+        return max((m.step for m in history), default=None)
+
+    # -- values ----------------------------------------------------------------------------------
+    def log_metrics(self, run_id: str, metrics: Mapping[str, Any], step: int) -> dict[str, float]:
+        """Log every finite numeric value of `metrics` at `step`; returns what was logged.
+
+        Non-numeric values are skipped, non-finite ones dropped (debug log), invalid keys skipped.
+        """
+        from mlflow.entities import Metric
+
+        values = numeric_metrics(metrics)
+        for key in [k for k in values if not _valid_key(k)]:
+            logger.debug("skipping metric with a name MLflow rejects: %r", key)
+            del values[key]
+        now = int(time.time() * 1000)
+        entities = [Metric(key, value, now, int(step)) for key, value in values.items()]
+        for chunk in _chunks(entities, MAX_METRICS_PER_BATCH):
+            self.client.log_batch(run_id, metrics=chunk, synchronous=True)
+        return values
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> dict[str, str]:
+        """Log `params` flattened to dotted keys, values cut to MLflow's limit, in batches of 100."""
+        from mlflow.entities import Param
+
+        flat = {k: v[:MAX_PARAM_VALUE_LEN] for k, v in flatten_params(params).items()}
+        for key in [k for k in flat if not _valid_key(k)]:
+            logger.warning("skipping param with a name MLflow rejects: %r", key)
+            del flat[key]
+        entities = [Param(key, value) for key, value in flat.items()]
+        for chunk in _chunks(entities, MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(run_id, params=chunk, synchronous=True)
+        return flat
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        """Set (overwrite) tags, in batches of 100."""
+        from mlflow.entities import RunTag
+
+        entities = [RunTag(k, str(v)[:MAX_TAG_VALUE_LEN]) for k, v in tags.items()]
+        for chunk in _chunks(entities, MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(run_id, tags=chunk, synchronous=True)
+
+    # -- artifacts -------------------------------------------------------------------------------
+    def log_artifact(self, run_id: str, local_path: str | Path, artifact_path: str | None = None) -> None:
+        """Upload one file (or directory) to the run's artifact store."""
+        path = Path(local_path)
+        if path.is_dir():
+            self.client.log_artifacts(run_id, str(path), artifact_path)
+        else:
+            self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(run_id, text, artifact_file)
+
+    def log_dict(self, run_id: str, dictionary: Mapping[str, Any], artifact_file: str) -> None:
+        """JSON, or YAML when `artifact_file` ends in .yaml/.yml."""
+        self.client.log_dict(run_id, dict(dictionary), artifact_file)
+
+    def log_figure(self, run_id: str, figure: Figure, artifact_file: str) -> None:
+        """Save a matplotlib Figure (PNG by extension) as an artifact."""
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / Path(artifact_file).name
+            figure.savefig(local, dpi=120, bbox_inches="tight")
+            self._log_as(run_id, local, artifact_file)
+
+    def log_table(self, run_id: str, df: pd.DataFrame, name: str) -> None:
+        """Write `df` as Parquet (`<name>.parquet` unless `name` has the suffix) and log it."""
+        artifact_file = name if name.endswith(".parquet") else f"{name}.parquet"
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / Path(artifact_file).name
+            df.to_parquet(local, index=False)
+            self._log_as(run_id, local, artifact_file)
+
+    def _log_as(self, run_id: str, local: Path, artifact_file: str) -> None:
+        parent = Path(artifact_file).parent.as_posix()
+        self.client.log_artifact(run_id, str(local), None if parent in ("", ".") else parent)
+
+    def log_genotype(self, run_id: str, genotype_json: str, prefix: str = "") -> bool:
+        """Log `genotype.json` and, when autovid.nas.genotype is importable, the cell diagram `genotype.png`.
+
+        Returns whether the PNG was written. The JSON is always logged (pretty-printed when valid JSON).
+        """
+        try:
+            text = json.dumps(json.loads(genotype_json), indent=2)
+        except (TypeError, ValueError):
+            text = genotype_json
+        self.log_text(run_id, text, f"{prefix}genotype.json")
+        try:
+            from autovid.nas.genotype import Genotype
+        except ImportError:
+            logger.debug("autovid.nas.genotype unavailable: genotype diagram skipped")
+            return False
+        genotype = Genotype.from_json(genotype_json)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / "genotype.png"
+            genotype.plot(local)
+            if not local.exists():
+                logger.warning("Genotype.plot wrote no file at %s", local)
+                return False
+            self._log_as(run_id, local, f"{prefix}genotype.png")
+        self.set_tags(run_id, {TAG_GENOTYPE_HASH: genotype.hash})
+        return True
+
+    def log_alpha_history(self, run_id: str, history: Iterable[Mapping[str, Any]],
+                          name: str = "alpha_history") -> pd.DataFrame:
+        """Log α rows (`epoch, cell, edge, op, weight`) as `<name>.parquet` plus `<name>.png` (last epoch)."""
+        df = alpha_history_frame(history)
+        self.log_table(run_id, df, name)
+        if len(df):
+            fig = alpha_heatmap(df)
+            self.log_figure(run_id, fig, f"{name}.png")
+        return df
