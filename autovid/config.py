@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -27,11 +27,17 @@ class SyntheticConfig(_Frozen):
 
     classes: Annotated[int, Field(ge=2, le=10)] = 10  # the number of distinct motion patterns
     videos_per_class: Annotated[int, Field(ge=4)] = 24
-    groups: Annotated[int, Field(ge=2)] = 8  # _gNN_ groups; whole groups go to test
-    size: Annotated[int, Field(ge=16, le=512)] = 64  # frame side in pixels
+    groups: Annotated[int, Field(ge=2)] = 8  # _gNN_ groups per class; clips of a group share appearance
+    test_groups: PositiveInt = 3  # groups g01..gNN of every class form the test split
+    size: Annotated[int, Field(ge=16, le=512)] = 64  # frame side in pixels (even)
     frames: Annotated[int, Field(ge=4)] = 32
     seed: int = 0
     codec: Literal["mpeg4", "h264", "mjpeg"] = "mpeg4"
+    # difficulty knobs: more noise, shake and clutter, or slower motion, make the benchmark harder
+    noise: NonNegFloat = 0.04
+    jitter: Annotated[int, Field(ge=0)] = 1
+    clutter: Annotated[int, Field(ge=0)] = 3
+    speed: PositiveFloat = 1.0
 
 
 class DataConfig(_Frozen):
@@ -103,6 +109,7 @@ class TrainConfig(_Frozen):
     weight_decay: NonNegFloat = 3e-4
     grad_clip: PositiveFloat = 5.0
     drop_path: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    holdout: bool = False  # train on the weight half, report val/* on the α half (architecture selection)
     model: str | None = None  # a registered hand-designed network instead of a genotype (e.g. r3d_18)
     width: PositiveFloat = 1.0  # width multiplier for hand-designed networks
 
@@ -182,6 +189,27 @@ class AblationConfig(_Frozen):
     seeds: list[int] = [0, 1, 2]
     rank_samples: Annotated[int, Field(ge=0)] = 0  # genotypes for the weight-sharing rank check (0 = skip)
     rank_epochs: PositiveInt = 2
+
+
+class ArmConfig(_Frozen):
+    """One arm of an ablation (a baselines/*.yaml file): how its architecture is found, and its budget."""
+
+    name: str
+    strategy: Literal["darts", "random", "random_ws", "fixed"]
+    description: str = ""
+    search_space: str | None = None  # darts / random / random_ws: a search_spaces/ name or path
+    model: str | None = None  # fixed: a registered network (see `autovid models`)
+    width: PositiveFloat = 1.0  # fixed: width multiplier of the registered network
+    samples: PositiveInt = 8  # random: genotypes trained standalone under ASHA
+    overrides: dict[str, Any] = {}  # dotted config overrides applied to this arm only
+
+    @model_validator(mode="after")
+    def _check(self) -> "ArmConfig":
+        if self.strategy == "fixed" and not self.model:
+            raise ValueError("a fixed arm needs 'model' (a registered network name)")
+        if self.strategy != "fixed" and not self.search_space:
+            raise ValueError(f"a {self.strategy} arm needs 'search_space'")
+        return self
 
 
 class ExperimentConfig(_Frozen):
@@ -297,4 +325,11 @@ def load_config(name_or_path: str | Path, overrides: list[str] | None = None) ->
     return cfg
 
 
-ConfigLike = Union[ExperimentConfig, dict[str, Any]]
+def load_arm(name_or_path: str | Path) -> ArmConfig:
+    """Load one ablation arm from baselines/ (by name) or a YAML path."""
+    path = resource_path("baselines", name_or_path)
+    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        return ArmConfig.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(_format_error(exc, str(path))) from None

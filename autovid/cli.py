@@ -1,0 +1,292 @@
+"""`autovid` command line: the only module that parses arguments; it decides what the user sees."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from autovid import __version__
+from autovid.errors import UserError
+
+log = logging.getLogger("autovid")
+
+
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="a tune_configs/ name (e.g. quickstart) or a YAML path")
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="dotted config overrides")
+
+
+def _cluster_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", default=None, help="Ray cluster address (auto | ray://host:port); default: local Ray or RAY_ADDRESS")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///mlflow.db here)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted experiment of the same name")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autovid", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"autovid {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="datasets: synthesize, index, summarize").add_subparsers(dest="data_command", required=True)
+    synth = data.add_parser("synth", help="write the embedded synthetic motion benchmark (UCF101 layout)")
+    synth.add_argument("out", type=Path)
+    synth.add_argument("--classes", type=int, default=10)
+    synth.add_argument("--videos-per-class", type=int, default=24)
+    synth.add_argument("--groups", type=int, default=8)
+    synth.add_argument("--size", type=int, default=64)
+    synth.add_argument("--frames", type=int, default=32)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--codec", choices=("mpeg4", "h264", "mjpeg"), default="mpeg4")
+    index = data.add_parser("index", help="index a dataset into a Parquet manifest (probing every file once)")
+    index.add_argument("root", type=Path)
+    index.add_argument("--format", required=True, choices=("ucf101", "hmdb51", "folder", "csv"))
+    index.add_argument("--split", type=int, default=1)
+    index.add_argument("--splits", type=Path, default=None, help="folder with the split files (default: found in/beside ROOT)")
+    index.add_argument("--out", type=Path, required=True)
+    index.add_argument("--workers", type=int, default=None)
+    summary = data.add_parser("summary", help="summarize a manifest")
+    summary.add_argument("manifest", type=Path)
+
+    search = sub.add_parser("search", help="one DARTS search (a single Tune trial), then print the genotype")
+    _config_args(search)
+    _cluster_args(search)
+    tune_p = sub.add_parser("tune", help="an Optuna study over the NAS hyperparameters, then retrain the best")
+    _config_args(tune_p)
+    _cluster_args(tune_p)
+    tune_p.add_argument("--no-retrain", action="store_true", help="skip retraining the best genotype")
+    train = sub.add_parser("train", help="retrain a genotype (or a registered network) from scratch and evaluate it")
+    _config_args(train)
+    _cluster_args(train)
+    train.add_argument("--genotype", type=Path, default=None, help="genotype.json (omit with train.model=<name>)")
+    evaluate = sub.add_parser("evaluate", help="re-evaluate a trained network checkpoint (multi-clip)")
+    evaluate.add_argument("checkpoint", type=Path, help="state.pt of a retrain (printed by `autovid train`)")
+    evaluate.add_argument("--clips", type=int, default=None, help="test clips per video (default: as trained)")
+    ablate = sub.add_parser("ablate", help="run ablation arms (DARTS, random, random-WS, fixed networks) and report")
+    _config_args(ablate)
+    _cluster_args(ablate)
+    rank = sub.add_parser("rank", help="does weight sharing rank architectures right? (Kendall tau, Spearman rho)")
+    _config_args(rank)
+    _cluster_args(rank)
+    segments = sub.add_parser("segments", help="TSN segments vs one dense clip, K in --segments, same architecture")
+    _config_args(segments)
+    _cluster_args(segments)
+    segments.add_argument("--genotype", type=Path, default=None, help="genotype.json (omit with train.model=<name>)")
+    segments.add_argument("--segments", default="1,2,4,8", help="comma-separated segment counts (default 1,2,4,8)")
+    models = sub.add_parser("models", help="list registered networks with params and FLOPs per clip")
+    models.add_argument("--num-classes", type=int, default=101)
+    models.add_argument("--input", default="16x112x112", help="frames x height x width of one clip (default 16x112x112)")
+    ui = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for the default database")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--tracking-uri", default=None)
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------- data
+def cmd_data(args: argparse.Namespace) -> int:
+    if args.data_command == "synth":
+        from autovid.data.synthetic import synthesize
+
+        started = time.perf_counter()
+        root = synthesize(
+            args.out, classes=args.classes, videos_per_class=args.videos_per_class, groups=args.groups,
+            size=args.size, frames=args.frames, seed=args.seed, codec=args.codec,
+        )
+        print(f"wrote the synthetic benchmark to {root} in {time.perf_counter() - started:.1f}s")
+        return 0
+    from autovid.data.manifest import build_manifest, read_manifest, summarize_manifest, write_manifest
+
+    if args.data_command == "index":
+        frame = build_manifest(args.root, args.format, split=args.split, splits_dir=args.splits, workers=args.workers, progress=True)
+        summary = summarize_manifest(frame)
+        if summary["ok"] == 0:
+            _print_summary(summary)
+            raise UserError(f"no usable video under {args.root}: every file was quarantined (manifest not written)")
+        write_manifest(frame, args.out)
+        _print_summary(summary)
+        print(f"manifest: {args.out}")
+        return 0
+    if not args.manifest.is_file():
+        raise UserError(f"manifest not found: {args.manifest}")
+    _print_summary(summarize_manifest(read_manifest(args.manifest)))
+    return 0
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    print(f"classes {summary['classes']}  videos {summary['videos']}  ok {summary['ok']}  frames {summary['frames']:,}")
+    for split, count in sorted(summary.get("by_split", {}).items()):
+        print(f"  split {split}: {count} videos")
+    quarantined = summary.get("quarantined", {})
+    print(f"  quarantined: {sum(quarantined.values())}" + "".join(f"\n    {reason}: {n}" for reason, n in sorted(quarantined.items())))
+
+
+# ------------------------------------------------------------------------------------- search / tune
+def _load(args: argparse.Namespace):
+    from autovid.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    cfg = _load(args)  # validate before importing Ray and torch: a config error answers at once
+    from autovid.report import summary_table
+    from autovid.tune.runner import run_search_experiment
+
+    if args.command == "search":  # one search, no outer hyperparameter sampling
+        cfg = cfg.with_overrides({"tune.num_samples": 1, "tune.param_space": {}, "tune.scheduler.name": "none"}, source="search")
+    outcome = run_search_experiment(
+        cfg, resume=args.resume, retrain=not getattr(args, "no_retrain", args.command == "search"),
+        address=args.address, tracking_uri=args.tracking_uri,
+    )
+    if not outcome.summary.empty:
+        columns = [c for c in outcome.summary.columns if c not in ("genotype",)]
+        print(summary_table(outcome.summary.to_dict("records"), columns))
+    if outcome.best_genotype:
+        _print_genotype(outcome.best_genotype, outcome.summary.iloc[0].to_dict())
+    if outcome.retrain:
+        print(f"retrained best genotype: " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in outcome.retrain.items()))
+    print(f"results: {outcome.experiment_path}")
+    print(f"MLflow: parent run {outcome.parent_run_id}; open the UI with `autovid ui` (http://127.0.0.1:5000)")
+    return 0 if outcome.best_genotype else 1
+
+
+def _print_genotype(genotype_json: str, row: dict[str, Any]) -> None:
+    from autovid.nas.genotype import Genotype
+
+    genotype = Genotype.from_json(genotype_json)
+    print(f"best genotype {genotype.hash}:\n{genotype}")
+    params, flops = row.get("genotype/params"), row.get("genotype/flops")
+    if params is not None and flops is not None:
+        print(f"  derived network: {int(params):,} params, {int(flops) / 1e6:,.1f} MFLOPs per clip")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    genotype_json = _genotype_arg(args.genotype, cfg)
+    from autovid.tune.runner import run_retrain
+
+    final = run_retrain(cfg, genotype_json, name=f"{cfg.name}-train", resume=args.resume, tracking_uri=args.tracking_uri, address=args.address)
+    print("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in final.items()))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    if not args.checkpoint.exists():
+        raise UserError(f"checkpoint not found: {args.checkpoint}")
+    from autovid.engine.evaluation import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.checkpoint, test_clips=args.clips)
+    print(json.dumps({k: v for k, v in result.items() if k != "test/confusion"}, indent=2))
+    return 0
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    from autovid.tune.ablation import run_ablation
+
+    out = run_ablation(cfg, resume=args.resume, address=args.address, tracking_uri=args.tracking_uri)
+    print(out["markdown"].read_text())
+    print(f"report: {out['markdown'].parent}")
+    return 0
+
+
+def cmd_rank(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    from autovid.tune.ablation import run_rank_check
+
+    result = run_rank_check(cfg, resume=args.resume, address=args.address, tracking_uri=args.tracking_uri)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def cmd_segments(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    try:
+        segments = [int(x) for x in args.segments.split(",")]
+    except ValueError:
+        raise UserError(f"--segments {args.segments!r} is not a comma-separated list of integers") from None
+    genotype_json = _genotype_arg(args.genotype, cfg)
+    from autovid.tune.ablation import run_segments_sweep
+
+    out = run_segments_sweep(cfg, genotype_json, segments=segments, resume=args.resume, address=args.address,
+                             tracking_uri=args.tracking_uri)
+    print(out["table"].to_string(index=False))
+    print(f"table: {out['csv']}\nplot: {out['plot']}")
+    return 0
+
+
+def _genotype_arg(path: Path | None, cfg: Any) -> str | None:
+    if path is not None:
+        if not path.is_file():
+            raise UserError(f"genotype file not found: {path}")
+        from autovid.nas.genotype import Genotype
+
+        return Genotype.load(path).to_json()
+    if cfg.train.model is None:
+        raise UserError("give --genotype FILE, or train.model=<name> for a registered network (see `autovid models`)")
+    return None
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    try:
+        frames, height, width = (int(x) for x in args.input.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--input {args.input!r} is not FRAMESxHEIGHTxWIDTH (e.g. 16x112x112)") from None
+    from autovid.engine.accounting import count_flops, count_parameters
+    from autovid.models import create_model, list_models, model_kwargs
+    from autovid.report import summary_table
+
+    rows = []
+    for name in list_models():
+        extra = {k: v for k, v in {"frames": frames, "input_size": height}.items() if k in model_kwargs(name)}
+        model = create_model(name, num_classes=args.num_classes, **extra)
+        rows.append({
+            "model": name,
+            "params": count_parameters(model),
+            "GFLOPs/clip": count_flops(model, (1, 1, 3, frames, height, width)) / 1e9,
+        })
+    print(summary_table(rows, ["model", "params", "GFLOPs/clip"]))
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from autovid import tracking
+
+    uri = args.tracking_uri or tracking.default_tracking_uri()
+    command = tracking.ui_command(uri, host=args.host, port=args.port)
+    print(f"MLflow UI at http://{args.host}:{args.port} (store {uri}); Ctrl-C stops it")
+    return subprocess.call(command)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "data": cmd_data, "search": cmd_tune, "tune": cmd_tune, "train": cmd_train, "evaluate": cmd_evaluate,
+    "ablate": cmd_ablate, "rank": cmd_rank, "segments": cmd_segments, "models": cmd_models, "ui": cmd_ui,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname).1s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as err:
+        print(f"autovid: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("autovid: interrupted (resume with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,361 @@
+"""Stateful runs with an epoch-wise `step()`: a DARTS search and a from-scratch retrain.
+
+A session owns everything one run needs (loaders, network, optimizers, schedulers, RNG) and nothing about
+where it runs: Ray Tune trainables, the CLI and the tests drive the same objects. `state_dict()` holds all
+that is needed to continue exactly where a run stopped.
+
+    SearchSession.step():  search_epoch (w on the weight half, α on the α half) ─▶ evaluate (α half)
+                           ─▶ derive genotype ─▶ params/FLOPs of the derived network ─▶ metrics dict
+    TrainSession.step():   train_epoch (whole train split) ─▶ evaluate (test split, multi-clip)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from autovid.config import ExperimentConfig
+from autovid.engine.accounting import count_flops, count_parameters
+from autovid.engine.setup import build_data, clip_shape, resolve_device
+from autovid.engine.trainer import alpha_entropy, evaluate, search_epoch, train_epoch
+from autovid.errors import UserError
+from autovid.nas.architect import Architect
+from autovid.nas.genotype import Genotype
+from autovid.nas.network import Network
+from autovid.nas.sampling import sample_genotype
+from autovid.nas.search_space import SearchSpace, load_search_space
+from autovid.nas.supernet import SuperNet
+
+log = logging.getLogger(__name__)
+
+PARAM_FREE_OPS = frozenset({"zero", "skip", "max_pool_3", "avg_pool_3"})
+
+
+def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    # One independent, reproducible stream per (run seed, epoch, purpose): a restored run reseeds
+    # exactly as an uninterrupted one would, without saving generator states.
+    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0])
+
+
+def _reseed_loader(loader: Any, seed: int, epoch: int) -> None:
+    """Put a loader's shuffling and per-clip sampling in the state of `epoch`, whatever ran before:
+    a restored run then draws exactly the batches an uninterrupted one would."""
+    if loader is None:
+        return
+    sampler = getattr(loader, "sampler", None)
+    if getattr(sampler, "generator", None) is not None:
+        sampler.generator.manual_seed(seed)
+    if hasattr(sampler, "epoch"):
+        sampler.epoch = epoch
+    if getattr(loader, "generator", None) is not None:
+        loader.generator.manual_seed(seed)
+
+
+def build_network(
+    cfg: ExperimentConfig, *, num_classes: int, genotype: Genotype | None, space: SearchSpace | None = None
+) -> nn.Module:
+    """The network a retrain trains: a discrete NAS network from a genotype, or a registered model."""
+    if cfg.train.model is not None:
+        from autovid.models import create_model, model_kwargs
+
+        _, _, frames, height, _ = clip_shape(cfg.data)
+        # Only networks whose classifier depends on the clip size (C3D's fc6) take frames/input_size.
+        extra = {k: v for k, v in {"frames": frames, "input_size": height}.items() if k in model_kwargs(cfg.train.model)}
+        return create_model(
+            cfg.train.model, num_classes=num_classes, width=cfg.train.width, consensus=cfg.model.consensus, **extra
+        )
+    if genotype is None:
+        raise UserError("retraining needs a genotype (--genotype FILE) or train.model=<registered model>")
+    space = space or load_search_space(cfg.search_space)
+    return Network(
+        genotype,
+        space,
+        num_classes=num_classes,
+        channels=cfg.train.channels,
+        cells=cfg.train.cells,
+        consensus=cfg.model.consensus,
+        drop_path=cfg.train.drop_path,
+    )
+
+
+def network_cost(cfg: ExperimentConfig, model: nn.Module) -> dict[str, int]:
+    """Parameters and FLOPs per clip (one video, all K segments) of a network at the configured input."""
+    return {
+        "params": count_parameters(model),
+        "flops": count_flops(model, (1, *clip_shape(cfg.data))),
+    }
+
+
+class SinglePathBatches:
+    """Random search with weight sharing: before each weight step, route the supernet along one
+    uniformly sampled genotype (Li & Talwalkar 2019), so every path trains on an equal share of batches."""
+
+    def __init__(self, loader: Any, model: SuperNet, space: SearchSpace, rng: np.random.Generator) -> None:
+        self.loader, self.model, self.space, self.rng = loader, model, space, rng
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            self.model.set_path(sample_genotype(self.space, self.rng))
+            yield batch
+
+
+class SearchSession:
+    """One DARTS (or random weight-sharing) search; `step()` runs one search epoch and returns metrics."""
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.space = load_search_space(cfg.search_space)
+        self.data = build_data(cfg.data, seed=cfg.seed, train_portion=cfg.search.train_portion)
+        torch.manual_seed(cfg.seed)  # weight and α initialisation
+        s = cfg.search
+        self.model = SuperNet(
+            self.space,
+            num_classes=self.data.num_classes,
+            channels=cfg.model.channels,
+            cells=cfg.model.cells,
+            stem_multiplier=cfg.model.stem_multiplier,
+            pc_k=cfg.model.pc_k,
+            consensus=cfg.model.consensus,
+        ).to(self.device)
+        self.w_optimizer = torch.optim.SGD(
+            self.model.weight_parameters(), lr=s.w_lr, momentum=s.w_momentum, weight_decay=s.w_weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_optimizer, T_max=s.epochs, eta_min=s.w_lr_min)
+        self.architect = Architect(
+            self.model,
+            lr=s.alpha_lr,
+            betas=tuple(s.alpha_betas),
+            weight_decay=s.alpha_weight_decay,
+            order=s.order,
+            w_momentum=s.w_momentum,
+            w_weight_decay=s.w_weight_decay,
+        )
+        self.autocast_dtype = torch.bfloat16 if cfg.autocast == "bf16" and self.device.type == "cuda" else None
+        self.epoch = 0
+        self.alpha_history: list[dict[str, Any]] = []
+        self.ws_choice: Genotype | None = None
+        self._cost_cache: dict[str, dict[str, int]] = {}
+
+    @property
+    def done(self) -> bool:
+        return self.epoch >= self.cfg.search.epochs
+
+    def genotype(self) -> Genotype:
+        """DARTS: derived from α. Random-WS: the best candidate scored so far (a fixed sample before that)."""
+        if self.cfg.search.strategy == "random_ws":
+            if self.ws_choice is None:
+                return sample_genotype(self.space, np.random.default_rng(_epoch_seed(self.cfg.seed, 0, 4)))
+            return self.ws_choice
+        return self.model.genotype()
+
+    def score_genotypes(self, genotypes: list[Genotype]) -> list[float]:
+        """Validation accuracy (α half) of each genotype run as a single path with inherited weights."""
+        scores = []
+        for genotype in genotypes:
+            self.model.set_path(genotype)
+            _reseed_loader(self.data.search_a, _epoch_seed(self.cfg.seed, 0, 5), 0)
+            result = evaluate(self.model, self.data.search_a, device=self.device, num_classes=self.data.num_classes, prefix="val")
+            scores.append(float(result["val/acc"]))
+        self.model.set_path(None)
+        return scores
+
+    def derived_cost(self, genotype: Genotype) -> dict[str, int]:
+        """Params and FLOPs of the network the genotype becomes at retrain depth and width (cached)."""
+        if genotype.hash not in self._cost_cache:
+            net = build_network(self.cfg, num_classes=self.data.num_classes, genotype=genotype, space=self.space)
+            self._cost_cache[genotype.hash] = network_cost(self.cfg, net)
+        return self._cost_cache[genotype.hash]
+
+    def step(self) -> dict[str, Any]:
+        """One search epoch: weight and α updates, validation on the α half, the derived genotype."""
+        s = self.cfg.search
+        started = time.perf_counter()
+        _reseed_loader(self.data.search_w, _epoch_seed(self.cfg.seed, self.epoch, 0), self.epoch)
+        _reseed_loader(self.data.search_a, _epoch_seed(self.cfg.seed, self.epoch, 1), self.epoch)
+        torch.manual_seed(_epoch_seed(self.cfg.seed, self.epoch, 2))
+        update_alpha = s.strategy == "darts" and self.epoch >= s.warmup_epochs
+        w_loader = self.data.search_w
+        if s.strategy == "random_ws":
+            rng = np.random.default_rng(_epoch_seed(self.cfg.seed, self.epoch, 3))
+            w_loader = SinglePathBatches(w_loader, self.model, self.space, rng)
+        metrics: dict[str, Any] = dict(
+            search_epoch(
+                self.model,
+                self.architect,
+                w_loader,
+                self.data.search_a,
+                self.w_optimizer,
+                device=self.device,
+                grad_clip=s.grad_clip,
+                update_alpha=update_alpha,
+                eta=self.scheduler.get_last_lr()[0],
+                autocast_dtype=self.autocast_dtype,
+            )
+        )
+        self.scheduler.step()
+        self.model.set_path(None)
+        metrics.update(_scalars(evaluate(self.model, self.data.search_a, device=self.device, num_classes=self.data.num_classes, prefix="val")))
+        self.epoch += 1
+        if s.strategy == "random_ws" and self.done:
+            rng = np.random.default_rng(_epoch_seed(self.cfg.seed, 0, 6))
+            candidates = [sample_genotype(self.space, rng) for _ in range(s.ws_candidates)]
+            scores = self.score_genotypes(candidates)
+            best = int(np.argmax(scores))
+            self.ws_choice = candidates[best]
+            metrics["ws/best_val_acc"] = scores[best]
+            metrics["ws/mean_val_acc"] = float(np.mean(scores))
+
+        genotype = self.genotype()
+        skips = genotype.num_skips("normal")
+        alphas = {"ops": list(self.space.ops), **{k: v.detach().cpu().tolist() for k, v in self.model.alphas().items()}}
+        self.alpha_history.append({"epoch": self.epoch, **alphas})
+        cost = self.derived_cost(genotype)
+        metrics.update(
+            {
+                "epoch": self.epoch,
+                "lr": self.scheduler.get_last_lr()[0],
+                "alpha/entropy": alpha_entropy(self.model),
+                "alpha/updated": int(update_alpha),
+                "genotype/skips": skips,
+                "genotype/param_free": genotype.num_param_free(),
+                "genotype/params": cost["params"],
+                "genotype/flops": cost["flops"],
+                "collapse/flag": int(skips > s.max_skips),
+                "time/epoch_s": time.perf_counter() - started,
+                "genotype": genotype.to_json(),
+                "genotype_hash": genotype.hash,
+                "alphas": json.dumps(alphas),
+            }
+        )
+        if metrics["collapse/flag"]:
+            log.warning("collapse guard: derived normal cell has %d skip connections (max %d)", skips, s.max_skips)
+        return metrics
+
+    def set_learning_rates(self, *, w_lr: float, alpha_lr: float) -> None:
+        """PBT exploit/explore: new base learning rates, the cosine schedule continues from this epoch."""
+        for group in self.w_optimizer.param_groups:
+            group["initial_lr"] = w_lr
+        self.scheduler.base_lrs = [w_lr for _ in self.scheduler.base_lrs]
+        self.scheduler.last_epoch = self.epoch - 1
+        self.scheduler.step()  # recomputes the lr for the current epoch from the new base
+        for group in self.architect.optimizer.param_groups:
+            group["lr"] = alpha_lr
+
+    def should_stop(self, metrics: dict[str, Any]) -> bool:
+        return self.done or bool(self.cfg.search.stop_on_collapse and metrics.get("collapse/flag"))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "search",
+            "config": self.cfg.model_dump(mode="json"),
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "w_optimizer": self.w_optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "architect": self.architect.state_dict(),
+            "alpha_history": self.alpha_history,
+            "ws_choice": self.ws_choice.to_json() if self.ws_choice is not None else None,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.w_optimizer.load_state_dict(state["w_optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.architect.load_state_dict(state["architect"])
+        self.alpha_history = list(state["alpha_history"])
+        self.ws_choice = Genotype.from_json(state["ws_choice"]) if state.get("ws_choice") else None
+        self.epoch = int(state["epoch"])
+        torch.set_rng_state(state["torch_rng"])
+
+
+class TrainSession:
+    """Retrain a genotype (or a registered hand-designed network) from scratch; `step()` = one epoch."""
+
+    def __init__(self, cfg: ExperimentConfig, genotype: Genotype | None) -> None:
+        self.cfg = cfg
+        self.genotype = genotype
+        self.device = resolve_device(cfg.device)
+        # holdout: select architectures on the α half of the train split and never look at the test split.
+        self.holdout = cfg.train.holdout
+        self.data = build_data(cfg.data, seed=cfg.seed, train_portion=cfg.search.train_portion if self.holdout else None)
+        self.train_loader = self.data.search_w if self.holdout else self.data.train
+        self.eval_loader = self.data.search_a if self.holdout else self.data.test
+        self.eval_prefix = "val" if self.holdout else "test"
+        torch.manual_seed(cfg.seed)
+        self.model = build_network(cfg, num_classes=self.data.num_classes, genotype=genotype).to(self.device)
+        t = cfg.train
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=t.epochs, eta_min=t.lr_min)
+        self.cost = network_cost(cfg, self.model)
+        self.autocast_dtype = torch.bfloat16 if cfg.autocast == "bf16" and self.device.type == "cuda" else None
+        self.epoch = 0
+        self.last_eval: dict[str, Any] = {}
+
+    @property
+    def done(self) -> bool:
+        return self.epoch >= self.cfg.train.epochs
+
+    def step(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        _reseed_loader(self.train_loader, _epoch_seed(self.cfg.seed, self.epoch, 0), self.epoch)
+        torch.manual_seed(_epoch_seed(self.cfg.seed, self.epoch, 2))
+        metrics: dict[str, Any] = dict(
+            train_epoch(
+                self.model,
+                self.train_loader,
+                self.optimizer,
+                device=self.device,
+                grad_clip=self.cfg.train.grad_clip,
+                autocast_dtype=self.autocast_dtype,
+            )
+        )
+        self.scheduler.step()
+        self.epoch += 1
+        self.last_eval = self.evaluate()
+        metrics.update(_scalars(self.last_eval))
+        metrics.update({"epoch": self.epoch, "params": self.cost["params"], "flops": self.cost["flops"]})
+        metrics["time/epoch_s"] = time.perf_counter() - started
+        if self.genotype is not None:
+            metrics["genotype_hash"] = self.genotype.hash
+        return metrics
+
+    def evaluate(self) -> dict[str, Any]:
+        """Test-split (or holdout) evaluation, multi-clip when data.test_clips > 1, with per-class and confusion."""
+        _reseed_loader(self.eval_loader, _epoch_seed(self.cfg.seed, 0, 9), 0)
+        return evaluate(self.model, self.eval_loader, device=self.device, num_classes=self.data.num_classes, prefix=self.eval_prefix)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "train",
+            "config": self.cfg.model_dump(mode="json"),
+            "genotype": self.genotype.to_json() if self.genotype is not None else None,
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "class_names": list(self.data.class_names),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch = int(state["epoch"])
+        torch.set_rng_state(state["torch_rng"])
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Keep numbers; per-class lists and confusion matrices stay in the full evaluation result."""
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

@@ -1,0 +1,93 @@
+"""From a validated config to the things a run needs: device, manifest, loaders, search space."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from autovid.config import DataConfig
+from autovid.data.loaders import LoaderBundle, build_loaders
+from autovid.data.manifest import build_manifest, read_manifest, summarize_manifest, write_manifest
+from autovid.data.synthetic import ensure_synthetic
+from autovid.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA when present; asking for CUDA on a machine without it is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda but no CUDA device is available (use device=auto or device=cpu)")
+    return torch.device(name)
+
+
+def _cache_key(payload: dict) -> str:
+    return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def prepare_manifest(data: DataConfig) -> pd.DataFrame:
+    """The manifest for a data config: a given Parquet file, or indexed once and cached beside the videos.
+
+    Synthetic data is generated on first use; real datasets are indexed (probing every file once) and the
+    manifest cached under `data.cache_dir`, so later runs and Ray workers never probe again.
+    """
+    if data.manifest is not None:
+        if not data.manifest.is_file():
+            raise UserError(f"data.manifest: file not found: {data.manifest}")
+        return read_manifest(data.manifest)
+    cache = Path(data.cache_dir).resolve()
+    if data.dataset == "synthetic":
+        root = ensure_synthetic(cache / "synthetic", **data.synthetic.model_dump())
+        fmt = "ucf101"
+    else:
+        assert data.root is not None  # checked by DataConfig
+        root = Path(data.root).resolve()
+        fmt = data.dataset
+    key = _cache_key({"root": str(root), "format": fmt, "split": data.split})
+    manifest_path = cache / "manifests" / f"{fmt}-{key}.parquet"
+    if manifest_path.is_file():
+        return read_manifest(manifest_path)
+    log.info("indexing %s (%s, split %d)", root, fmt, data.split)
+    frame = build_manifest(root, fmt, split=data.split, progress=False)
+    summary = summarize_manifest(frame)
+    if summary["ok"] == 0:  # never cache a manifest that nothing can train on
+        reasons = ", ".join(f"{n} {r}" for r, n in summary["quarantined"].items())
+        raise UserError(f"no usable video under {root}: every file was quarantined ({reasons})")
+    if summary["quarantined"]:
+        log.warning("%d videos quarantined: %s", sum(summary["quarantined"].values()), summary["quarantined"])
+    manifest_path.parent.mkdir(parents=True, exist_ok=True)
+    write_manifest(frame, manifest_path)
+    return frame
+
+
+def build_data(data: DataConfig, *, seed: int, train_portion: float | None) -> LoaderBundle:
+    """Loaders for a run: the DARTS weight/α halves (when train_portion is set), the full train split, test."""
+    manifest = prepare_manifest(data)
+    return build_loaders(
+        manifest,
+        num_segments=data.num_segments,
+        frames_per_segment=data.frames_per_segment,
+        stride=data.stride,
+        mode=data.mode,
+        crop_size=data.crop_size,
+        resize=data.resize,
+        batch_size=data.batch_size,
+        num_workers=data.num_workers,
+        seed=seed,
+        train_portion=train_portion,
+        test_clips=data.test_clips,
+    )
+
+
+def clip_shape(data: DataConfig) -> tuple[int, int, int, int, int]:
+    """Shape of one clip `(K, C, L, H, W)` as the networks see it (dense mode folds K*L into one segment)."""
+    if data.mode == "dense":
+        return (1, 3, data.num_segments * data.frames_per_segment, data.crop_size, data.crop_size)
+    return (data.num_segments, 3, data.frames_per_segment, data.crop_size, data.crop_size)

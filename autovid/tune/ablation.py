@@ -1,0 +1,246 @@
+"""Ablations in one harness: DARTS, random search, random search with weight sharing and fixed networks,
+each arm × seed as Ray Tune trials, every final architecture retrained under one protocol, one report.
+
+    for arm in ablation.arms, seed in ablation.seeds:           (results.csv grows row by row: resumable)
+        darts / random_ws ─▶ Tuner(SearchTrainable)  ─▶ genotype ─┐
+        random            ─▶ Tuner(TrainTrainable × samples, ASHA, holdout) ─▶ best genotype ─┤
+        fixed             ─────────────────────────────────────────────────────────── model ─┤
+                                                   run_retrain (same epochs, data, seed) ◀─┘
+    report.md / report.csv / accuracy_vs_params.png          (autovid.report)
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import BasicVariantGenerator
+
+from autovid import report, tracking
+from autovid.config import ArmConfig, ExperimentConfig, load_arm
+from autovid.engine.setup import prepare_manifest
+from autovid.errors import UserError
+from autovid.nas.sampling import sample_genotype
+from autovid.nas.search_space import load_search_space
+from autovid.tune.runner import _callbacks, _tuner, absolute_paths, init_ray, run_retrain
+from autovid.tune.trainables import BASE_KEY, GENOTYPE_KEY, SearchTrainable, TrainTrainable
+
+log = logging.getLogger(__name__)
+
+RESULT_COLUMNS = ("arm", "seed", "top1", "top5", "params", "flops", "search_cost_s", "retrain_cost_s", "genotype_hash")
+
+
+class _Context:
+    """What every sub-experiment of one ablation shares: config, MLflow parent key, output folder."""
+
+    def __init__(self, cfg: ExperimentConfig, *, resume: bool, tracking_uri: str) -> None:
+        self.cfg = cfg
+        self.resume = resume
+        self.tracking_uri = tracking_uri
+        self.root = Path(str(cfg.storage_path)) / cfg.name
+        self.key = str(self.root)  # MLflow parent run: every arm's trials are its children
+
+    def fit(self, trainable: type, cfg: ExperimentConfig, space: dict[str, Any], *, name: str, max_t: int,
+            scheduler: Any, num_samples: int = 1) -> tune.ResultGrid:
+        path = f"{str(self.cfg.storage_path).rstrip('/')}/{name}"
+        tuner = _tuner(
+            trainable, cfg, space, name=name, max_t=max_t, searcher=BasicVariantGenerator(random_state=cfg.seed),
+            scheduler=scheduler, num_samples=num_samples,
+            callbacks=_callbacks(cfg, self.key, self.tracking_uri, self.cfg.name),
+            resume=self.resume and tune.Tuner.can_restore(path),
+        )
+        return tuner.fit()
+
+
+def _cpu_seconds(results: tune.ResultGrid, cfg: ExperimentConfig) -> float:
+    """Measured cost: wall seconds of every trial × the CPUs (or GPUs) it held."""
+    per_trial = cfg.tune.resources.gpu or cfg.tune.resources.cpu
+    return float(sum((r.metrics or {}).get("time_total_s", 0.0) for r in results) * per_trial)
+
+
+def arm_config(cfg: ExperimentConfig, arm: ArmConfig, seed: int) -> ExperimentConfig:
+    overrides: dict[str, Any] = {"seed": seed, "name": f"{cfg.name}-{arm.name}-s{seed}"}
+    if arm.search_space:
+        overrides["search_space"] = arm.search_space
+    if arm.strategy == "fixed":
+        overrides.update({"train.model": arm.model, "train.width": arm.width})
+    if arm.strategy == "random_ws":
+        overrides["search.strategy"] = "random_ws"
+    overrides.update(arm.overrides)
+    return cfg.with_overrides(overrides, source=f"arm {arm.name}")
+
+
+def find_architecture(ctx: _Context, arm: ArmConfig, cfg: ExperimentConfig) -> tuple[str | None, float]:
+    """The arm's search: returns (genotype JSON or None for fixed networks, search cost in CPU-seconds)."""
+    if arm.strategy == "fixed":
+        return None, 0.0
+    if arm.strategy in ("darts", "random_ws"):
+        results = ctx.fit(SearchTrainable, cfg, {BASE_KEY: cfg.model_dump(mode="json")}, name=f"{cfg.name}-search",
+                          max_t=cfg.search.epochs, scheduler=FIFOScheduler())
+        result = results[0]
+        if result.error or not (result.metrics or {}).get("genotype"):
+            raise RuntimeError(f"arm {arm.name}: the search failed: {result.error}")
+        return result.metrics["genotype"], _cpu_seconds(results, cfg)
+    # random: uniform genotypes trained standalone on the weight half, early-stopped by ASHA on the α half.
+    space = load_search_space(cfg.search_space)
+    rng = np.random.default_rng(cfg.seed)
+    genotypes = [sample_genotype(space, rng).to_json() for _ in range(arm.samples)]
+    holdout = cfg.with_overrides({"train.holdout": True, "train.epochs": cfg.search.epochs,
+                                  "train.channels": cfg.model.channels, "train.cells": cfg.model.cells})
+    results = ctx.fit(
+        TrainTrainable, holdout, {BASE_KEY: holdout.model_dump(mode="json"), GENOTYPE_KEY: tune.grid_search(genotypes)},
+        name=f"{cfg.name}-search", max_t=holdout.train.epochs,
+        scheduler=ASHAScheduler(time_attr="training_iteration", max_t=holdout.train.epochs, grace_period=1, reduction_factor=2),
+    )
+    scored = [(r.metrics.get("val/acc", -1.0), r.config[GENOTYPE_KEY]) for r in results if r.metrics and not r.error]
+    if not scored:
+        raise RuntimeError(f"arm {arm.name}: every random-search trial failed")
+    return max(scored, key=lambda pair: pair[0])[1], _cpu_seconds(results, holdout)
+
+
+def run_arm(ctx: _Context, arm: ArmConfig, seed: int) -> dict[str, Any]:
+    cfg = arm_config(ctx.cfg, arm, seed)
+    genotype_json, search_cost = find_architecture(ctx, arm, cfg)
+    final = run_retrain(cfg, genotype_json, name=f"{cfg.name}-retrain", resume=ctx.resume,
+                        tracking_uri=ctx.tracking_uri, experiment_key=ctx.key)
+    from autovid.nas.genotype import Genotype
+
+    return {
+        "arm": arm.name, "seed": seed, "top1": final["test/acc"], "top5": final.get("test/top5"),
+        "params": final.get("params"), "flops": final.get("flops"), "search_cost_s": search_cost,
+        "retrain_cost_s": final.get("time_total_s", 0.0) * (ctx.cfg.tune.resources.gpu or ctx.cfg.tune.resources.cpu),
+        "genotype_hash": Genotype.from_json(genotype_json).hash if genotype_json else "",
+    }
+
+
+def budget_note(cfg: ExperimentConfig, arms: list[ArmConfig]) -> str:
+    c = cfg
+    lines = [
+        f"Data: {c.data.dataset} (split {c.data.split}), {c.data.num_segments} segments x {c.data.frames_per_segment} frames "
+        f"at {c.data.crop_size}x{c.data.crop_size}, {c.data.mode} sampling; seeds {list(c.ablation.seeds)}.",
+        f"Search: supernet {c.model.cells} cells x {c.model.channels} channels, {c.search.epochs} epochs "
+        f"({c.search.warmup_epochs} warm-up), {c.search.order}-order DARTS.",
+        f"Retrain (every arm, same protocol): {c.train.epochs} epochs, SGD lr {c.train.lr} cosine; NAS networks "
+        f"{c.train.cells} cells x {c.train.channels} channels.",
+    ]
+    for arm in arms:
+        extra = f", {arm.samples} genotypes" if arm.strategy == "random" else ""
+        extra += f", width x{arm.width}" if arm.strategy == "fixed" else ""
+        lines.append(f"- {arm.name}: {arm.strategy}{extra}. {arm.description}")
+    lines.append("Costs are measured: trial wall-clock seconds x CPUs held (hours per seed).")
+    return "\n".join(lines)
+
+
+def run_ablation(cfg: ExperimentConfig, *, resume: bool = False, address: str | None = None,
+                 tracking_uri: str | None = None) -> dict[str, Path]:
+    """Run every arm × seed (skipping finished ones on resume), then write the report."""
+    if not cfg.ablation.arms:
+        raise UserError("ablation.arms is empty: list baselines/ names (e.g. darts-p3d, random-p3d, r3d-18)")
+    arms = [load_arm(name) for name in cfg.ablation.arms]
+    cfg = absolute_paths(cfg)
+    tracking_uri = tracking_uri or cfg.tracking.uri or tracking.default_tracking_uri()
+    ctx = _Context(cfg, resume=resume, tracking_uri=tracking_uri)
+    results_path = ctx.root / "results.csv"
+    if results_path.exists() and not resume:
+        raise UserError(f"ablation {cfg.name!r} already has results at {results_path}; use --resume to continue it")
+    ctx.root.mkdir(parents=True, exist_ok=True)
+    prepare_manifest(cfg.data)
+    init_ray(address)
+    done = pd.read_csv(results_path) if results_path.exists() else pd.DataFrame(columns=list(RESULT_COLUMNS))
+    finished = {(str(a), int(s)) for a, s in zip(done["arm"], done["seed"])}
+    for arm in arms:
+        for seed in cfg.ablation.seeds:
+            if (arm.name, seed) in finished:
+                log.info("ablation: %s seed %d already done, skipped", arm.name, seed)
+                continue
+            log.info("ablation: %s seed %d", arm.name, seed)
+            row = run_arm(ctx, arm, seed)
+            done = pd.concat([done, pd.DataFrame([row])], ignore_index=True)
+            done.to_csv(results_path, index=False)  # after every arm × seed: an interruption loses nothing
+    paths = report.write_ablation_report(done, ctx.root, budget_note=budget_note(cfg, arms))
+    tracker = tracking.Tracker(tracking_uri, cfg.tracking.experiment)
+    parent = tracker.find_run("autovid.experiment_id", ctx.key)
+    if parent:
+        tracker.reopen(parent)
+        for path in paths.values():
+            tracker.log_artifact(parent, path)
+        tracker.end(parent)
+    return paths
+
+
+def run_rank_check(cfg: ExperimentConfig, *, resume: bool = False, address: str | None = None,
+                   tracking_uri: str | None = None) -> dict[str, Any]:
+    """Does weight sharing rank architectures right? Kendall τ / Spearman ρ between inherited-weight
+    scores (a random-WS supernet) and standalone training of the same sampled genotypes."""
+    from autovid.engine.session import SearchSession
+    from autovid.tune.trainables import STATE_FILE
+
+    import torch
+
+    n = cfg.ablation.rank_samples
+    if n < 3:
+        raise UserError("ablation.rank_samples must be at least 3 for a rank correlation")
+    cfg = absolute_paths(cfg).with_overrides({"search.strategy": "random_ws", "search.ws_candidates": 1})
+    ctx = _Context(cfg, resume=resume, tracking_uri=tracking_uri or cfg.tracking.uri or tracking.default_tracking_uri())
+    prepare_manifest(cfg.data)
+    init_ray(address)
+    supernet = ctx.fit(SearchTrainable, cfg, {BASE_KEY: cfg.model_dump(mode="json")}, name=f"{cfg.name}-rank-supernet",
+                       max_t=cfg.search.epochs, scheduler=FIFOScheduler())[0]
+    if supernet.error or supernet.checkpoint is None:
+        raise RuntimeError(f"the weight-sharing supernet failed: {supernet.error}")
+    session = SearchSession(cfg)
+    session.load_state_dict(torch.load(Path(supernet.checkpoint.path) / STATE_FILE, map_location="cpu", weights_only=False))
+    rng = np.random.default_rng([cfg.seed, 7])
+    space = load_search_space(cfg.search_space)
+    genotypes = [sample_genotype(space, rng) for _ in range(n)]
+    inherited = session.score_genotypes(genotypes)
+    holdout = cfg.with_overrides({"train.holdout": True, "train.epochs": cfg.ablation.rank_epochs,
+                                  "train.channels": cfg.model.channels, "train.cells": cfg.model.cells})
+    standalone_results = ctx.fit(
+        TrainTrainable, holdout,
+        {BASE_KEY: holdout.model_dump(mode="json"), GENOTYPE_KEY: tune.grid_search([g.to_json() for g in genotypes])},
+        name=f"{cfg.name}-rank-standalone", max_t=holdout.train.epochs, scheduler=FIFOScheduler(),
+    )
+    by_genotype = {r.config[GENOTYPE_KEY]: r.metrics.get("val/acc") for r in standalone_results if r.metrics}
+    standalone = [by_genotype.get(g.to_json(), float("nan")) for g in genotypes]
+    table = pd.DataFrame({"genotype_hash": [g.hash for g in genotypes], "inherited_val_acc": inherited,
+                          "standalone_val_acc": standalone})
+    ctx.root.mkdir(parents=True, exist_ok=True)
+    table.to_csv(ctx.root / "rank.csv", index=False)
+    valid = table.dropna()
+    result: dict[str, Any] = report.rank_correlation(valid["inherited_val_acc"].to_numpy(), valid["standalone_val_acc"].to_numpy())
+    report.plot_rank_scatter(valid["inherited_val_acc"].to_numpy(), valid["standalone_val_acc"].to_numpy(),
+                             ctx.root / "rank_scatter.png", ("inherited-weight val acc", "standalone val acc"),
+                             point_labels=list(valid["genotype_hash"]))
+    result.update({"table": str(ctx.root / "rank.csv"), "plot": str(ctx.root / "rank_scatter.png")})
+    return result
+
+
+def run_segments_sweep(cfg: ExperimentConfig, genotype_json: str | None, *, segments: list[int],
+                       resume: bool = False, address: str | None = None, tracking_uri: str | None = None) -> dict[str, Any]:
+    """The paper's untested assumption: TSN segments vs one dense clip of the same number of frames,
+    for K in `segments`, retraining the same architecture each time (a Tune grid)."""
+    cfg = absolute_paths(cfg)
+    ctx = _Context(cfg, resume=resume, tracking_uri=tracking_uri or cfg.tracking.uri or tracking.default_tracking_uri())
+    prepare_manifest(cfg.data)
+    init_ray(address)
+    space = {BASE_KEY: cfg.model_dump(mode="json"), GENOTYPE_KEY: genotype_json,
+             "data.num_segments": tune.grid_search(list(segments)), "data.mode": tune.grid_search(["segments", "dense"])}
+    results = ctx.fit(TrainTrainable, cfg, space, name=f"{cfg.name}-segments", max_t=cfg.train.epochs,
+                      scheduler=FIFOScheduler())
+    rows = [
+        {"mode": r.config["data.mode"], "num_segments": r.config["data.num_segments"],
+         "frames": r.config["data.num_segments"] * cfg.data.frames_per_segment, "top1": r.metrics.get("test/acc")}
+        for r in results if r.metrics and not r.error
+    ]
+    frame = pd.DataFrame(rows)
+    ctx.root.mkdir(parents=True, exist_ok=True)
+    table = report.segments_table(frame)
+    table.to_csv(ctx.root / "segments.csv", index=False)
+    report.plot_segments(frame, ctx.root / "segments.png")
+    return {"table": table, "csv": ctx.root / "segments.csv", "plot": ctx.root / "segments.png"}

@@ -1,0 +1,345 @@
+"""Build and run Tune experiments from an ExperimentConfig: the outer Optuna search, ASHA/PBT, resume.
+
+    ExperimentConfig ─▶ param_space {"base": cfg, "data.num_segments": choice(...), ...}
+                     ─▶ Tuner(SearchTrainable, OptunaSearch(journal file), ASHA | PBT | none)
+                     ─▶ ResultGrid ─▶ summary table, best genotype ─▶ Tuner(TrainTrainable) retrain
+    MLflow: one parent run per experiment, one child per trial (MLflowTrialCallback, driver side).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+from ray.tune.search import BasicVariantGenerator
+
+from autovid import tracking
+from autovid.config import Distribution, ExperimentConfig
+from autovid.engine.setup import prepare_manifest
+from autovid.errors import UserError
+from autovid.tune.mlflow_callback import MLflowTrialCallback
+from autovid.tune.progress import ConsoleReporter
+from autovid.tune.trainables import BASE_KEY, GENOTYPE_KEY, SearchTrainable, TrainTrainable, resolved_params
+
+log = logging.getLogger(__name__)
+
+OBJECTIVE = "objective"
+LR_KEYS = ("search.w_lr", "search.alpha_lr")
+
+
+@dataclass
+class TuneOutcome:
+    """What an experiment produced: where it lives, its trials, the winner and its retrain."""
+
+    experiment_path: str
+    summary: pd.DataFrame
+    best_trial_id: str | None
+    best_genotype: str | None
+    best_config: dict[str, Any] | None
+    retrain: dict[str, Any] = field(default_factory=dict)
+    parent_run_id: str | None = None
+
+
+def init_ray(address: str | None) -> None:
+    """Start local Ray (embedded default) or connect to a cluster (`auto`, `ray://host:port`, RAY_ADDRESS).
+
+    The dashboard stays off locally (it costs memory on a laptop) and binds to 127.0.0.1 when a cluster
+    is started by us; Ray's token authentication is left as Ray configures it (on by default)."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(include_dashboard=False, dashboard_host="127.0.0.1", log_to_driver=True)
+
+
+def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Trials run in their own working directories (and maybe other machines): ship absolute paths."""
+    overrides: dict[str, Any] = {
+        "data.cache_dir": str(Path(cfg.data.cache_dir).resolve()),
+        "storage_path": _absolute_storage(str(cfg.storage_path)),
+    }
+    for key, value in (("data.root", cfg.data.root), ("data.manifest", cfg.data.manifest)):
+        if value is not None:
+            overrides[key] = str(Path(value).resolve())
+    return cfg.with_overrides(overrides, source="resolved paths")
+
+
+def _absolute_storage(path: str) -> str:
+    return path if "://" in path else str(Path(path).resolve())
+
+
+def to_tune_domain(dist: Distribution) -> Any:
+    """A config Distribution as a Tune domain (Optuna reads Tune domains through OptunaSearch)."""
+    if dist.type == "choice":
+        return tune.choice(list(dist.values or []))
+    assert dist.low is not None and dist.high is not None
+    if dist.type == "uniform":
+        return tune.uniform(dist.low, dist.high)
+    if dist.type == "loguniform":
+        return tune.loguniform(dist.low, dist.high)
+    if dist.type == "int":
+        return tune.randint(int(dist.low), int(dist.high) + 1)  # high is inclusive in our configs
+    return tune.lograndint(int(dist.low), int(dist.high) + 1)
+
+
+def param_space(cfg: ExperimentConfig) -> dict[str, Any]:
+    space: dict[str, Any] = {BASE_KEY: cfg.model_dump(mode="json")}
+    space.update({key: to_tune_domain(dist) for key, dist in cfg.tune.param_space.items()})
+    return space
+
+
+def make_searcher(cfg: ExperimentConfig, experiment_dir: Path) -> Any:
+    """OptunaSearch with its study in a journal file beside the run (inspectable with Optuna's tools)."""
+    searcher = cfg.tune.searcher
+    if searcher.name == "random" or not cfg.tune.param_space or cfg.tune.scheduler.name == "pbt":
+        return BasicVariantGenerator(random_state=searcher.seed)
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    samplers = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=searcher.seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=searcher.seed),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=searcher.seed),
+        "qmc": lambda: optuna.samplers.QMCSampler(seed=searcher.seed),
+    }
+    storage = None
+    if "://" not in str(experiment_dir):
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        experiment_dir.mkdir(parents=True, exist_ok=True)
+        storage = JournalStorage(JournalFileBackend(str(experiment_dir / "optuna.journal")))
+    return OptunaSearch(
+        metric=OBJECTIVE, mode="max", sampler=samplers[searcher.sampler](), study_name=cfg.name, storage=storage
+    )
+
+
+def make_scheduler(cfg: ExperimentConfig, max_t: int) -> Any:
+    sched = cfg.tune.scheduler
+    if sched.name == "asha":
+        return ASHAScheduler(
+            time_attr="training_iteration", max_t=max_t, grace_period=min(sched.grace_period, max_t),
+            reduction_factor=sched.reduction_factor,
+        )
+    if sched.name == "pbt":
+        mutations = {key: to_tune_domain(cfg.tune.param_space[key]) for key in LR_KEYS if key in cfg.tune.param_space}
+        if not mutations:
+            raise UserError("tune.scheduler.name=pbt mutates learning rates only: add search.w_lr and/or "
+                            "search.alpha_lr to tune.param_space")
+        return PopulationBasedTraining(
+            time_attr="training_iteration", perturbation_interval=sched.perturbation_interval,
+            hyperparam_mutations=mutations,
+        )
+    return FIFOScheduler()
+
+
+def _callbacks(cfg: ExperimentConfig, experiment_path: str, tracking_uri: str, run_name: str) -> list[Any]:
+    mlflow_cb = MLflowTrialCallback(
+        tracking_uri,
+        cfg.tracking.experiment,
+        run_name,
+        parent_params=cfg.flat(),
+        parent_tags=tracking.standard_tags(search_space=cfg.search_space),
+        config_resolver=resolved_params,
+        experiment_key=experiment_path,
+    )
+    return [mlflow_cb, ConsoleReporter()]
+
+
+def _tuner(
+    trainable: type,
+    cfg: ExperimentConfig,
+    space: dict[str, Any],
+    *,
+    name: str,
+    max_t: int,
+    searcher: Any,
+    scheduler: Any,
+    num_samples: int,
+    callbacks: list[Any],
+    resume: bool,
+) -> tune.Tuner:
+    storage = str(cfg.storage_path)
+    path = f"{storage.rstrip('/')}/{name}"
+    resources = {"cpu": cfg.tune.resources.cpu, "gpu": cfg.tune.resources.gpu}
+    wrapped = tune.with_resources(trainable, resources)
+    exists = tune.Tuner.can_restore(path)
+    if resume:
+        if not exists:
+            raise UserError(f"nothing to resume: no experiment at {path}")
+        return tune.Tuner.restore(path, trainable=wrapped, resume_errored=True, param_space=space)
+    if exists:
+        raise UserError(f"experiment {name!r} already exists at {path}; use --resume to continue it, "
+                        f"or name=<new name> to start another")
+    return tune.Tuner(
+        wrapped,
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            metric=OBJECTIVE,
+            mode="max",
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=num_samples,
+            max_concurrent_trials=cfg.tune.max_concurrent_trials,
+            time_budget_s=cfg.tune.time_budget_s,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=storage,
+            callbacks=callbacks,
+            stop={"training_iteration": max_t},
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=2, checkpoint_frequency=cfg.tune.checkpoint_frequency, checkpoint_at_end=True
+            ),
+            failure_config=tune.FailureConfig(max_failures=cfg.tune.max_failures),
+            verbose=0,
+        ),
+    )
+
+
+SUMMARY_COLUMNS = ("val/acc", "objective", "genotype/params", "genotype/flops", "genotype/skips", "genotype_hash", "epoch")
+
+
+def summarize(results: tune.ResultGrid, cfg: ExperimentConfig) -> pd.DataFrame:
+    """One row per trial: its sampled hyperparameters and its last reported metrics."""
+    rows = []
+    for result in results:
+        metrics = result.metrics or {}
+        row: dict[str, Any] = {"trial": metrics.get("trial_id", "?"), "status": "ERROR" if result.error else "OK"}
+        row.update({key: (result.config or {}).get(key) for key in cfg.tune.param_space})
+        row.update({key: metrics.get(key) for key in SUMMARY_COLUMNS})
+        row["genotype"] = metrics.get("genotype")
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if not frame.empty and "objective" in frame:
+        frame = frame.sort_values("objective", ascending=False, na_position="last").reset_index(drop=True)
+    return frame
+
+
+def run_search_experiment(
+    cfg: ExperimentConfig,
+    *,
+    resume: bool = False,
+    retrain: bool = True,
+    address: str | None = None,
+    tracking_uri: str | None = None,
+) -> TuneOutcome:
+    """`autovid tune`/`autovid search`: the outer search over NAS hyperparameters, then retrain the best."""
+    cfg = absolute_paths(cfg)
+    tracking_uri = tracking_uri or cfg.tracking.uri or tracking.default_tracking_uri()
+    prepare_manifest(cfg.data)  # synthesize/index once in the driver, not in every trial
+    init_ray(address)
+    experiment_path = f"{str(cfg.storage_path).rstrip('/')}/{cfg.name}"
+    tuner = _tuner(
+        SearchTrainable,
+        cfg,
+        param_space(cfg),
+        name=cfg.name,
+        max_t=cfg.search.epochs,
+        searcher=make_searcher(cfg, Path(experiment_path)),
+        scheduler=make_scheduler(cfg, cfg.search.epochs),
+        num_samples=cfg.tune.num_samples,
+        callbacks=_callbacks(cfg, experiment_path, tracking_uri, cfg.name),
+        resume=resume,
+    )
+    results = tuner.fit()
+    summary = summarize(results, cfg)
+    outcome = TuneOutcome(experiment_path, summary, None, None, None)
+    tracker = tracking.Tracker(tracking_uri, cfg.tracking.experiment)
+    outcome.parent_run_id = tracker.find_run("autovid.experiment_id", experiment_path)
+    ok = summary[summary["status"] == "OK"].dropna(subset=["objective"]) if not summary.empty else summary
+    if ok.empty:
+        log.error("no trial finished successfully; see %s", experiment_path)
+        return outcome
+    best = ok.iloc[0]
+    best_result = next(r for r in results if (r.metrics or {}).get("trial_id") == best["trial"])
+    outcome.best_trial_id = str(best["trial"])
+    outcome.best_genotype = best["genotype"]
+    outcome.best_config = dict(best_result.config)
+    _write_outputs(outcome, tracker)
+    if retrain and outcome.best_genotype:
+        outcome.retrain = run_retrain(
+            resolve_best(outcome.best_config),
+            outcome.best_genotype,
+            name=f"{cfg.name}-retrain",
+            resume=resume and tune.Tuner.can_restore(f"{experiment_path}-retrain"),
+            tracking_uri=tracking_uri,
+            experiment_key=experiment_path,
+        )
+        if outcome.parent_run_id:
+            tracker.log_dict(outcome.parent_run_id, outcome.retrain, "retrain_best.json")
+            tracker.log_metrics(outcome.parent_run_id, {f"best/{k}": v for k, v in outcome.retrain.items()}, step=0)
+    return outcome
+
+
+def resolve_best(trial_config: dict[str, Any]) -> ExperimentConfig:
+    from autovid.tune.trainables import resolve_trial_config
+
+    return resolve_trial_config(trial_config)
+
+
+def _write_outputs(outcome: TuneOutcome, tracker: tracking.Tracker) -> None:
+    """summary.csv and best_genotype.json beside the experiment, and on the MLflow parent run."""
+    out = Path(outcome.experiment_path)
+    if "://" not in outcome.experiment_path:
+        out.mkdir(parents=True, exist_ok=True)
+        outcome.summary.drop(columns=["genotype"]).to_csv(out / "summary.csv", index=False)
+        (out / "best_genotype.json").write_text(outcome.best_genotype or "")
+    if outcome.parent_run_id:
+        tracker.log_table(outcome.parent_run_id, outcome.summary.drop(columns=["genotype"]), "summary")
+        if outcome.best_genotype:
+            tracker.log_genotype(outcome.parent_run_id, outcome.best_genotype, prefix="best_")
+        tracker.end(outcome.parent_run_id)
+
+
+def run_retrain(
+    cfg: ExperimentConfig,
+    genotype_json: str | None,
+    *,
+    name: str,
+    resume: bool = False,
+    tracking_uri: str | None = None,
+    experiment_key: str | None = None,
+    address: str | None = None,
+) -> dict[str, Any]:
+    """Retrain one architecture from scratch as a single Tune trial; returns its final test metrics."""
+    cfg = absolute_paths(cfg).with_overrides({"name": name}, source="retrain")
+    tracking_uri = tracking_uri or cfg.tracking.uri or tracking.default_tracking_uri()
+    prepare_manifest(cfg.data)
+    init_ray(address)
+    experiment_path = f"{str(cfg.storage_path).rstrip('/')}/{name}"
+    space = {BASE_KEY: cfg.model_dump(mode="json"), GENOTYPE_KEY: genotype_json}
+    tuner = _tuner(
+        TrainTrainable,
+        cfg,
+        space,
+        name=name,
+        max_t=cfg.train.epochs,
+        searcher=BasicVariantGenerator(),
+        scheduler=FIFOScheduler(),
+        num_samples=1,
+        callbacks=_callbacks(cfg, experiment_key or experiment_path, tracking_uri, name),
+        resume=resume,
+    )
+    result = tuner.fit()[0]
+    if result.error:
+        raise RuntimeError(f"retraining failed: {result.error}")
+    metrics = result.metrics or {}
+    keep = ("test/acc", "test/top5", "test/loss", "params", "flops", "epoch", "time_total_s")
+    final = {k: metrics[k] for k in keep if k in metrics}
+    if "://" not in experiment_path:
+        Path(experiment_path).mkdir(parents=True, exist_ok=True)
+        (Path(experiment_path) / "final_metrics.json").write_text(json.dumps(final, indent=2))
+        if result.checkpoint is not None:
+            final["checkpoint"] = str(Path(result.checkpoint.path) / "state.pt")
+    return final

@@ -1,0 +1,91 @@
+"""Sessions end to end on real synthetic videos: search, derive, retrain; exact resume from a state dict."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from autovid.engine.session import SearchSession, TrainSession
+from autovid.nas.genotype import Genotype
+from tests.tiny import tiny_config
+
+pytestmark = pytest.mark.slow
+
+NUMERIC = ("train/loss", "val/loss", "val/acc", "alpha/entropy")
+
+
+def _numbers(metrics: dict) -> dict:
+    return {k: metrics[k] for k in NUMERIC}
+
+
+def test_search_reports_contract_keys_and_a_valid_genotype(tmp_path: Path) -> None:
+    session = SearchSession(tiny_config(tmp_path))
+    first = session.step()
+    assert first["alpha/updated"] == 0  # warm-up epoch: α frozen
+    second = session.step()
+    assert second["alpha/updated"] == 1 and session.done
+    for key in ("train/loss", "train/acc", "val/loss", "val/acc", "alpha/entropy", "genotype/skips",
+                "genotype/param_free", "genotype/params", "genotype/flops", "collapse/flag", "epoch"):
+        assert math.isfinite(float(second[key])), key
+    genotype = Genotype.from_json(second["genotype"])
+    assert genotype.hash == second["genotype_hash"]
+    assert second["genotype/params"] > 0 and second["genotype/flops"] > 0
+    assert len(session.alpha_history) == 2
+
+
+def test_same_seed_same_metrics_and_genotype(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path)
+    a, b = SearchSession(cfg), SearchSession(cfg)
+    ra = [a.step() for _ in range(2)]
+    rb = [b.step() for _ in range(2)]
+    assert [_numbers(r) for r in ra] == [_numbers(r) for r in rb]
+    assert ra[-1]["genotype"] == rb[-1]["genotype"]
+
+
+def test_restored_search_continues_exactly(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, search={"epochs": 3, "warmup_epochs": 1})
+    straight = SearchSession(cfg)
+    expected = [straight.step() for _ in range(3)]
+
+    interrupted = SearchSession(cfg)
+    interrupted.step()
+    state_path = tmp_path / "state.pt"
+    torch.save(interrupted.state_dict(), state_path)
+    del interrupted
+    resumed = SearchSession(cfg)
+    resumed.load_state_dict(torch.load(state_path, weights_only=False))
+    got = [resumed.step() for _ in range(2)]
+    assert [_numbers(r) for r in got] == [_numbers(r) for r in expected[1:]]
+    assert got[-1]["genotype"] == expected[-1]["genotype"]
+
+
+def test_retrain_genotype_from_scratch_and_restore(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, data={"test_clips": 2})
+    genotype = Genotype.from_json(SearchSession(cfg).step()["genotype"])
+    session = TrainSession(cfg, genotype)
+    first = session.step()
+    assert {"train/loss", "test/acc", "test/top5", "params", "flops"} <= set(first)
+    state = session.state_dict()
+    second = session.step()
+    again = TrainSession(cfg, genotype)
+    again.load_state_dict(state)
+    assert again.step()["test/acc"] == second["test/acc"]
+    full = session.evaluate()
+    assert len(full["test/per_class_acc"]) == 4 and len(full["test/confusion"]) == 4
+
+
+def test_random_ws_scores_candidates_at_the_end(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, search={"epochs": 1, "warmup_epochs": 0, "strategy": "random_ws", "ws_candidates": 3})
+    session = SearchSession(cfg)
+    result = session.step()
+    assert 0.0 <= result["ws/best_val_acc"] <= 1.0 and result["ws/best_val_acc"] >= result["ws/mean_val_acc"]
+    assert result["genotype"] == session.ws_choice.to_json()
+
+
+def test_fixed_network_retrain(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, train={"model": "r2plus1d_18", "width": 0.125, "epochs": 1})
+    result = TrainSession(cfg, None).step()
+    assert 0.0 <= result["test/acc"] <= 1.0 and result["params"] > 0

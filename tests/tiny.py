@@ -1,0 +1,38 @@
+"""A tiny experiment config shared by the end-to-end tests: real videos, real networks, seconds per epoch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from autovid.config import ExperimentConfig, validate_config
+
+
+def tiny_config(tmp: Path, **sections: dict) -> ExperimentConfig:
+    """4 motion classes of 16x... 32x32 videos, a 2-cell 4-channel supernet, 2 epochs everywhere."""
+    data = {
+        "dataset": "synthetic",
+        # one synthetic dataset for the whole test session (see conftest.py); a run's own files stay in tmp
+        "cache_dir": os.environ.get("AUTOVID_TEST_CACHE", str(tmp / "cache")),
+        "synthetic": {"classes": 4, "videos_per_class": 8, "groups": 4, "test_groups": 1, "size": 32, "frames": 16},
+        "num_segments": 2,
+        "frames_per_segment": 2,
+        "crop_size": 24,
+        "batch_size": 8,
+    }
+    base: dict = {
+        "name": "tiny",
+        "storage_path": str(tmp / "runs"),
+        "data": data,
+        "model": {"channels": 4, "cells": 2},
+        "search": {"epochs": 2, "warmup_epochs": 1},
+        "train": {"epochs": 2, "channels": 4, "cells": 2},
+        "tracking": {"uri": f"sqlite:///{tmp / 'mlflow.db'}", "experiment": "tiny"},
+        "tune": {"num_samples": 1, "max_concurrent_trials": 1},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+    return validate_config(base, source="tiny test config")

@@ -1,0 +1,107 @@
+"""`autovid tune` for real: Optuna study on local Ray, nested MLflow runs, retrain of the best genotype,
+worker death retried from the checkpoint, and trials placed on both nodes of a two-node cluster."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import mlflow
+import pytest
+import ray
+from ray import tune
+
+from autovid.tune import runner
+from autovid.tune.runner import run_search_experiment
+from autovid.tune.trainables import BASE_KEY, SearchTrainable
+from tests.tiny import tiny_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_study_with_nested_mlflow_runs_and_retrain(tmp_path: Path, local_ray) -> None:
+    cfg = tiny_config(
+        tmp_path,
+        tune={"num_samples": 2, "max_concurrent_trials": 2,
+              "param_space": {"search.w_lr": {"type": "loguniform", "low": 0.01, "high": 0.1},
+                              "data.num_segments": {"type": "choice", "values": [1, 2]}}},
+        train={"epochs": 1, "channels": 4, "cells": 2},
+    )
+    outcome = run_search_experiment(cfg)
+    assert len(outcome.summary) == 2 and set(outcome.summary["status"]) == {"OK"}
+    assert outcome.best_genotype and 0.0 <= outcome.retrain["test/acc"] <= 1.0
+    exp_dir = Path(outcome.experiment_path)
+    assert (exp_dir / "summary.csv").is_file() and (exp_dir / "best_genotype.json").is_file()
+    assert (exp_dir / "optuna.journal").stat().st_size > 0  # the study is persisted beside the run
+
+    client = mlflow.MlflowClient(cfg.tracking.uri)
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
+    parent = client.get_run(outcome.parent_run_id)
+    children = client.search_runs([experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == 3  # two search trials and the retrain of the best
+    searches = [c for c in children if "search.w_lr" in c.data.params and "val/acc" in c.data.metrics]
+    assert len(searches) == 2
+    for child in searches:
+        for key in ("train/loss", "val/acc", "alpha/entropy", "genotype/params", "genotype/flops"):
+            history = client.get_metric_history(child.info.run_id, key)
+            assert [m.step for m in history] == [1, 2], key
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert any(p.startswith("genotype") for p in artifacts)
+        assert child.data.tags.get("genotype_hash") or child.data.tags.get("autovid.genotype_hash")
+
+
+class _KillWorkerOnce(tune.Callback):
+    """Kills the trial's worker process right after its second epoch was reported (and checkpointed)."""
+
+    def __init__(self) -> None:
+        self.killed = False
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if not self.killed and result["training_iteration"] == 2:
+            self.killed = True
+            os.kill(result["pid"], signal.SIGKILL)
+
+
+def test_worker_death_resumes_from_last_checkpoint(tmp_path: Path, local_ray) -> None:
+    cfg = runner.absolute_paths(tiny_config(tmp_path, search={"epochs": 4, "warmup_epochs": 1}))
+    killer = _KillWorkerOnce()
+    tuner = runner._tuner(
+        SearchTrainable, cfg, {BASE_KEY: cfg.model_dump(mode="json")}, name="killed", max_t=4,
+        searcher=None, scheduler=None, num_samples=1, callbacks=[killer], resume=False,
+    )
+    result = tuner.fit()[0]
+    assert killer.killed and result.error is None
+    assert result.metrics["training_iteration"] == 4 and result.metrics["epoch"] == 4
+    # Restored from the last checkpoint written before the kill (epoch 1 or 2; the epoch-2 one may still be
+    # in flight when its result arrives): the epochs after the restore continue from it, not from epoch 1.
+    since_restore = result.metrics["iterations_since_restore"]
+    assert since_restore in (2, 3)
+    epochs = [int(e) for e in result.metrics_dataframe["epoch"]]
+    assert epochs[-since_restore:] == list(range(5 - since_restore, 5)) and epochs[-since_restore] > 1
+
+
+def test_two_node_cluster_places_trials_on_both_nodes(tmp_path: Path) -> None:
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    try:
+        cfg = tiny_config(tmp_path, search={"epochs": 1, "warmup_epochs": 0},
+                          tune={"num_samples": 2, "max_concurrent_trials": 2, "scheduler": {"name": "none"},
+                                "param_space": {"search.w_lr": {"type": "choice", "values": [0.02, 0.03]}}})
+        outcome = run_search_experiment(cfg, retrain=False, address=cluster.address)
+        assert len(outcome.summary) == 2
+        frames = tune.Tuner.restore(outcome.experiment_path, trainable=SearchTrainable).get_results()
+        nodes = {r.metrics["node_id"] for r in frames}
+        assert len(nodes) == 2
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
