@@ -74,6 +74,15 @@ def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
     return cfg.with_overrides(overrides, source="resolved paths")
 
 
+def trial_dirname(trial: Any) -> str:
+    """Short trial folder names: Ray's default packs the whole (large) base config into the name."""
+    return f"trial_{trial.trial_id}"
+
+
+def trial_name(trial: Any) -> str:
+    return f"{trial.trainable_name.replace('Trainable', '').lower()}_{trial.trial_id}"
+
+
 def _absolute_storage(path: str) -> str:
     return path if "://" in path else str(Path(path).resolve())
 
@@ -192,6 +201,8 @@ def _tuner(
             num_samples=num_samples,
             max_concurrent_trials=cfg.tune.max_concurrent_trials,
             time_budget_s=cfg.tune.time_budget_s,
+            trial_dirname_creator=trial_dirname,
+            trial_name_creator=trial_name,
         ),
         run_config=tune.RunConfig(
             name=name,
