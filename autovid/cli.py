@@ -38,8 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     synth = data.add_parser("synth", help="write the embedded synthetic motion benchmark (UCF101 layout)")
     synth.add_argument("out", type=Path)
     synth.add_argument("--classes", type=int, default=10)
-    synth.add_argument("--videos-per-class", type=int, default=24)
-    synth.add_argument("--groups", type=int, default=8)
+    synth.add_argument("--videos-per-class", type=int, default=30)
+    synth.add_argument("--groups", type=int, default=10)
+    synth.add_argument("--test-groups", type=int, default=3)
+    synth.add_argument("--speed", type=float, default=1.0, help="scales every motion; lower is harder")
     synth.add_argument("--size", type=int, default=64)
     synth.add_argument("--frames", type=int, default=32)
     synth.add_argument("--seed", type=int, default=0)
@@ -97,7 +99,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         root = synthesize(
             args.out, classes=args.classes, videos_per_class=args.videos_per_class, groups=args.groups,
-            size=args.size, frames=args.frames, seed=args.seed, codec=args.codec,
+            test_groups=args.test_groups, speed=args.speed, size=args.size, frames=args.frames, seed=args.seed, codec=args.codec,
         )
         print(f"wrote the synthetic benchmark to {root} in {time.perf_counter() - started:.1f}s")
         return 0
@@ -120,11 +122,9 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
-    print(f"classes {summary['classes']}  videos {summary['videos']}  ok {summary['ok']}  frames {summary['frames']:,}")
-    for split, count in sorted(summary.get("by_split", {}).items()):
-        print(f"  split {split}: {count} videos")
-    quarantined = summary.get("quarantined", {})
-    print(f"  quarantined: {sum(quarantined.values())}" + "".join(f"\n    {reason}: {n}" for reason, n in sorted(quarantined.items())))
+    from autovid.data.manifest import format_summary
+
+    print(format_summary(summary))
 
 
 # ------------------------------------------------------------------------------------- search / tune

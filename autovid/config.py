@@ -23,20 +23,21 @@ class _Frozen(BaseModel):
 
 
 class SyntheticConfig(_Frozen):
-    """The embedded motion benchmark (written as real videos on first use)."""
+    """The embedded motion benchmark (written as real videos on first use); see autovid.data.synthetic."""
 
-    classes: Annotated[int, Field(ge=2, le=10)] = 10  # the number of distinct motion patterns
-    videos_per_class: Annotated[int, Field(ge=4)] = 24
-    groups: Annotated[int, Field(ge=2)] = 8  # _gNN_ groups per class; clips of a group share appearance
-    test_groups: PositiveInt = 3  # groups g01..gNN of every class form the test split
+    classes: Annotated[int, Field(ge=2, le=14)] = 10  # the first N motions (11-14 depend on event order)
+    videos_per_class: Annotated[int, Field(ge=2)] = 30
+    groups: Annotated[int, Field(ge=2)] = 10  # scenes; every scene performs every class
+    test_groups: PositiveInt = 3  # scenes g01..gNN form the test split (unseen scenes)
     size: Annotated[int, Field(ge=16, le=512)] = 64  # frame side in pixels (even)
     frames: Annotated[int, Field(ge=4)] = 32
     seed: int = 0
     codec: Literal["mpeg4", "h264", "mjpeg"] = "mpeg4"
-    # difficulty knobs: more noise, shake and clutter, or slower motion, make the benchmark harder
-    noise: NonNegFloat = 0.04
-    jitter: Annotated[int, Field(ge=0)] = 1
-    clutter: Annotated[int, Field(ge=0)] = 3
+    # difficulty knobs: more noise, texture, clutter or sway, or slower motion, make the benchmark harder
+    noise: NonNegFloat = 0.03
+    texture: NonNegFloat = 0.08
+    clutter: Annotated[int, Field(ge=0)] = 2
+    jitter: Annotated[int, Field(ge=0)] = 0
     speed: PositiveFloat = 1.0
 
 

@@ -1,0 +1,163 @@
+"""A torch Dataset of sampled, decoded and transformed clips over a manifest's usable videos."""
+
+from __future__ import annotations
+
+import logging
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from autovid.data.decoding import DecoderLimitation, ReaderCache, read_frames
+from autovid.data.sampling import SamplingMode, clip_indices
+from autovid.data.transforms import TestTransform, TrainTransform
+
+log = logging.getLogger(__name__)
+
+MAX_REPLACEMENTS = 10  # failed decodes tolerated for one item before giving up
+
+
+class VideoRecord(NamedTuple):
+    """The manifest fields a worker needs for one video."""
+
+    path: str
+    label: int
+    num_frames: int
+
+
+class VideoClipDataset(Dataset):
+    """Clips of the ``status == "ok"`` videos of one split.
+
+        manifest row ─▶ clip_indices (K, L) ─▶ read_frames (decord, only those frames, resized at decode)
+                     ─▶ uint8 [K, L, H, W, 3] ─▶ Train/TestTransform ─▶ float32 [K, C, L, crop, crop]
+
+    ``mode="dense"`` gives K = 1 and L = num_segments * frames_per_segment. With ``num_clips = M > 1``
+    an item is [M, K, C, L, crop, crop]: M draws per video (test: M evenly spaced offsets per segment),
+    for multi-clip testing whose logits the evaluator averages.
+
+    Randomness: item ``i`` of epoch ``e`` uses ``np.random.default_rng([seed, e, i])``, so a clip does
+    not depend on worker count or order. The epoch comes from :meth:`set_epoch` or, preferably, from
+    the index itself: ``dataset[(i, e)]`` (what :class:`autovid.data.loaders.EpochSampler` yields).
+
+    A file that fails to decode is logged and replaced by another video of the same class; the number
+    of failures, summed over worker processes, is :attr:`failures`.
+
+    ``resize=(h, w)`` makes decord scale at decode (both sides always passed); None keeps the native size.
+    Train items get a random resized crop (area ``scale``) and, if ``hflip``, a horizontal flip, one draw
+    per clip; test items a centre crop. ``crop_size`` is the side of the square output.
+    """
+
+    def __init__(
+        self,
+        manifest: pd.DataFrame,
+        *,
+        split: str | None,
+        num_segments: int,
+        frames_per_segment: int,
+        crop_size: int,
+        train: bool,
+        seed: int,
+        stride: int = 1,
+        mode: SamplingMode = "segments",
+        resize: tuple[int, int] | None = None,
+        num_clips: int = 1,
+        hflip: bool = True,
+        scale: tuple[float, float] = (0.4, 1.0),
+        cache_size: int = 0,  # open readers kept per worker; 0 = a fresh reader per item (faster, see ReaderCache)
+    ) -> None:
+        if mode not in ("segments", "dense"):
+            raise ValueError(f"unknown sampling mode {mode!r}; valid: segments, dense")
+        if num_clips < 1:
+            raise ValueError(f"num_clips must be >= 1, got {num_clips}")
+        rows = manifest[manifest["status"] == "ok"]
+        if split is not None:
+            rows = rows[rows["split"] == split]
+        self.records = [
+            VideoRecord(str(p), int(lab), int(n)) for p, lab, n in zip(rows["path"], rows["label"], rows["num_frames"])
+        ]
+        self.num_segments, self.frames_per_segment = num_segments, frames_per_segment
+        self.stride, self.mode, self.train, self.seed, self.num_clips = stride, mode, train, seed, num_clips
+        self.resize = resize
+        self.transform = TrainTransform(crop_size, scale=scale, hflip=hflip) if train else TestTransform(crop_size)
+        self.by_label: dict[int, list[int]] = {}
+        for i, rec in enumerate(self.records):
+            self.by_label.setdefault(rec.label, []).append(i)
+        self.readers = ReaderCache(cache_size)
+        # shared-memory counters: visible across DataLoader worker processes (fork or spawn)
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._failures = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    # ------------------------------------------------------------------------------------------ state
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def labels(self) -> list[int]:
+        return [r.label for r in self.records]
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Epoch used by plain integer indices (also seen by persistent workers)."""
+        self._epoch.fill_(int(epoch))
+
+    @property
+    def failures(self) -> int:
+        """Clips that failed to decode so far (all workers) and were replaced."""
+        return int(self._failures)
+
+    def reset_readers(self) -> None:
+        """Forget open readers (called in each new worker: decoder state must not cross a fork)."""
+        self.readers.clear()
+
+    # ------------------------------------------------------------------------------------------ items
+
+    @property
+    def clip_shape(self) -> tuple[int, ...]:
+        """Shape of one item's clip tensor."""
+        k, l = (1, self.num_segments * self.frames_per_segment) if self.mode == "dense" else (
+            self.num_segments, self.frames_per_segment)
+        size = self.transform.crop_size
+        one = (k, 3, l, size, size)
+        return one if self.num_clips == 1 else (self.num_clips, *one)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        index, epoch = item if isinstance(item, tuple) else (item, self.epoch)
+        rng = np.random.default_rng([self.seed, epoch, index])
+        candidate = index
+        for _ in range(MAX_REPLACEMENTS + 1):
+            record = self.records[candidate]
+            try:
+                return self._load(record, rng), record.label
+            except DecoderLimitation:
+                raise  # the configured size, not the file: replacing videos would not help
+            except Exception as exc:  # noqa: BLE001 - any decode failure: never kill the epoch
+                self.readers.discard(record.path)
+                with torch.no_grad():
+                    self._failures += 1
+                log.warning("failed to decode %s (%s); using another video of class %d",
+                            record.path, " ".join(str(exc).split())[:200], record.label)
+                peers = self.by_label[record.label]
+                others = [j for j in peers if j != candidate] or peers
+                candidate = others[int(rng.integers(len(others)))]
+        raise RuntimeError(f"{MAX_REPLACEMENTS + 1} videos of class {self.records[index].label} failed to decode")
+
+    def _load(self, record: VideoRecord, rng: np.random.Generator) -> torch.Tensor:
+        # train: M independent random draws; test: M evenly spaced offsets (M = 1 is the TSN centre)
+        indices = np.stack([
+            clip_indices(
+                record.num_frames, self.num_segments, self.frames_per_segment, mode=self.mode, train=self.train,
+                rng=rng, stride=self.stride, clip=0 if self.train else m, num_clips=1 if self.train else self.num_clips,
+            )
+            for m in range(self.num_clips)
+        ])  # (M, K, L)
+        h, w = self.resize if self.resize is not None else (None, None)
+        frames = read_frames(record.path, indices, width=w, height=h, cache=self.readers)
+        frames = frames.reshape(*indices.shape, *frames.shape[1:])  # (M, K, L, H, W, 3)
+        clips = [self.transform(frames[m], rng) for m in range(self.num_clips)]
+        return clips[0] if self.num_clips == 1 else torch.stack(clips)

@@ -1,0 +1,173 @@
+"""DataLoaders for search and retraining: train, DARTS' weight and alpha halves, and test."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Sampler, get_worker_info
+
+from autovid.data.dataset import VideoClipDataset
+from autovid.data.manifest import class_names as manifest_class_names
+from autovid.data.sampling import SamplingMode
+from autovid.errors import UserError
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Yields ``(dataset_index, epoch)`` over a fixed subset, reshuffled each time it is iterated.
+
+    Carrying the epoch inside the index lets every worker derive the same per-item RNG
+    ``(seed, epoch, index)`` without anyone calling ``set_epoch``; the order comes from a
+    ``torch.Generator`` seeded once, so a run replays exactly.
+    """
+
+    def __init__(self, indices: Sequence[int], *, shuffle: bool, seed: int = 0) -> None:
+        self.indices = list(indices)
+        self.shuffle = shuffle
+        self.generator = torch.Generator().manual_seed(seed)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        order = torch.randperm(len(self.indices), generator=self.generator).tolist() if self.shuffle else range(
+            len(self.indices))
+        return iter([(self.indices[i], epoch) for i in order])
+
+
+def split_stratified(labels: Sequence[int], portion: float, seed: int) -> tuple[list[int], list[int]]:
+    """Split positions per class: ``round(portion * n_c)`` of each class to the first part, the rest to the second.
+
+    Deterministic for ``seed``; each class keeps at least one video on each side when it has two.
+    """
+    if not 0.0 < portion < 1.0:
+        raise UserError(f"train_portion must be in (0, 1), got {portion}")
+    rng = np.random.default_rng([seed, 0x5EA])
+    labels_arr = np.asarray(labels)
+    first: list[int] = []
+    second: list[int] = []
+    for label in np.unique(labels_arr):
+        members = rng.permutation(np.flatnonzero(labels_arr == label))
+        cut = int(round(portion * len(members)))
+        if len(members) >= 2:
+            cut = min(max(cut, 1), len(members) - 1)
+        first += members[:cut].tolist()
+        second += members[cut:].tolist()
+    return sorted(first), sorted(second)
+
+
+def worker_init(worker_id: int) -> None:
+    """Give each DataLoader worker its own decord readers (never inherit decoder state across fork)."""
+    info = get_worker_info()
+    if info is not None and isinstance(info.dataset, VideoClipDataset):
+        info.dataset.reset_readers()
+
+
+class Throughput(NamedTuple):
+    """Clips delivered by one timed pass over a loader."""
+
+    clips: int
+    seconds: float
+
+    @property
+    def clips_per_s(self) -> float:
+        return self.clips / self.seconds if self.seconds > 0 else float("nan")
+
+
+def measure_throughput(loader: DataLoader, *, max_batches: int | None = None) -> Throughput:
+    """Time one pass over ``loader`` (at most ``max_batches``), not counting the first batch (worker start-up)."""
+    batches = iter(loader)
+    next(batches, None)
+    clips, start = 0, time.perf_counter()
+    for i, (x, _) in enumerate(batches):
+        if max_batches is not None and i >= max_batches:
+            break
+        clips += len(x)
+    return Throughput(clips, time.perf_counter() - start)
+
+
+@dataclass
+class LoaderBundle:
+    """The loaders of one experiment. ``search_w``/``search_a`` are None when no search split was asked for.
+
+        train split ─┬─────────────────────────────▶ train     (retraining on all train videos)
+                     └─ stratified by train_portion ─▶ search_w  (network weights)
+                                                   └▶ search_a  (architecture α)
+        val_split   ───────────────────────────────▶ test      (centre crops, test_clips per video)
+    """
+
+    train: DataLoader
+    search_w: DataLoader | None
+    search_a: DataLoader | None
+    test: DataLoader
+    num_classes: int
+    class_names: tuple[str, ...]
+
+    @property
+    def failures(self) -> int:
+        """Clips that failed to decode and were replaced, over all loaders so far."""
+        datasets = {id(dl.dataset): dl.dataset for dl in (self.train, self.search_w, self.search_a, self.test) if dl}
+        return sum(ds.failures for ds in datasets.values())
+
+
+def _loader(dataset: VideoClipDataset, indices: Sequence[int], *, shuffle: bool, seed: int, batch_size: int,
+            num_workers: int) -> DataLoader:
+    kwargs: dict[str, Any] = {}
+    if num_workers > 0:
+        kwargs.update(persistent_workers=True, prefetch_factor=2, worker_init_fn=worker_init)
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=EpochSampler(indices, shuffle=shuffle, seed=seed),
+        num_workers=num_workers, pin_memory=torch.cuda.is_available(), drop_last=False, **kwargs,
+    )
+
+
+def build_loaders(
+    manifest: pd.DataFrame,
+    *,
+    num_segments: int,
+    frames_per_segment: int,
+    crop_size: int,
+    batch_size: int,
+    seed: int,
+    stride: int = 1,
+    mode: SamplingMode = "segments",
+    resize: tuple[int, int] | None = None,
+    num_workers: int = 0,
+    train_portion: float | None = 0.5,
+    test_clips: int = 1,
+    val_split: str = "test",
+    hflip: bool = True,
+) -> LoaderBundle:
+    """Build the experiment's loaders from a manifest (only ``status == "ok"`` rows are used).
+
+    Batches are ``(clips, labels)``: clips float32 [B, K, C, L, crop, crop] (``[B, M, K, ...]`` for the
+    test loader when ``test_clips = M > 1``), labels int64 [B]. Shuffling uses ``torch.Generator``s
+    seeded from ``seed``; pin_memory only when CUDA is available.
+    """
+    splits = set(manifest.loc[manifest["status"] == "ok", "split"])
+    for name in ("train", val_split):
+        if name not in splits:
+            raise UserError(f"the manifest has no usable videos in split {name!r} (has: {', '.join(sorted(splits))})")
+    names = tuple(manifest_class_names(manifest))
+    common: dict[str, Any] = dict(
+        num_segments=num_segments, frames_per_segment=frames_per_segment, crop_size=crop_size, stride=stride,
+        mode=mode, resize=resize,
+    )
+    train_ds = VideoClipDataset(manifest, split="train", train=True, seed=seed, hflip=hflip, **common)
+    test_ds = VideoClipDataset(manifest, split=val_split, train=False, seed=seed, num_clips=test_clips, **common)
+    opts = dict(batch_size=batch_size, num_workers=num_workers)
+    train = _loader(train_ds, range(len(train_ds)), shuffle=True, seed=seed, **opts)
+    test = _loader(test_ds, range(len(test_ds)), shuffle=False, seed=seed, **opts)
+    search_w = search_a = None
+    if train_portion is not None:
+        w_idx, a_idx = split_stratified(train_ds.labels, train_portion, seed)
+        search_w = _loader(train_ds, w_idx, shuffle=True, seed=seed + 1, **opts)
+        search_a = _loader(train_ds, a_idx, shuffle=True, seed=seed + 2, **opts)
+    return LoaderBundle(train, search_w, search_a, test, num_classes=len(names), class_names=names)

@@ -1,0 +1,411 @@
+"""Video manifests: index a dataset (UCF101, HMDB51, class folders, CSV), probe each file once, store Parquet."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import re
+import select
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import pandas as pd
+
+from autovid.data.decoding import ProbeOutcome
+from autovid.errors import UserError
+
+log = logging.getLogger(__name__)
+
+ManifestFormat = Literal["ucf101", "hmdb51", "folder", "csv"]
+FORMATS: tuple[str, ...] = ("ucf101", "hmdb51", "folder", "csv")
+
+# One row per video. ``path`` is absolute; ``label`` 0-based; ``split`` "train" / "test" (csv may add others);
+# ``status`` "ok" or "quarantined" with a short ``reason`` tag (missing, empty, unreadable, no_frames,
+# decode_error, crashed); metadata columns are 0 for quarantined rows.
+MANIFEST_COLUMNS: tuple[str, ...] = (
+    "path", "label", "class_name", "split", "num_frames", "fps", "width", "height", "duration", "status", "reason",
+)
+_DTYPES = {
+    "path": "string", "label": "int64", "class_name": "string", "split": "string", "num_frames": "int64",
+    "fps": "float64", "width": "int64", "height": "int64", "duration": "float64", "status": "string",
+    "reason": "string",
+}
+VIDEO_EXTENSIONS = frozenset({".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv"})
+_GROUP = re.compile(r"_g(\d+)_", re.IGNORECASE)
+TEST_FRACTION = 0.3  # of the groups of each class, for formats without official split files
+
+
+class Entry(NamedTuple):
+    """A video listed by a dataset's split files or folders, before probing."""
+
+    path: Path
+    class_name: str
+    split: str
+
+
+class Listing(NamedTuple):
+    """All entries of one dataset split plus the class names in label order."""
+
+    entries: list[Entry]
+    class_names: list[str]
+
+
+# ---------------------------------------------------------------------------------------------- formats
+
+
+def _read_lines(path: Path) -> list[str]:
+    """Non-empty stripped lines; tolerates Windows line endings and a UTF-8 BOM."""
+    return [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+
+
+def _find_splits_dir(root: Path, splits_dir: Path | None, archive_dir: str, probe: Callable[[Path], bool]) -> Path:
+    candidates = [splits_dir] if splits_dir is not None else [root, root / archive_dir, root.parent / archive_dir]
+    for cand in candidates:
+        if cand.is_dir() and probe(cand):
+            return cand
+    where = ", ".join(str(c) for c in candidates)
+    raise UserError(f"split files not found (looked in {where}); pass --splits DIR")
+
+
+def _list_ucf101(root: Path, split: int, splits_dir: Path | None) -> Listing:
+    sdir = _find_splits_dir(root, splits_dir, "ucfTrainTestlist", lambda d: (d / "classInd.txt").is_file())
+    class_names: list[str] = []
+    for line in _read_lines(sdir / "classInd.txt"):
+        number, _, name = line.partition(" ")
+        if not number.isdigit() or int(number) != len(class_names) + 1 or not name.strip():
+            raise UserError(f"{sdir / 'classInd.txt'}: expected '<n> <ClassName>' numbered from 1, got {line!r}")
+        class_names.append(name.strip())
+    by_lower = {name.lower(): name for name in class_names}
+    entries = []
+    for split_name, stem in (("train", "trainlist"), ("test", "testlist")):
+        list_file = sdir / f"{stem}{split:02d}.txt"
+        if not list_file.is_file():
+            raise UserError(f"split file not found: {list_file}")
+        for line in _read_lines(list_file):
+            rel = line.split()[0].replace("\\", "/")
+            folder = rel.split("/")[0]
+            # The label comes from the folder, never the file name: UCF101 stores v_HandStandPushups_*
+            # in HandstandPushups/.
+            if folder.lower() not in by_lower:
+                raise UserError(f"{list_file}: class folder {folder!r} is not in classInd.txt")
+            entries.append(Entry(root / rel, by_lower[folder.lower()], split_name))
+    return Listing(entries, class_names)
+
+
+def _list_hmdb51(root: Path, split: int, splits_dir: Path | None) -> Listing:
+    suffix = f"_test_split{split}.txt"
+    sdir = _find_splits_dir(root, splits_dir, "testTrainMulti_7030_splits", lambda d: any(d.glob(f"*{suffix}")))
+    files = sorted(sdir.glob(f"*{suffix}"))
+    class_names = sorted(f.name[: -len(suffix)] for f in files)
+    entries = []
+    for f in files:
+        class_name = f.name[: -len(suffix)]
+        for line in _read_lines(f):
+            parts = line.split()
+            if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
+                raise UserError(f"{f}: expected '<video> <0|1|2>', got {line!r}")
+            if parts[1] != "0":  # 0 = not used in this split
+                entries.append(Entry(root / class_name / parts[0], class_name, "train" if parts[1] == "1" else "test"))
+    return Listing(entries, class_names)
+
+
+def group_of(path: str | Path) -> str:
+    """The group a video belongs to: ``NN`` from ``_gNN_`` in its name, else the file stem (its own group)."""
+    name = Path(path).name
+    match = _GROUP.search(name)
+    return f"g{int(match.group(1)):04d}" if match else Path(path).stem
+
+
+def assign_group_splits(groups: Sequence[str], split: int = 1, test_fraction: float = TEST_FRACTION) -> list[str]:
+    """Deterministic train/test labels that keep each group on one side.
+
+    The sorted distinct groups of one class are cut into a test window of ``round(test_fraction * G)``
+    groups (at least one when there are two or more), rotated by ``split`` like UCF101's three splits.
+    """
+    distinct = sorted(set(groups))
+    g = len(distinct)
+    n_test = max(1, round(test_fraction * g)) if g >= 2 else 0
+    start = ((split - 1) * n_test) % g if g else 0
+    test = {distinct[(start + i) % g] for i in range(n_test)}
+    return ["test" if grp in test else "train" for grp in groups]
+
+
+def _split_by_groups(items: list[tuple[Path, str]], split: int) -> list[Entry]:
+    """(path, class) pairs -> entries (same order) with a group-preserving split computed per class."""
+    side: dict[Path, str] = {}
+    for cls in sorted({c for _, c in items}):
+        paths = [p for p, c in items if c == cls]
+        side.update(zip(paths, assign_group_splits([group_of(p) for p in paths], split)))
+    return [Entry(path, cls, side[path]) for path, cls in items]
+
+
+def _list_folder(root: Path, split: int) -> Listing:
+    items = [
+        (f, d.name)
+        for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")
+        for f in sorted(d.iterdir()) if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS
+    ]
+    if not items:
+        raise UserError(f"no videos found in class folders under {root} (expected ROOT/<class>/<video>)")
+    return Listing(_split_by_groups(items, split), sorted({cls for _, cls in items}))
+
+
+def _list_csv(csv_path: Path, split: int) -> Listing:
+    if not csv_path.is_file():
+        raise UserError(f"csv manifest not found: {csv_path}")
+    table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    missing = {"path", "label"} - set(table.columns)
+    if missing:
+        raise UserError(f"{csv_path}: missing column(s) {', '.join(sorted(missing))}; expected path,label[,split]")
+    labels = table["label"].str.strip()
+    if labels.str.fullmatch(r"\d+").all():  # integer labels: keep their numbering
+        numbers = labels.astype(int)
+        names = sorted(set(numbers))
+        class_names = [str(i) for i in range(max(names) + 1)]
+        classes = [str(n) for n in numbers]
+    else:
+        class_names = sorted(set(labels))
+        classes = list(labels)
+    paths = [Path(p) if Path(p).is_absolute() else csv_path.parent / p for p in table["path"].str.strip()]
+    if "split" in table.columns:
+        entries = [Entry(p, c, s.strip().lower()) for p, c, s in zip(paths, classes, table["split"])]
+    else:
+        entries = _split_by_groups(list(zip(paths, classes)), split)
+    return Listing(entries, class_names)
+
+
+def list_videos(
+    root: str | Path, fmt: ManifestFormat, *, split: int = 1, splits_dir: str | Path | None = None
+) -> Listing:
+    """The videos a dataset declares, with classes and train/test split, without opening any file."""
+    if fmt not in FORMATS:
+        raise UserError(f"unknown manifest format {fmt!r}; valid: {', '.join(FORMATS)}")
+    if split < 1:
+        raise UserError(f"split must be >= 1, got {split}")
+    root = Path(root)
+    sdir = Path(splits_dir) if splits_dir is not None else None
+    if fmt == "csv":
+        return _list_csv(root, split)
+    if not root.is_dir():
+        raise UserError(f"dataset root not found: {root}")
+    if sdir is not None and not sdir.is_dir():
+        raise UserError(f"splits folder not found: {sdir}")
+    if fmt == "ucf101":
+        return _list_ucf101(root, split, sdir)
+    if fmt == "hmdb51":
+        return _list_hmdb51(root, split, sdir)
+    return _list_folder(root, split)
+
+
+# ---------------------------------------------------------------------------------------------- probing
+
+
+_CHILD = "from autovid.data.decoding import serve_probes; serve_probes()"
+
+
+class _ProbeChild:
+    """One probing subprocess (see :func:`autovid.data.decoding.serve_probes`), asked one file at a time."""
+
+    def __init__(self) -> None:
+        env = dict(os.environ)
+        package_root = str(Path(__file__).resolve().parents[2])  # importable without an install, too
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+        # stderr is dropped: decord and FFmpeg complain about every bad file; the manifest keeps the reason
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, text=True, env=env,
+        )
+
+    def probe(self, path: str, timeout: float) -> ProbeOutcome | None:
+        """The outcome for ``path``, or None when the child died or hung on it (then it is killed)."""
+        try:
+            self.proc.stdin.write(json.dumps(path) + "\n")
+            self.proc.stdin.flush()
+            ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+            line = self.proc.stdout.readline() if ready else ""
+        except (BrokenPipeError, OSError):
+            line = ""
+        if line:
+            return ProbeOutcome.from_json(line)
+        self.close()
+        return None
+
+    def crash_detail(self, timeout: float) -> str:
+        code = self.proc.returncode
+        if code is None or code == -signal.SIGKILL:
+            return f"the decoder did not finish in {timeout:.0f} s"
+        if code < 0:
+            return f"the decoder killed the probing process ({signal.Signals(-code).name})"
+        return f"the probing process exited with code {code}"
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _probe_worker(jobs: queue.SimpleQueue, results: list[ProbeOutcome | None], timeout: float,
+                  done: Callable[[int], object]) -> None:
+    """Thread body: feed files to a child until the queue is empty; replace the child when it dies."""
+    child: _ProbeChild | None = None
+    try:
+        while True:
+            try:
+                i, path = jobs.get_nowait()
+            except queue.Empty:
+                return
+            child = child or _ProbeChild()
+            outcome = child.probe(path, timeout)
+            if outcome is None:  # this file crashed (or hung) the decoder: it alone is quarantined
+                outcome = ProbeOutcome(None, "crashed", child.crash_detail(timeout))
+                child = None
+            results[i] = outcome
+            done(1)
+    finally:
+        if child is not None:
+            child.close()
+
+
+def probe_files(
+    paths: Sequence[str], *, workers: int | None = None, progress: bool = False, timeout: float = 120.0,
+) -> list[ProbeOutcome]:
+    """Probe every file in child processes; the outcomes come back in order.
+
+        paths ─▶ queue ─▶ N threads, each driving one `python -c serve_probes` child (one file at a time)
+                              │ child dies (decord abort / segfault) or hangs past `timeout`
+                              ▼
+                      that file: "crashed"; a fresh child takes the rest of the queue
+
+    A child is a plain subprocess (not multiprocessing): it never re-imports the caller's ``__main__``
+    and starts in a fraction of a second.
+    """
+    from tqdm import tqdm  # progress bar only when asked for
+
+    results: list[ProbeOutcome | None] = [None] * len(paths)
+    if not paths:
+        return []
+    jobs: queue.SimpleQueue = queue.SimpleQueue()
+    for item in enumerate(paths):
+        jobs.put(item)
+    n_workers = max(1, min(workers or min(os.cpu_count() or 1, 8), len(paths)))
+    with tqdm(total=len(paths), desc="probing", unit="video", disable=not progress) as bar:
+        threads = [threading.Thread(target=_probe_worker, args=(jobs, results, timeout, bar.update), daemon=True)
+                   for _ in range(n_workers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    return [r if r is not None else ProbeOutcome(None, "crashed", "not probed") for r in results]
+
+
+# ---------------------------------------------------------------------------------------------- manifests
+
+
+def build_manifest(
+    root: str | Path,
+    fmt: ManifestFormat,
+    *,
+    split: int = 1,
+    splits_dir: str | Path | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Index a dataset: list its videos (see :func:`list_videos`), probe each once in parallel, one row each.
+
+    Unusable files never raise: they become ``status="quarantined"`` rows with a ``reason``. A missing
+    root, splits folder or split file raises :class:`UserError`.
+
+    Returns:
+        DataFrame with :data:`MANIFEST_COLUMNS`, in listing order.
+    """
+    listing = list_videos(root, fmt, split=split, splits_dir=splits_dir)
+    label_of = {name: i for i, name in enumerate(listing.class_names)}
+    paths = [os.path.abspath(e.path) for e in listing.entries]
+    outcomes = probe_files(paths, workers=workers, progress=progress)
+    rows = []
+    for entry, path, outcome in zip(listing.entries, paths, outcomes):
+        info = outcome.info
+        if info is None:
+            log.warning("quarantined %s (%s: %s)", path, outcome.reason, outcome.detail)
+        rows.append({
+            "path": path, "label": label_of[entry.class_name], "class_name": entry.class_name, "split": entry.split,
+            "num_frames": info.num_frames if info else 0, "fps": info.fps if info else 0.0,
+            "width": info.width if info else 0, "height": info.height if info else 0,
+            "duration": info.duration if info else 0.0,
+            "status": "ok" if info else "quarantined", "reason": "" if info else outcome.reason,
+        })
+    return _typed(pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)))
+
+
+def _typed(df: pd.DataFrame) -> pd.DataFrame:
+    return df.astype(_DTYPES).reset_index(drop=True)
+
+
+def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write the manifest as Parquet (pyarrow); readable by ``pd.read_parquet`` / ``pyarrow.parquet`` as is."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _typed(df[list(MANIFEST_COLUMNS)]).to_parquet(path, index=False, engine="pyarrow")
+    return path
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    """Read a manifest written by :func:`write_manifest`; a missing or foreign file is a :class:`UserError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"manifest not found: {path}")
+    try:
+        df = pd.read_parquet(path, engine="pyarrow")
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for non-Parquet input
+        raise UserError(f"not a Parquet manifest: {path} ({type(exc).__name__})") from None
+    missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
+    if missing:
+        raise UserError(f"not an autovid manifest: {path} lacks column(s) {', '.join(missing)}")
+    return _typed(df[list(MANIFEST_COLUMNS)])
+
+
+def class_names(df: pd.DataFrame) -> list[str]:
+    """Class names in label order (labels 0..max; a label with no row gets its number as name)."""
+    names = dict(zip(df["label"].astype(int), df["class_name"].astype(str)))
+    return [names.get(i, str(i)) for i in range(max(names, default=-1) + 1)]
+
+
+def summarize_manifest(df: pd.DataFrame) -> dict[str, Any]:
+    """Counts for the CLI: classes, videos, usable videos, quarantined by reason, frames, per split."""
+    ok = df["status"] == "ok"
+    by_split = {
+        str(s): {"videos": int(len(g)), "ok": int((g["status"] == "ok").sum()),
+                 "frames": int(g.loc[g["status"] == "ok", "num_frames"].sum())}
+        for s, g in df.groupby("split", sort=True)
+    }
+    return {
+        "classes": int(df["label"].nunique()),
+        "videos": int(len(df)),
+        "ok": int(ok.sum()),
+        "quarantined": {str(k): int(v) for k, v in df.loc[~ok, "reason"].value_counts().sort_index().items()},
+        "frames": int(df.loc[ok, "num_frames"].sum()),
+        "by_split": by_split,
+    }
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A few human-readable lines for :func:`summarize_manifest`'s dict."""
+    quarantined = sum(summary["quarantined"].values())
+    reasons = ", ".join(f"{k} {v}" for k, v in summary["quarantined"].items()) or "none"
+    lines = [
+        f"classes: {summary['classes']}   videos: {summary['videos']}   ok: {summary['ok']}   "
+        f"quarantined: {quarantined} ({reasons})   frames: {summary['frames']}",
+    ]
+    lines += [f"  {s}: {v['ok']}/{v['videos']} videos ok, {v['frames']} frames" for s, v in summary["by_split"].items()]
+    return "\n".join(lines)

@@ -1,0 +1,100 @@
+"""build_loaders: stratified search halves, reproducible shuffling, batch shapes, multi-clip test batches."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from autovid.data.loaders import EpochSampler, LoaderBundle, build_loaders, measure_throughput, split_stratified
+from autovid.data.manifest import build_manifest
+from autovid.errors import UserError
+
+CLASSES = {"a": 6, "b": 4, "c": 5}  # videos per class, 2 of each class go to test (groups g01, g02)
+
+
+@pytest.fixture(scope="module")
+def manifest(module_kit) -> pd.DataFrame:
+    for cls, n in CLASSES.items():
+        for g in range(1, n + 1):
+            module_kit.video(f"set/{cls}/v_{cls}_g{g:02d}_c01", 16)
+    df = build_manifest(module_kit.root / "set", "folder", workers=2)
+    group = df["path"].str.extract(r"_g(\d+)_")[0].astype(int)
+    df["split"] = ["test" if g <= 2 else "train" for g in group]
+    return df
+
+
+def bundle(manifest: pd.DataFrame, **kw) -> LoaderBundle:
+    args = dict(num_segments=2, frames_per_segment=2, crop_size=16, batch_size=4, seed=3, resize=(20, 20),
+                num_workers=0, train_portion=0.5, test_clips=1)
+    return build_loaders(manifest, **{**args, **kw})
+
+
+def indices(loader) -> list[int]:
+    return [i for i, _ in loader.sampler]
+
+
+def test_search_halves_are_disjoint_stratified_and_cover_train(manifest) -> None:
+    b = bundle(manifest)
+    assert b.num_classes == 3 and b.class_names == ("a", "b", "c")
+    w, a = sorted(indices(b.search_w)), sorted(indices(b.search_a))
+    assert not set(w) & set(a) and sorted(w + a) == list(range(len(b.train.dataset)))
+    labels = b.train.dataset.labels
+    per_class = {c: ([labels[i] for i in w].count(c), [labels[i] for i in a].count(c)) for c in range(3)}
+    assert per_class == {0: (2, 2), 1: (1, 1), 2: (2, 1)} or per_class == {0: (2, 2), 1: (1, 1), 2: (1, 2)}
+    assert b.search_w.dataset is b.train.dataset  # one dataset, one set of worker caches per loader
+
+
+def test_batches_have_the_contract_shapes(manifest) -> None:
+    b = bundle(manifest, test_clips=3)
+    x, y = next(iter(b.search_w))
+    assert x.shape == (4, 2, 3, 2, 16, 16) and x.dtype == torch.float32 and y.dtype == torch.int64
+    x, y = next(iter(b.test))
+    assert x.shape == (4, 3, 2, 3, 2, 16, 16)
+    assert sum(len(y) for _, y in b.test) == 6
+    dense = bundle(manifest, mode="dense", train_portion=None)
+    assert dense.search_w is None and dense.search_a is None
+    assert next(iter(dense.train))[0].shape == (4, 1, 3, 4, 16, 16)
+
+
+def test_order_is_reproducible_and_reshuffled_each_epoch(manifest) -> None:
+    one, two = bundle(manifest), bundle(manifest)
+    first = [indices(one.train), indices(one.train)]
+    assert first == [indices(two.train), indices(two.train)] and first[0] != first[1]
+    assert indices(one.test) == list(range(6))
+    seen = [(i, e) for i, e in EpochSampler([5, 7], shuffle=False)]
+    assert seen == [(5, 0), (7, 0)]
+    other = bundle(manifest, seed=4)
+    assert indices(other.search_w) != indices(bundle(manifest).search_w) or \
+        indices(other.train) != indices(bundle(manifest).train)
+
+
+def test_workers_give_the_same_batches(manifest) -> None:
+    serial = [x for x, _ in bundle(manifest).search_a]
+    parallel = [x for x, _ in bundle(manifest, num_workers=2).search_a]
+    assert len(serial) == len(parallel) and all(torch.equal(s, p) for s, p in zip(serial, parallel))
+
+
+def test_bad_requests_are_user_errors(manifest) -> None:
+    with pytest.raises(UserError, match="split 'val'"):
+        bundle(manifest, val_split="val")
+    with pytest.raises(UserError, match="train_portion"):
+        bundle(manifest, train_portion=1.0)
+    only_test = manifest.assign(split="test")
+    with pytest.raises(UserError, match="split 'train'"):
+        bundle(only_test)
+
+
+def test_split_stratified_is_deterministic() -> None:
+    labels = [0] * 10 + [1] * 3 + [2]
+    w, a = split_stratified(labels, 0.7, seed=1)
+    assert (w, a) == split_stratified(labels, 0.7, seed=1)
+    assert [labels[i] for i in w].count(0) == 7 and [labels[i] for i in w].count(1) == 2
+    assert 13 in w or 13 in a
+
+
+def test_measure_throughput_counts_clips_after_the_first_batch(manifest) -> None:
+    b = bundle(manifest)
+    result = measure_throughput(b.train)  # 9 train videos, batches of 4: the first is not timed
+    assert result.clips == 5 and result.seconds > 0 and result.clips_per_s > 0
+    assert measure_throughput(b.train, max_batches=1).clips == 4

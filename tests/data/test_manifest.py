@@ -1,0 +1,180 @@
+"""Manifests: the four formats, quarantine of broken files (including a decoder crash), Parquet round trip."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from autovid.data.manifest import (
+    MANIFEST_COLUMNS, assign_group_splits, build_manifest, format_summary, group_of, read_manifest,
+    summarize_manifest, write_manifest,
+)
+from autovid.errors import UserError
+
+UCF_CLASSES = {
+    "ApplyEyeMakeup": [("v_ApplyEyeMakeup_g01_c01", 20), ("v_ApplyEyeMakeup_g02_c01", 24)],
+    # real UCF101 quirk: files named HandStand... live in folder HandstandPushups
+    "HandstandPushups": [("v_HandStandPushups_g01_c01", 16), ("v_HandStandPushups_g02_c01", 18),
+                         ("v_HandStandPushups_g03_c02", 22)],
+}
+
+
+def test_ucf101_labels_come_from_folders_and_split_files_have_crlf(kit, tmp_path: Path) -> None:
+    root = kit.ucf_tree(tmp_path / "UCF-101", classes=UCF_CLASSES, splits=tmp_path / "ucfTrainTestlist")
+    df = build_manifest(root, "ucf101", workers=2)  # split files found beside ROOT
+    assert list(df.columns) == list(MANIFEST_COLUMNS) and len(df) == 5
+    assert (df["status"] == "ok").all() and (df["reason"] == "").all()
+    hs = df[df["path"].str.contains("HandStand")]
+    assert set(hs["class_name"]) == {"HandstandPushups"} and set(hs["label"]) == {1}
+    assert df.set_index(df["path"].map(lambda p: Path(p).stem))["split"].to_dict() == {
+        "v_ApplyEyeMakeup_g01_c01": "test", "v_ApplyEyeMakeup_g02_c01": "train",
+        "v_HandStandPushups_g01_c01": "test", "v_HandStandPushups_g02_c01": "train",
+        "v_HandStandPushups_g03_c02": "train",
+    }
+    row = df[df["path"].str.endswith("v_ApplyEyeMakeup_g02_c01.avi")].iloc[0]
+    assert (row["num_frames"], row["width"], row["height"]) == (24, 32, 32)
+    assert row["fps"] == pytest.approx(25.0) and row["duration"] == pytest.approx(24 / 25)
+    assert all(Path(p).is_absolute() for p in df["path"])
+
+
+def test_ucf101_errors_are_one_line_user_errors(kit, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="dataset root not found"):
+        build_manifest(tmp_path / "nowhere", "ucf101")
+    root = kit.ucf_tree(tmp_path / "ucf", classes=UCF_CLASSES)
+    with pytest.raises(UserError, match="trainlist02.txt"):
+        build_manifest(root, "ucf101", split=2)
+    with pytest.raises(UserError, match="split files not found"):
+        build_manifest(root, "ucf101", splits_dir=root / "ApplyEyeMakeup")
+    with pytest.raises(UserError, match="unknown manifest format"):
+        build_manifest(root, "kinetics")  # type: ignore[arg-type]
+    (root / "ucfTrainTestlist" / "classInd.txt").write_text("1 ApplyEyeMakeup\n")
+    with pytest.raises(UserError, match="HandstandPushups"):
+        build_manifest(root, "ucf101")
+
+
+def test_broken_files_are_quarantined_with_reasons_and_a_crash_only_hits_itself(kit, tmp_path: Path) -> None:
+    root = tmp_path / "videos"
+    good = [kit.video(f"videos/{cls}/{cls}_g{g:02d}_c01", 16 + g) for cls in ("run", "jump") for g in range(1, 5)]
+    src = good[0]
+    broken = {
+        "truncated": kit.truncated(src, root / "run" / "run_g09_c01.avi"),
+        "zero": kit.zero_byte(root / "run" / "run_g10_c01.avi"),
+        "random": kit.random_bytes(root / "jump" / "jump_g11_c01.avi"),
+        "zeroed": kit.zeroed(src, root / "jump" / "jump_g12_c01.avi"),
+        "crasher": kit.crasher(src, root / "jump" / "jump_g13_c01.avi"),
+    }
+    df = build_manifest(root, "folder", workers=2)
+    reason = dict(zip(df["path"], df["reason"]))
+    assert {name: reason[str(p)] for name, p in broken.items()} == {
+        "truncated": "unreadable", "zero": "empty", "random": "unreadable", "zeroed": "unreadable",
+        "crasher": "crashed",
+    }
+    assert all(reason[str(p)] == "" for p in good)  # the crash quarantined nothing else
+    bad = df[df["status"] == "quarantined"]
+    assert (bad[["num_frames", "width", "height"]] == 0).all().all()
+    summary = summarize_manifest(df)
+    assert summary == {
+        "classes": 2, "videos": 13, "ok": 8, "frames": sum(16 + g for g in range(1, 5)) * 2,
+        "quarantined": {"crashed": 1, "empty": 1, "unreadable": 3},
+        "by_split": summary["by_split"],
+    }
+    assert sum(v["videos"] for v in summary["by_split"].values()) == 13
+    text = format_summary(summary)
+    assert "quarantined: 5" in text and "crashed 1" in text
+
+
+def test_missing_listed_file_is_quarantined(kit, tmp_path: Path) -> None:
+    root = kit.ucf_tree(tmp_path / "ucf", classes=UCF_CLASSES)
+    (root / "ApplyEyeMakeup" / "v_ApplyEyeMakeup_g01_c01.avi").unlink()
+    df = build_manifest(root, "ucf101", workers=1)
+    assert df["reason"].tolist().count("missing") == 1 and (df["status"] == "ok").sum() == 4
+
+
+def test_hmdb51_split_tags(kit, tmp_path: Path) -> None:
+    root = tmp_path / "hmdb"
+    splits = tmp_path / "testTrainMulti_7030_splits"
+    splits.mkdir()
+    for cls, tags in {"wave": [1, 2, 0], "clap": [2, 1, 1]}.items():
+        lines = []
+        for i, tag in enumerate(tags):
+            kit.video(f"hmdb/{cls}/{cls}_{i}", 12)
+            lines.append(f"{cls}_{i}.avi {tag} ")
+        (splits / f"{cls}_test_split1.txt").write_text("\r\n".join(lines) + "\r\n")
+    df = build_manifest(root, "hmdb51", workers=1)
+    assert len(df) == 5  # tag 0 is left out
+    got = {Path(p).stem: (c, lab, s) for p, c, lab, s in zip(df["path"], df["class_name"], df["label"], df["split"])}
+    assert got == {
+        "wave_0": ("wave", 1, "train"), "wave_1": ("wave", 1, "test"),
+        "clap_0": ("clap", 0, "test"), "clap_1": ("clap", 0, "train"), "clap_2": ("clap", 0, "train"),
+    }
+    with pytest.raises(UserError, match="split files not found"):
+        build_manifest(root, "hmdb51", split=3)
+
+
+def test_folder_split_keeps_groups_together_and_is_deterministic(kit, tmp_path: Path) -> None:
+    for g in range(1, 8):
+        for c in (1, 2):
+            kit.video(f"data/walk/v_walk_g{g:02d}_c{c:02d}", 8, codec="mjpeg")
+    kit.video("data/sit/sit_a", 8, codec="h264")
+    kit.video("data/sit/sit_b", 8, codec="h264")
+    (tmp_path / "data" / "notes.txt").write_text("not a class folder")
+    df = build_manifest(tmp_path / "data", "folder", workers=2)
+    assert (df["status"] == "ok").all() and df["class_name"].tolist().count("walk") == 14
+    walk = df[df["class_name"] == "walk"]
+    by_group = walk.groupby(walk["path"].map(group_of))["split"].nunique()
+    assert (by_group == 1).all()
+    assert (walk["split"] == "test").sum() == 4  # round(0.3 * 7) = 2 groups x 2 clips
+    sit = df[df["class_name"] == "sit"]
+    assert sorted(sit["split"]) == ["test", "train"]
+    again = build_manifest(tmp_path / "data", "folder", workers=1)
+    pd.testing.assert_frame_equal(df, again)
+    split2 = build_manifest(tmp_path / "data", "folder", split=2, workers=1)
+    assert not split2["split"].equals(df["split"])  # split N rotates the test groups
+
+
+def test_assign_group_splits() -> None:
+    assert assign_group_splits(["a"]) == ["train"]
+    assert assign_group_splits(["a", "b"]) == ["test", "train"]
+    sides = assign_group_splits([f"g{i}" for i in range(10)] * 2)
+    assert sides.count("test") == 6 and sides[:10] == sides[10:]
+
+
+def test_csv_format_with_and_without_split(kit, tmp_path: Path) -> None:
+    a = kit.video("clips/a", 10)
+    b = kit.video("clips/b", 12)
+    (tmp_path / "list.csv").write_text(f"path,label,split\nclips/{a.name},dog,train\n{b},cat,Test\n")
+    df = build_manifest(tmp_path / "list.csv", "csv", workers=1)
+    assert df[["class_name", "label", "split"]].values.tolist() == [["dog", 1, "train"], ["cat", 0, "test"]]
+    (tmp_path / "ints.csv").write_text(f"path,label\nclips/{a.name},2\nclips/{b.name},0\n")
+    df = build_manifest(tmp_path / "ints.csv", "csv", workers=1)
+    assert df["label"].tolist() == [2, 0] and set(df["split"]) <= {"train", "test"}
+    (tmp_path / "bad.csv").write_text("file,label\nx.avi,1\n")
+    with pytest.raises(UserError, match="missing column"):
+        build_manifest(tmp_path / "bad.csv", "csv")
+    with pytest.raises(UserError, match="csv manifest not found"):
+        build_manifest(tmp_path / "none.csv", "csv")
+
+
+def test_parquet_round_trip_opens_with_pandas_and_pyarrow(kit, tmp_path: Path) -> None:
+    root = kit.ucf_tree(tmp_path / "ucf", classes=UCF_CLASSES)
+    shutil.copy(root / "ApplyEyeMakeup" / "v_ApplyEyeMakeup_g01_c01.avi", tmp_path / "spare.avi")
+    kit.zero_byte(root / "ApplyEyeMakeup" / "v_ApplyEyeMakeup_g01_c01.avi")
+    df = build_manifest(root, "ucf101", workers=2)
+    out = write_manifest(df, tmp_path / "out" / "manifest.parquet")
+    pd.testing.assert_frame_equal(read_manifest(out), df)
+    assert pd.read_parquet(out)["reason"].tolist().count("empty") == 1
+    table = pq.read_table(out)
+    assert table.column_names == list(MANIFEST_COLUMNS) and table.num_rows == 5
+    assert str(table.schema.field("num_frames").type) == "int64"
+    with pytest.raises(UserError, match="manifest not found"):
+        read_manifest(tmp_path / "missing.parquet")
+    (tmp_path / "junk.parquet").write_text("nope")
+    with pytest.raises(UserError, match="not a Parquet manifest"):
+        read_manifest(tmp_path / "junk.parquet")
+    df[["path", "label"]].to_parquet(tmp_path / "partial.parquet")
+    with pytest.raises(UserError, match="lacks column"):
+        read_manifest(tmp_path / "partial.parquet")
