@@ -1,0 +1,433 @@
+"""Cell wiring shared by the SuperNet and the discrete Network: stem, cell DAG, reductions, TSN consensus."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from autovid.nas.ops import FactorizedReduce, PreActOp, ReLUConvBN, conv_stack
+from autovid.nas.search_space import SearchSpace
+
+CONSENSUS: tuple[str, ...] = ("avg", "max")
+
+
+class CellLayout(NamedTuple):
+    """The edges of one cell type, as ``(node, input_index)`` pairs in build order, and its output states."""
+
+    edges: tuple[tuple[int, int], ...]
+    concat: tuple[int, ...]
+
+
+class Terms(NamedTuple):
+    """An edge's contribution as terms the cell sums over the whole node in one fused pass (``fused_sum``).
+
+    Plain: ``Σ units + Σ weights[i] · tensors[i]`` — units are op outputs already scaled by their α weight
+    (folded into their last BatchNorm), tensors the outputs shared between edges or weight-free (skip,
+    pools). Partial channels (PC-DARTS, ``groups`` = pc_k > 1): the edge is ``channel_shuffle_merge(<plain
+    sum>, Σ bypass_weights[i] · bypass[i], groups)``; shuffle and concatenation are linear and the same for
+    every edge of a node, so the cell sums the processed parts and the bypass parts of all edges first and
+    merges once per node instead of once per edge.
+    """
+
+    units: list[torch.Tensor]
+    tensors: list[torch.Tensor]
+    weights: torch.Tensor  # [len(tensors)]
+    bypass: list[torch.Tensor] | None = None
+    bypass_weights: torch.Tensor | None = None  # [len(bypass)]
+    groups: int = 1
+
+
+def channel_shuffle_merge(processed: torch.Tensor, bypass: torch.Tensor, groups: int) -> torch.Tensor:
+    """``channel_shuffle(cat([processed, bypass], 1), groups)`` of PC-DARTS in a single copy.
+
+    The shuffle sends channel ``g·(C/groups) + j`` to ``j·groups + g``: stacking the ``groups`` chunks on a new
+    axis right after the channel axis and flattening does exactly that. On NDHWC input the stack is done in
+    memory order (channels last) so that the result stays channels_last_3d.
+    """
+    parts = [processed, *bypass.chunk(groups - 1, dim=1)]
+    if processed.dim() == 5 and processed.is_contiguous(memory_format=torch.channels_last_3d):
+        merged = torch.stack([p.permute(0, 2, 3, 4, 1) for p in parts], dim=-1).flatten(-2)  # [N, T, H, W, C]
+        return merged.permute(0, 4, 1, 2, 3)
+    return torch.stack(parts, dim=2).flatten(1, 2)
+
+
+# (cell_type, edge_index, C, stride, temporal_stride) -> edge module. Edge modules are called as
+# ``edge(x, arg, cache)``: x the input state, arg the per-edge argument handed to Cell.forward (α row, op
+# index, drop path), cache a dict shared by every edge reading the same state in this forward (see
+# ``shared_relu``). They return a tensor or Terms. An edge may define ``share_from(other_edge)``: the cell
+# calls it with the first edge reading the same input, so that parameter-free work can be shared.
+EdgeBuilder = Callable[[str, int, int, int, int], nn.Module]
+
+
+def shared_relu(x: torch.Tensor, channels: int, cache: dict[Any, torch.Tensor]) -> torch.Tensor:
+    """``relu(x[:, :channels])``, computed once per state and forward for all edges reading that state.
+
+    Every ReLU-first operator on every edge fed by a state would otherwise compute and keep (for backward)
+    its own copy: ~16 per state in a DARTS cell. Exact: ReLU is deterministic and not in place.
+    """
+    key = ("relu", channels)
+    out = cache.get(key)
+    if out is None:
+        out = cache[key] = F.relu(x if channels == x.shape[1] else x[:, :channels])
+    return out
+
+
+def _layout(t: torch.Tensor) -> torch.memory_format:
+    """channels_last_3d for a dense NDHWC tensor, else contiguous_format."""
+    if t.dim() == 5 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last_3d):
+        return torch.channels_last_3d
+    return torch.contiguous_format
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor | None:
+    """A 1D view of a dense tensor in memory order (NCDHW or NDHWC), or None."""
+    if t.is_contiguous():
+        return t.view(-1)
+    if t.dim() == 5 and t.is_contiguous(memory_format=torch.channels_last_3d):
+        return t.permute(0, 2, 3, 4, 1).reshape(-1)
+    return None
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Σ a·b in one pass without a temporary when both share a dense layout and dtype."""
+    if a.stride() == b.stride() and a.dtype == b.dtype:
+        fa, fb = _flat(a), _flat(b)
+        if fa is not None and fb is not None:
+            return torch.dot(fa, fb)
+    return (a * b).sum()
+
+
+class _FusedSum(torch.autograd.Function):
+    """``Σ units + Σ_i w[i] · ys[i]`` accumulated in place into one buffer (one pass per term instead of a
+    product and a sum each); backward: every unit gets ``g`` itself, ``∂ys[i] = w[i] · g`` and
+    ``∂w[i] = <g, ys[i]>`` as dot products (no temporaries)."""
+
+    @staticmethod
+    def forward(ctx: Any, n_units: int, w: torch.Tensor, *terms: torch.Tensor) -> torch.Tensor:
+        units, ys = terms[:n_units], terms[n_units:]
+        if len(units) >= 2:
+            out, rest = torch.add(units[0], units[1]), units[2:]
+        elif units:
+            out, rest = units[0].clone(), ()
+        else:
+            out, rest = ys[0] * w[0], ()
+        for u in rest:
+            out.add_(u)
+        for i in range(0 if units else 1, len(ys)):
+            out.addcmul_(ys[i], w[i])
+        ctx.n_units = n_units
+        ctx.dtypes = [t.dtype for t in terms]  # autocast may mix bf16 and fp32 terms
+        ctx.layout = _layout(out)
+        ctx.save_for_backward(w, *ys)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        w, *ys = ctx.saved_tensors
+        n = ctx.n_units
+        if not g.is_contiguous(memory_format=ctx.layout):
+            # e.g. a channel slice of the concatenation's gradient: densify once here rather than let every
+            # consumer (BN backward kernels, dot products) fall back to slow strided paths.
+            g = g.contiguous(memory_format=ctx.layout)
+        dt = ctx.dtypes
+        grad_w = torch.stack([_dot(g, y) for y in ys]).to(w.dtype) if ctx.needs_input_grad[1] and ys else None
+        grad_units = [g.to(dt[i]) if ctx.needs_input_grad[2 + i] else None for i in range(n)]
+        grad_ys = [(g * w[i]).to(dt[n + i]) if ctx.needs_input_grad[2 + n + i] else None for i in range(len(ys))]
+        return (None, grad_w, *grad_units, *grad_ys)
+
+
+def fused_sum(
+    units: Sequence[torch.Tensor], tensors: Sequence[torch.Tensor] = (), weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``Σ units + Σ weights[i] · tensors[i]`` (all the same shape) through ``_FusedSum``."""
+    if tensors and (weights is None or len(tensors) != weights.shape[0]):
+        raise ValueError(f"{len(tensors)} weighted tensors need as many weights")
+    if not units and not tensors:
+        raise ValueError("nothing to sum")
+    if len(units) == 1 and not tensors:
+        return units[0]
+    w = weights if weights is not None else torch.zeros(0, device=(units or tensors)[0].device)
+    return _FusedSum.apply(len(units), w, *units, *tensors)
+
+
+def reduction_positions(cells: int) -> tuple[int, ...]:
+    """Indices of the reductions, at 1/3 and 2/3 of the depth (DARTS); none before the first cell."""
+    return tuple(sorted({i for i in (cells // 3, 2 * cells // 3) if i > 0}))
+
+
+class Cell(nn.Module):
+    """One module (1 input) or DARTS cell (2 inputs): a DAG of ``nodes`` nodes, each the sum of its edges.
+
+    ::
+
+        s0 ─pre0─┐                       (cell only)
+        s1 ─pre1─┤→ states ─edges→ n0 ─→ n1 ─→ ... ─→ concat(nodes) ─(module: ReLU-Conv1-BN → C)→ out
+                                 (node i = Σ edge(state j) over its incoming edges j)
+
+    The edges are modules built by an EdgeBuilder (mixed ops for the supernet, single ops for the discrete
+    network). ``relu(state)`` is computed once per state and shared by every ReLU-first op reading it, and
+    edges may share parameter-free work on the same state (``share_from``).
+    """
+
+    def __init__(
+        self,
+        *,
+        cell_type: str,
+        topology: str,
+        nodes: int,
+        layout: CellLayout,
+        c_pp: int,
+        c_p: int,
+        c: int,
+        kernel: str,
+        reduction: bool,
+        reduction_prev: bool,
+        temporal_stride: int,
+        prev_temporal_stride: int,
+        build_edge: EdgeBuilder,
+    ) -> None:
+        super().__init__()
+        self.cell_type = cell_type
+        self.topology = topology
+        self.nodes = nodes
+        self.num_inputs = 1 if topology == "module" else 2
+        self.concat = tuple(layout.concat)
+        self.edge_input = tuple(j for _, j in layout.edges)
+        self.node_edges = tuple(tuple(e for e, (n, _) in enumerate(layout.edges) if n == node) for node in range(nodes))
+        if topology == "cell":
+            self.pre0: nn.Module = (
+                FactorizedReduce(c_pp, c, temporal_stride=prev_temporal_stride)
+                if reduction_prev
+                else ReLUConvBN(c_pp, c, 1, kernel=kernel)
+            )
+            self.pre1: nn.Module = ReLUConvBN(c_p, c, 1, kernel=kernel)
+            self.post: nn.Module = nn.Identity()
+            self.out_channels = len(self.concat) * c
+        else:
+            self.pre0 = nn.Identity()
+            self.pre1 = nn.Identity() if c_p == c else ReLUConvBN(c_p, c, 1, kernel=kernel)
+            self.post = ReLUConvBN(len(self.concat) * c, c, 1, kernel=kernel)
+            self.out_channels = c
+        edges = []
+        for e, (_, j) in enumerate(layout.edges):
+            stride = 2 if reduction and j < self.num_inputs else 1
+            ts = temporal_stride if stride == 2 else 1
+            edges.append(build_edge(cell_type, e, c, stride, ts))
+        self.edges = nn.ModuleList(edges)
+        first_reader: dict[int, nn.Module] = {}
+        for e, edge in enumerate(edges):
+            j = self.edge_input[e]
+            if j in first_reader and hasattr(edge, "share_from"):
+                edge.share_from(first_reader[j])
+            first_reader.setdefault(j, edge)
+
+    def forward(
+        self,
+        s0: torch.Tensor,
+        s1: torch.Tensor,
+        *,
+        caches: tuple[dict[Any, torch.Tensor], dict[Any, torch.Tensor]] | None = None,
+        edge_args: Sequence[Any] | None = None,
+        active: Sequence[Sequence[int]] | None = None,
+    ) -> torch.Tensor:
+        """``caches`` are the per-state caches of s0 and s1 (shared with the other cell reading them);
+        ``edge_args[e]`` is passed to edge e; ``active[i]`` restricts node i to some edges (single path)."""
+        c0, c1 = caches if caches is not None else ({}, {})
+        if self.topology == "module":
+            states = [_preprocess(self.pre1, s1, c1)]
+        else:
+            states = [_preprocess(self.pre0, s0, c0), _preprocess(self.pre1, s1, c1)]
+        caches: list[dict[Any, torch.Tensor]] = [{} for _ in range(len(states) + self.nodes)]
+        node_edges = self.node_edges if active is None else active
+        for node in range(self.nodes):
+            total: torch.Tensor | None = None
+            units: list[torch.Tensor] = []
+            tensors: list[torch.Tensor] = []
+            weights: list[torch.Tensor] = []
+            bypass: list[torch.Tensor] = []
+            bypass_weights: list[torch.Tensor] = []
+            groups = 1
+            for e in node_edges[node]:
+                j = self.edge_input[e]
+                y = self.edges[e](states[j], None if edge_args is None else edge_args[e], caches[j])
+                if isinstance(y, Terms):
+                    units.extend(y.units)
+                    if y.tensors:
+                        tensors.extend(y.tensors)
+                        weights.append(y.weights)
+                    if y.bypass is not None:
+                        bypass.extend(y.bypass)
+                        bypass_weights.append(y.bypass_weights)
+                        groups = y.groups
+                else:
+                    total = y if total is None else total + y
+            if units or tensors:
+                ws = fused_sum(units, tensors, torch.cat(weights) if weights else None)
+                if bypass:
+                    ws = channel_shuffle_merge(ws, fused_sum([], bypass, torch.cat(bypass_weights)), groups)
+                total = ws if total is None else total + ws
+            states.append(total)
+        out = torch.cat([states[i] for i in self.concat], dim=1)
+        return self.post(out)
+
+
+class ReductionBlock(nn.Module):
+    """The fixed reduction between modules (module topology): ReLU → k=3 conv (space's kernel style),
+    stride 2 in H and W (and T when the space reduces time) → BN, doubling the channels."""
+
+    cell_type = "block"
+
+    def __init__(self, c_in: int, c_out: int, *, kernel: str, temporal_stride: int) -> None:
+        super().__init__()
+        self.op = ReLUConvBN(c_in, c_out, 3, kernel=kernel, stride=2, temporal_stride=temporal_stride)
+        self.out_channels = c_out
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, **_: Any) -> torch.Tensor:
+        return self.op(s1)
+
+
+def _preprocess(module: nn.Module, s: torch.Tensor, cache: dict[Any, torch.Tensor]) -> torch.Tensor:
+    """A cell's input preprocessing, reading relu(s) from the state's cache when it starts with ReLU."""
+    if isinstance(module, PreActOp):
+        return module.forward_preact(shared_relu(s, s.shape[1], cache))
+    return module(s)
+
+
+def make_stem(c_out: int, *, kernel: str, stride: int = 1, c_in: int = 3) -> nn.Sequential:
+    """k=3 convolution(s) in the space's kernel style (so the spatial-only control stays spatial-only) + BN."""
+    return nn.Sequential(*conv_stack(c_in, c_out, 3, kernel=kernel, stride=stride), nn.BatchNorm3d(c_out))
+
+
+class VideoNet(nn.Module):
+    """Stem → cells (with reductions) → global pool → classifier, applied per segment with TSN consensus.
+
+    ::
+
+        x [B, K, C, L, H, W] ─fold K→ [B·K, C, L, H, W] ─stem→ cells ─avgpool→ linear → [B·K, N]
+                             ─unfold→ [B, K, N] ─consensus (mean | max over K)→ [B, N]
+
+    - stem: a k=3 convolution in the space's kernel style (P3D 1×3×3 then 3×1×1 for p3d, so that p2d stays
+      spatial-only), ``stem_multiplier·channels`` wide, spatial stride ``stem_stride``, then BN;
+    - cell topology (DARTS): reduction cells at ``cells//3`` and ``2·cells//3`` halve H, W (and T when the
+      space says so) and double the channels; each cell reads the two previous outputs;
+    - module topology (the paper): ``cells`` searched modules; before the modules at those same positions a
+      fixed ReductionBlock (ReLU, stride-2 k=3 conv in the space's style, BN) halves H, W (T) and doubles
+      the channels; each module reads the previous output (1×1×1 ReLU-Conv-BN to C when widths differ).
+
+    Shared by SuperNet and Network: they differ only in the edge modules (``build_edge``), the layouts and
+    the per-forward cell arguments (``_cell_args``).
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        *,
+        num_classes: int,
+        channels: int,
+        cells: int,
+        layouts: dict[str, CellLayout],
+        build_edge: EdgeBuilder,
+        stem_multiplier: int = 3,
+        stem_stride: int = 1,
+        consensus: str = "avg",
+    ) -> None:
+        super().__init__()
+        if consensus not in CONSENSUS:
+            raise ValueError(f"consensus must be one of {CONSENSUS}, got {consensus!r}")
+        if cells < 1 or channels < 1 or num_classes < 1:
+            raise ValueError(f"cells, channels, num_classes must be positive: {cells}, {channels}, {num_classes}")
+        self.space = space
+        self.num_classes = num_classes
+        self.consensus = consensus
+        # None = by device: NDHWC on CPU, where with the 2D-view convolutions of ops.conv3d_views search steps
+        # run ~2x faster than on NCDHW; NCDHW on CUDA, ~1.35x faster there in fp32 (benchmarks/search_step.py).
+        self.memory_format: torch.memory_format | None = None
+        ts = 2 if space.reduce_temporal else 1
+        reductions = reduction_positions(cells)
+        c_stem = stem_multiplier * channels
+        self.stem = make_stem(c_stem, kernel=space.kernel, stride=stem_stride)
+        blocks: list[nn.Module] = []
+        if space.topology == "module":
+            c_prev, c = c_stem, channels
+            for i in range(cells):
+                if i in reductions:
+                    blocks.append(ReductionBlock(c_prev, 2 * c, kernel=space.kernel, temporal_stride=ts))
+                    c = c_prev = 2 * c
+                cell = Cell(cell_type="normal", topology="module", nodes=space.nodes, layout=layouts["normal"],
+                            c_pp=c_prev, c_p=c_prev, c=c, kernel=space.kernel, reduction=False, reduction_prev=False,
+                            temporal_stride=1, prev_temporal_stride=1, build_edge=build_edge)
+                blocks.append(cell)
+                c_prev = cell.out_channels
+        else:
+            c_pp, c_prev, c = c_stem, c_stem, channels
+            reduction_prev = False
+            for i in range(cells):
+                reduction = i in reductions
+                if reduction:
+                    c *= 2
+                cell_type = "reduce" if reduction else "normal"
+                cell = Cell(cell_type=cell_type, topology="cell", nodes=space.nodes, layout=layouts[cell_type],
+                            c_pp=c_pp, c_p=c_prev, c=c, kernel=space.kernel, reduction=reduction,
+                            reduction_prev=reduction_prev, temporal_stride=ts, prev_temporal_stride=ts,
+                            build_edge=build_edge)
+                blocks.append(cell)
+                c_pp, c_prev, reduction_prev = c_prev, cell.out_channels, reduction
+        self.cells = nn.ModuleList(blocks)
+        self.global_pool = nn.AdaptiveAvgPool3d(1)
+        self.classifier = nn.Linear(c_prev, num_classes)
+
+    def _cell_args(self) -> dict[str, dict[str, Any]]:
+        """Keyword arguments of Cell.forward per cell type, computed once per forward."""
+        return {}
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, C, T, H, W] clips → [N, C_last] pooled features."""
+        fmt = self.memory_format
+        if fmt is None:
+            fmt = torch.channels_last_3d if x.device.type == "cpu" else torch.contiguous_format
+        x = x.contiguous(memory_format=fmt)
+        s0 = s1 = self.stem(x)
+        c0 = c1 = {}  # per-state caches: relu(cell output) is shared by the next two cells' preprocessing
+        args = self._cell_args()
+        for cell in self.cells:
+            s0, s1, c0, c1 = s1, cell(s0, s1, caches=(c0, c1), **args.get(cell.cell_type, {})), c1, {}
+        return self.global_pool(s1).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, K, C, L, H, W] → [B, num_classes] (segment logits averaged, or max-ed, over K)."""
+        if x.dim() != 6:
+            raise ValueError(f"expected a clip batch [B, K, C, L, H, W], got shape {tuple(x.shape)}")
+        b, k = x.shape[:2]
+        logits = self.classifier(self.features(x.flatten(0, 1)))  # [B·K, N]
+        logits = logits.view(b, k, -1)
+        return logits.mean(1) if self.consensus == "avg" else logits.amax(1)
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean cross entropy of the consensus logits."""
+        return F.cross_entropy(self(x), y)
+
+    def set_memory_format(self, memory_format: torch.memory_format | None) -> VideoNet:
+        """Run on ``torch.channels_last_3d`` (NDHWC) or ``torch.contiguous_format`` (NCDHW) activations;
+        ``None`` (the default) picks by device: NDHWC on CPU, NCDHW on CUDA."""
+        if memory_format not in (None, torch.contiguous_format, torch.channels_last_3d):
+            raise ValueError(f"memory_format must be None, contiguous_format or channels_last_3d, got {memory_format}")
+        self.memory_format = memory_format
+        return self
+
+
+def init_weights(module: nn.Module, generator: torch.Generator) -> None:
+    """Re-draw conv and linear weights from ``generator`` with PyTorch's default distributions
+    (kaiming-uniform, a=√5), so that a seed fixes the network without touching the global RNG."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, (nn.Conv3d, nn.Linear)):
+                nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=generator)
+                if m.bias is not None:
+                    fan_in = m.weight[0].numel()
+                    bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+                    m.bias.uniform_(-bound, bound, generator=generator)
