@@ -74,8 +74,9 @@ def build_network(
         raise UserError("retraining needs a genotype (--genotype FILE) or train.model=<registered model>")
     space = space or load_search_space(cfg.search_space)
     return Network(
-        genotype,
-        space,
+        generator=torch.Generator().manual_seed(cfg.seed),
+        genotype=genotype,
+        space=space,
         num_classes=num_classes,
         channels=cfg.train.channels,
         cells=cfg.train.cells,
@@ -116,10 +117,11 @@ class SearchSession:
         self.device = resolve_device(cfg.device)
         self.space = load_search_space(cfg.search_space)
         self.data = build_data(cfg.data, seed=cfg.seed, train_portion=cfg.search.train_portion)
-        torch.manual_seed(cfg.seed)  # weight and α initialisation
+        torch.manual_seed(cfg.seed)  # anything that still draws from the global generator
         s = cfg.search
         self.model = SuperNet(
             self.space,
+            generator=torch.Generator().manual_seed(cfg.seed),  # weights and α: same seed, same init
             num_classes=self.data.num_classes,
             channels=cfg.model.channels,
             cells=cfg.model.cells,
