@@ -29,7 +29,9 @@ def _cluster_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="autovid", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="autovid", description="Search, tune, train and compare video action-recognition networks."
+    )
     parser.add_argument("--version", action="version", version=f"autovid {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -56,29 +58,23 @@ def build_parser() -> argparse.ArgumentParser:
     summary = data.add_parser("summary", help="summarize a manifest")
     summary.add_argument("manifest", type=Path)
 
-    search = sub.add_parser("search", help="one DARTS search (a single Tune trial), then print the genotype")
-    _config_args(search)
-    _cluster_args(search)
-    tune_p = sub.add_parser("tune", help="an Optuna study over the NAS hyperparameters, then retrain the best")
-    _config_args(tune_p)
-    _cluster_args(tune_p)
+    def experiment(name: str, help_text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text)
+        _config_args(command)
+        _cluster_args(command)
+        return command
+
+    experiment("search", "one DARTS search (a single Tune trial), then print the genotype")
+    tune_p = experiment("tune", "an Optuna study over the NAS hyperparameters, then retrain the best")
     tune_p.add_argument("--no-retrain", action="store_true", help="skip retraining the best genotype")
-    train = sub.add_parser("train", help="retrain a genotype (or a registered network) from scratch and evaluate it")
-    _config_args(train)
-    _cluster_args(train)
+    train = experiment("train", "retrain a genotype (or a registered network) from scratch and evaluate it")
     train.add_argument("--genotype", type=Path, default=None, help="genotype.json (omit with train.model=<name>)")
     evaluate = sub.add_parser("evaluate", help="re-evaluate a trained network checkpoint (multi-clip)")
     evaluate.add_argument("checkpoint", type=Path, help="state.pt of a retrain (printed by `autovid train`)")
     evaluate.add_argument("--clips", type=int, default=None, help="test clips per video (default: as trained)")
-    ablate = sub.add_parser("ablate", help="run ablation arms (DARTS, random, random-WS, fixed networks) and report")
-    _config_args(ablate)
-    _cluster_args(ablate)
-    rank = sub.add_parser("rank", help="does weight sharing rank architectures right? (Kendall tau, Spearman rho)")
-    _config_args(rank)
-    _cluster_args(rank)
-    segments = sub.add_parser("segments", help="TSN segments vs one dense clip, K in --segments, same architecture")
-    _config_args(segments)
-    _cluster_args(segments)
+    experiment("ablate", "run ablation arms (DARTS, random, random-WS, fixed networks) and report")
+    experiment("rank", "does weight sharing rank architectures right? (Kendall tau, Spearman rho)")
+    segments = experiment("segments", "TSN segments vs one dense clip, K in --segments, same architecture")
     segments.add_argument("--genotype", type=Path, default=None, help="genotype.json (omit with train.model=<name>)")
     segments.add_argument("--segments", default="1,2,4,8", help="comma-separated segment counts (default 1,2,4,8)")
     models = sub.add_parser("models", help="list registered networks with params and FLOPs per clip")

@@ -89,3 +89,20 @@ def test_fixed_network_retrain(tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path, train={"model": "r2plus1d_18", "width": 0.125, "epochs": 1})
     result = TrainSession(cfg, None).step()
     assert 0.0 <= result["test/acc"] <= 1.0 and result["params"] > 0
+
+
+def test_evaluate_checkpoint_reproduces_the_sessions_evaluation(tmp_path: Path) -> None:
+    from autovid.engine.evaluation import evaluate_checkpoint
+    from autovid.errors import UserError
+
+    cfg = tiny_config(tmp_path, train={"model": "r3d_18", "width": 0.125, "epochs": 1}, data={"test_clips": 2})
+    session = TrainSession(cfg, None)
+    session.step()
+    path = tmp_path / "state.pt"
+    torch.save(session.state_dict(), path)
+    result = evaluate_checkpoint(path)
+    assert result["test/acc"] == session.evaluate()["test/acc"] and result["epoch"] == 1
+    assert len(result["test/confusion"]) == 4
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="not an autovid checkpoint"):
+        evaluate_checkpoint(path)

@@ -80,3 +80,14 @@ def test_rank_check_reports_kendall_and_spearman(tmp_path: Path, local_ray) -> N
         constant = table["inherited_val_acc"].nunique() == 1 or table["standalone_val_acc"].nunique() == 1
         assert (math.isnan(result[key]) and constant and "undefined" in result["note"]) or -1.0 <= result[key] <= 1.0
     assert Path(result["plot"]).stat().st_size > 0
+
+
+def test_segments_vs_dense_sweep_retrains_the_same_architecture(tmp_path: Path, local_ray) -> None:
+    from autovid.tune.ablation import run_segments_sweep
+
+    cfg = tiny_config(tmp_path, train={"model": "r2plus1d_18", "width": 0.125, "epochs": 1},
+                      tune={"max_concurrent_trials": 2})
+    out = run_segments_sweep(cfg, None, segments=[1, 2])
+    table = out["table"]
+    assert set(zip(table["mode"], table["num_segments"])) == {("segments", 1), ("segments", 2), ("dense", 1), ("dense", 2)}
+    assert table["top1_mean"].between(0, 1).all() and Path(out["plot"]).stat().st_size > 0
