@@ -210,7 +210,10 @@ def _tuner(
             callbacks=callbacks,
             stop={"training_iteration": max_t},
             checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=2, checkpoint_frequency=cfg.tune.checkpoint_frequency, checkpoint_at_end=True
+                # PBT clones other trials' checkpoints at exploit time: deleting old ones breaks it.
+                num_to_keep=None if isinstance(scheduler, PopulationBasedTraining) else 2,
+                checkpoint_frequency=cfg.tune.checkpoint_frequency,
+                checkpoint_at_end=True,
             ),
             failure_config=tune.FailureConfig(max_failures=cfg.tune.max_failures),
             verbose=0,

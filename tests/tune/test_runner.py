@@ -105,3 +105,17 @@ def test_two_node_cluster_places_trials_on_both_nodes(tmp_path: Path) -> None:
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def test_pbt_over_learning_rates_exploits_without_losing_trials(tmp_path: Path, local_ray) -> None:
+    cfg = tiny_config(
+        tmp_path,
+        search={"epochs": 4, "warmup_epochs": 1},
+        tune={"num_samples": 2, "max_concurrent_trials": 2, "searcher": {"name": "random"},
+              "scheduler": {"name": "pbt", "perturbation_interval": 1},
+              "param_space": {"search.w_lr": {"type": "loguniform", "low": 0.005, "high": 0.1},
+                              "search.alpha_lr": {"type": "loguniform", "low": 1e-4, "high": 3e-3}}},
+    )
+    outcome = run_search_experiment(cfg, retrain=False)
+    assert len(outcome.summary) == 2 and set(outcome.summary["status"]) == {"OK"}
+    assert set(outcome.summary["epoch"]) == {4}
