@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
+# Each demo is a new experiment (a run name that already exists is refused, never overwritten).
 demo: $(STAMP)
-	$(VENV)/bin/autovid tune quickstart
+	$(VENV)/bin/autovid tune quickstart name=quickstart-$$(date +%Y%m%d-%H%M%S)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
