@@ -135,6 +135,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from autovid.report import summary_table
     from autovid.tune.runner import run_search_experiment
 
+    from autovid.data.manifest import format_summary, summarize_manifest
+    from autovid.engine.setup import prepare_manifest
+
+    print(f"dataset ({cfg.data.dataset}):\n{format_summary(summarize_manifest(prepare_manifest(cfg.data)))}")
     if args.command == "search":  # one search, no outer hyperparameter sampling
         cfg = cfg.with_overrides({"tune.num_samples": 1, "tune.param_space": {}, "tune.scheduler.name": "none"}, source="search")
     outcome = run_search_experiment(
