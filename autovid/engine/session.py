@@ -289,11 +289,11 @@ class TrainSession:
         self.genotype = genotype
         self.device = resolve_device(cfg.device)
         # holdout: select architectures on the α half of the train split and never look at the test split.
-        self.holdout = cfg.train.holdout
-        self.data = build_data(cfg.data, seed=cfg.seed, train_portion=cfg.search.train_portion if self.holdout else None)
-        self.train_loader = self.data.search_w if self.holdout else self.data.train
-        self.eval_loader = self.data.search_a if self.holdout else self.data.test
-        self.eval_prefix = "val" if self.holdout else "test"
+        holdout = cfg.train.holdout
+        self.data = build_data(cfg.data, seed=cfg.seed, train_portion=cfg.search.train_portion if holdout else None)
+        self.train_loader = self.data.search_w if holdout else self.data.train
+        self.eval_loader = self.data.search_a if holdout else self.data.test
+        self.eval_prefix = "val" if holdout else "test"
         torch.manual_seed(cfg.seed)
         self.model = build_network(cfg, num_classes=self.data.num_classes, genotype=genotype).to(self.device)
         t = cfg.train

@@ -17,18 +17,20 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import BasicVariantGenerator
 
 from autovid import report, tracking
 from autovid.config import ArmConfig, ExperimentConfig, load_arm
-from autovid.engine.setup import prepare_manifest
+from autovid.engine.session import SearchSession
 from autovid.errors import UserError
+from autovid.nas.genotype import Genotype
 from autovid.nas.sampling import sample_genotype
 from autovid.nas.search_space import load_search_space
-from autovid.tune.runner import _callbacks, _tuner, absolute_paths, init_ray, run_retrain
-from autovid.tune.trainables import BASE_KEY, GENOTYPE_KEY, SearchTrainable, TrainTrainable
+from autovid.tune.runner import _callbacks, _tuner, resolve_run, run_retrain, start_run
+from autovid.tune.trainables import BASE_KEY, GENOTYPE_KEY, STATE_FILE, SearchTrainable, TrainTrainable
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,16 @@ class _Context:
             resume=self.resume and tune.Tuner.can_restore(path),
         )
         return tuner.fit()
+
+
+def train_standalone(ctx: _Context, cfg: ExperimentConfig, genotypes: list[str], *, epochs: int, name: str,
+                     scheduler: Any) -> tune.ResultGrid:
+    """Train each genotype from scratch at search size on the weight half, scored on the α half (val/*),
+    one Tune trial per genotype: random search and the standalone side of the rank check."""
+    holdout = cfg.with_overrides({"train.holdout": True, "train.epochs": epochs,
+                                  "train.channels": cfg.model.channels, "train.cells": cfg.model.cells})
+    space = {BASE_KEY: holdout.model_dump(mode="json"), GENOTYPE_KEY: tune.grid_search(genotypes)}
+    return ctx.fit(TrainTrainable, holdout, space, name=name, max_t=epochs, scheduler=scheduler)
 
 
 def _cpu_seconds(results: tune.ResultGrid, cfg: ExperimentConfig) -> float:
@@ -90,17 +102,15 @@ def find_architecture(ctx: _Context, arm: ArmConfig, cfg: ExperimentConfig) -> t
     space = load_search_space(cfg.search_space)
     rng = np.random.default_rng(cfg.seed)
     genotypes = [sample_genotype(space, rng).to_json() for _ in range(arm.samples)]
-    holdout = cfg.with_overrides({"train.holdout": True, "train.epochs": cfg.search.epochs,
-                                  "train.channels": cfg.model.channels, "train.cells": cfg.model.cells})
-    results = ctx.fit(
-        TrainTrainable, holdout, {BASE_KEY: holdout.model_dump(mode="json"), GENOTYPE_KEY: tune.grid_search(genotypes)},
-        name=f"{cfg.name}-search", max_t=holdout.train.epochs,
-        scheduler=ASHAScheduler(time_attr="training_iteration", max_t=holdout.train.epochs, grace_period=1, reduction_factor=2),
+    epochs = cfg.search.epochs
+    results = train_standalone(
+        ctx, cfg, genotypes, epochs=epochs, name=f"{cfg.name}-search",
+        scheduler=ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=1, reduction_factor=2),
     )
     scored = [(r.metrics.get("val/acc", -1.0), r.config[GENOTYPE_KEY]) for r in results if r.metrics and not r.error]
     if not scored:
         raise RuntimeError(f"arm {arm.name}: every random-search trial failed")
-    return max(scored, key=lambda pair: pair[0])[1], _cpu_seconds(results, holdout)
+    return max(scored, key=lambda pair: pair[0])[1], _cpu_seconds(results, cfg)
 
 
 def run_arm(ctx: _Context, arm: ArmConfig, seed: int) -> dict[str, Any]:
@@ -108,8 +118,6 @@ def run_arm(ctx: _Context, arm: ArmConfig, seed: int) -> dict[str, Any]:
     genotype_json, search_cost = find_architecture(ctx, arm, cfg)
     final = run_retrain(cfg, genotype_json, name=f"{cfg.name}-retrain", resume=ctx.resume,
                         tracking_uri=ctx.tracking_uri, experiment_key=ctx.key)
-    from autovid.nas.genotype import Genotype
-
     return {
         "arm": arm.name, "seed": seed, "top1": final["test/acc"], "top5": final.get("test/top5"),
         "params": final.get("params"), "flops": final.get("flops"), "search_cost_s": search_cost,
@@ -142,15 +150,13 @@ def run_ablation(cfg: ExperimentConfig, *, resume: bool = False, address: str | 
     if not cfg.ablation.arms:
         raise UserError("ablation.arms is empty: list baselines/ names (e.g. darts-p3d, random-p3d, r3d-18)")
     arms = [load_arm(name) for name in cfg.ablation.arms]
-    cfg = absolute_paths(cfg)
-    tracking_uri = tracking_uri or cfg.tracking.uri or tracking.default_tracking_uri()
+    cfg, tracking_uri = resolve_run(cfg, tracking_uri)
     ctx = _Context(cfg, resume=resume, tracking_uri=tracking_uri)
     results_path = ctx.root / "results.csv"
     if results_path.exists() and not resume:
         raise UserError(f"ablation {cfg.name!r} already has results at {results_path}; use --resume to continue it")
     ctx.root.mkdir(parents=True, exist_ok=True)
-    prepare_manifest(cfg.data)
-    init_ray(address)
+    start_run(cfg, address)
     done = pd.read_csv(results_path) if results_path.exists() else pd.DataFrame(columns=list(RESULT_COLUMNS))
     finished = {(str(a), int(s)) for a, s in zip(done["arm"], done["seed"])}
     for arm in arms:
@@ -177,18 +183,14 @@ def run_rank_check(cfg: ExperimentConfig, *, resume: bool = False, address: str 
                    tracking_uri: str | None = None) -> dict[str, Any]:
     """Does weight sharing rank architectures right? Kendall τ / Spearman ρ between inherited-weight
     scores (a random-WS supernet) and standalone training of the same sampled genotypes."""
-    from autovid.engine.session import SearchSession
-    from autovid.tune.trainables import STATE_FILE
-
-    import torch
-
     n = cfg.ablation.rank_samples
     if n < 3:
         raise UserError("ablation.rank_samples must be at least 3 for a rank correlation")
-    cfg = absolute_paths(cfg).with_overrides({"search.strategy": "random_ws", "search.ws_candidates": 1})
-    ctx = _Context(cfg, resume=resume, tracking_uri=tracking_uri or cfg.tracking.uri or tracking.default_tracking_uri())
-    prepare_manifest(cfg.data)
-    init_ray(address)
+    cfg, tracking_uri = resolve_run(
+        cfg.with_overrides({"search.strategy": "random_ws", "search.ws_candidates": 1}), tracking_uri
+    )
+    ctx = _Context(cfg, resume=resume, tracking_uri=tracking_uri)
+    start_run(cfg, address)
     supernet = ctx.fit(SearchTrainable, cfg, {BASE_KEY: cfg.model_dump(mode="json")}, name=f"{cfg.name}-rank-supernet",
                        max_t=cfg.search.epochs, scheduler=FIFOScheduler())[0]
     if supernet.error or supernet.checkpoint is None:
@@ -199,12 +201,9 @@ def run_rank_check(cfg: ExperimentConfig, *, resume: bool = False, address: str 
     space = load_search_space(cfg.search_space)
     genotypes = [sample_genotype(space, rng) for _ in range(n)]
     inherited = session.score_genotypes(genotypes)
-    holdout = cfg.with_overrides({"train.holdout": True, "train.epochs": cfg.ablation.rank_epochs,
-                                  "train.channels": cfg.model.channels, "train.cells": cfg.model.cells})
-    standalone_results = ctx.fit(
-        TrainTrainable, holdout,
-        {BASE_KEY: holdout.model_dump(mode="json"), GENOTYPE_KEY: tune.grid_search([g.to_json() for g in genotypes])},
-        name=f"{cfg.name}-rank-standalone", max_t=holdout.train.epochs, scheduler=FIFOScheduler(),
+    standalone_results = train_standalone(
+        ctx, cfg, [g.to_json() for g in genotypes], epochs=cfg.ablation.rank_epochs,
+        name=f"{cfg.name}-rank-standalone", scheduler=FIFOScheduler(),
     )
     by_genotype = {r.config[GENOTYPE_KEY]: r.metrics.get("val/acc") for r in standalone_results if r.metrics}
     standalone = [by_genotype.get(g.to_json(), float("nan")) for g in genotypes]
@@ -227,10 +226,9 @@ def run_segments_sweep(cfg: ExperimentConfig, genotype_json: str | None, *, segm
                        resume: bool = False, address: str | None = None, tracking_uri: str | None = None) -> dict[str, Any]:
     """The paper's untested assumption: TSN segments vs one dense clip of the same number of frames,
     for K in `segments`, retraining the same architecture each time (a Tune grid)."""
-    cfg = absolute_paths(cfg)
-    ctx = _Context(cfg, resume=resume, tracking_uri=tracking_uri or cfg.tracking.uri or tracking.default_tracking_uri())
-    prepare_manifest(cfg.data)
-    init_ray(address)
+    cfg, tracking_uri = resolve_run(cfg, tracking_uri)
+    ctx = _Context(cfg, resume=resume, tracking_uri=tracking_uri)
+    start_run(cfg, address)
     space = {BASE_KEY: cfg.model_dump(mode="json"), GENOTYPE_KEY: genotype_json,
              "data.num_segments": tune.grid_search(list(segments)), "data.mode": tune.grid_search(["segments", "dense"])}
     results = ctx.fit(TrainTrainable, cfg, space, name=f"{cfg.name}-segments", max_t=cfg.train.epochs,

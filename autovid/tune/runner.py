@@ -27,7 +27,14 @@ from autovid.engine.setup import prepare_manifest
 from autovid.errors import UserError
 from autovid.tune.mlflow_callback import MLflowTrialCallback
 from autovid.tune.progress import ConsoleReporter
-from autovid.tune.trainables import BASE_KEY, GENOTYPE_KEY, SearchTrainable, TrainTrainable, resolved_params
+from autovid.tune.trainables import (
+    BASE_KEY,
+    GENOTYPE_KEY,
+    SearchTrainable,
+    TrainTrainable,
+    resolve_trial_config,
+    resolved_params,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +88,17 @@ def trial_dirname(trial: Any) -> str:
 
 def trial_name(trial: Any) -> str:
     return f"{trial.trainable_name.replace('Trainable', '').lower()}_{trial.trial_id}"
+
+
+def resolve_run(cfg: ExperimentConfig, tracking_uri: str | None) -> tuple[ExperimentConfig, str]:
+    """The config with absolute paths, and the MLflow URI (flag, then config, then ./mlflow.db)."""
+    return absolute_paths(cfg), tracking_uri or cfg.tracking.uri or tracking.default_tracking_uri()
+
+
+def start_run(cfg: ExperimentConfig, address: str | None) -> None:
+    """Synthesize/index the data once in the driver (not in every trial), then start or join Ray."""
+    prepare_manifest(cfg.data)
+    init_ray(address)
 
 
 def _absolute_storage(path: str) -> str:
@@ -249,10 +267,8 @@ def run_search_experiment(
     tracking_uri: str | None = None,
 ) -> TuneOutcome:
     """`autovid tune`/`autovid search`: the outer search over NAS hyperparameters, then retrain the best."""
-    cfg = absolute_paths(cfg)
-    tracking_uri = tracking_uri or cfg.tracking.uri or tracking.default_tracking_uri()
-    prepare_manifest(cfg.data)  # synthesize/index once in the driver, not in every trial
-    init_ray(address)
+    cfg, tracking_uri = resolve_run(cfg, tracking_uri)
+    start_run(cfg, address)
     experiment_path = f"{str(cfg.storage_path).rstrip('/')}/{cfg.name}"
     tuner = _tuner(
         SearchTrainable,
@@ -283,7 +299,7 @@ def run_search_experiment(
     _write_outputs(outcome, tracker)
     if retrain and outcome.best_genotype:
         outcome.retrain = run_retrain(
-            resolve_best(outcome.best_config),
+            resolve_trial_config(outcome.best_config),
             outcome.best_genotype,
             name=f"{cfg.name}-retrain",
             resume=resume and tune.Tuner.can_restore(f"{experiment_path}-retrain"),
@@ -296,21 +312,16 @@ def run_search_experiment(
     return outcome
 
 
-def resolve_best(trial_config: dict[str, Any]) -> ExperimentConfig:
-    from autovid.tune.trainables import resolve_trial_config
-
-    return resolve_trial_config(trial_config)
-
-
 def _write_outputs(outcome: TuneOutcome, tracker: tracking.Tracker) -> None:
     """summary.csv and best_genotype.json beside the experiment, and on the MLflow parent run."""
     out = Path(outcome.experiment_path)
+    table = outcome.summary.drop(columns=["genotype"])  # genotypes travel as JSON files, not table cells
     if "://" not in outcome.experiment_path:
         out.mkdir(parents=True, exist_ok=True)
-        outcome.summary.drop(columns=["genotype"]).to_csv(out / "summary.csv", index=False)
+        table.to_csv(out / "summary.csv", index=False)
         (out / "best_genotype.json").write_text(outcome.best_genotype or "")
     if outcome.parent_run_id:
-        tracker.log_table(outcome.parent_run_id, outcome.summary.drop(columns=["genotype"]), "summary")
+        tracker.log_table(outcome.parent_run_id, table, "summary")
         if outcome.best_genotype:
             tracker.log_genotype(outcome.parent_run_id, outcome.best_genotype, prefix="best_")
         tracker.end(outcome.parent_run_id)
@@ -327,10 +338,8 @@ def run_retrain(
     address: str | None = None,
 ) -> dict[str, Any]:
     """Retrain one architecture from scratch as a single Tune trial; returns its final test metrics."""
-    cfg = absolute_paths(cfg).with_overrides({"name": name}, source="retrain")
-    tracking_uri = tracking_uri or cfg.tracking.uri or tracking.default_tracking_uri()
-    prepare_manifest(cfg.data)
-    init_ray(address)
+    cfg, tracking_uri = resolve_run(cfg.with_overrides({"name": name}, source="retrain"), tracking_uri)
+    start_run(cfg, address)
     experiment_path = f"{str(cfg.storage_path).rstrip('/')}/{name}"
     space = {BASE_KEY: cfg.model_dump(mode="json"), GENOTYPE_KEY: genotype_json}
     tuner = _tuner(

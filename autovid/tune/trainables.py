@@ -64,6 +64,14 @@ class _SessionTrainable(tune.Trainable):
 
     session: SearchSession | TrainSession
 
+    def setup(self, config: dict[str, Any]) -> None:
+        self.cfg = resolve_trial_config(config)
+        _limit_threads(self.cfg)
+        self.session = self.build_session(config)
+
+    def build_session(self, config: dict[str, Any]) -> SearchSession | TrainSession:
+        raise NotImplementedError
+
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         torch.save(self.session.state_dict(), Path(checkpoint_dir) / STATE_FILE)
 
@@ -75,10 +83,8 @@ class _SessionTrainable(tune.Trainable):
 class SearchTrainable(_SessionTrainable):
     """One DARTS (or random weight-sharing) search as a Tune trial."""
 
-    def setup(self, config: dict[str, Any]) -> None:
-        self.cfg = resolve_trial_config(config)
-        _limit_threads(self.cfg)
-        self.session = SearchSession(self.cfg)
+    def build_session(self, config: dict[str, Any]) -> SearchSession:
+        return SearchSession(self.cfg)
 
     def step(self) -> dict[str, Any]:
         metrics = self.session.step()
@@ -101,12 +107,9 @@ class SearchTrainable(_SessionTrainable):
 class TrainTrainable(_SessionTrainable):
     """Retraining one architecture from scratch (a genotype, or a registered network) as a Tune trial."""
 
-    def setup(self, config: dict[str, Any]) -> None:
-        self.cfg = resolve_trial_config(config)
-        _limit_threads(self.cfg)
+    def build_session(self, config: dict[str, Any]) -> TrainSession:
         genotype_json = config.get(GENOTYPE_KEY)
-        genotype = Genotype.from_json(genotype_json) if genotype_json else None
-        self.session = TrainSession(self.cfg, genotype)
+        return TrainSession(self.cfg, Genotype.from_json(genotype_json) if genotype_json else None)
 
     def step(self) -> dict[str, Any]:
         metrics = self.session.step()
