@@ -54,14 +54,20 @@ class DataConfig(_Frozen):
     frames_per_segment: PositiveInt = 2  # L frames per segment (the paper: 2)
     stride: PositiveInt = 1  # frame step inside a segment
     mode: Literal["segments", "dense"] = "segments"  # dense = one clip of K*L frames
+    # rgb: frames as decoded; rgb_diff: TSN's RGB difference (L+1 frames decoded, their L differences fed)
+    modality: Literal["rgb", "rgb_diff"] = "rgb"
     resize: tuple[PositiveInt, PositiveInt] | None = None  # (h, w) at decode time; None keeps the file's size
     crop_size: PositiveInt = 56
+    # train-time random resized crop: the window's area as a fraction of the frame (torchvision's `scale`)
+    crop_scale: tuple[Annotated[float, Field(gt=0, le=1)], Annotated[float, Field(gt=0, le=1)]] = (0.4, 1.0)
     batch_size: PositiveInt = 16
     num_workers: Annotated[int, Field(ge=0)] = 0
     test_clips: PositiveInt = 1  # clips drawn per test video, logits averaged
 
     @model_validator(mode="after")
     def _root_for_real_data(self) -> "DataConfig":
+        if self.crop_scale[0] > self.crop_scale[1]:
+            raise ValueError(f"crop_scale must be (low, high) with low <= high, got {list(self.crop_scale)}")
         if self.dataset != "synthetic" and self.root is None and self.manifest is None:
             raise ValueError(f"data.root (or data.manifest) is required for dataset {self.dataset!r}")
         return self
@@ -96,6 +102,7 @@ class SearchConfig(_Frozen):
     stop_on_collapse: bool = False  # stop the trial (instead of only flagging) when the guard trips
     strategy: Literal["darts", "random_ws"] = "darts"  # random_ws: uniform single paths, no α updates
     ws_candidates: PositiveInt = 16  # random_ws: genotypes scored with inherited weights at the end
+    precise_bn_batches: Annotated[int, Field(ge=0)] = 8  # BN statistics recomputed before validation (0 = off)
 
 
 class TrainConfig(_Frozen):
@@ -113,6 +120,7 @@ class TrainConfig(_Frozen):
     holdout: bool = False  # train on the weight half, report val/* on the α half (architecture selection)
     model: str | None = None  # a registered hand-designed network instead of a genotype (e.g. r3d_18)
     width: PositiveFloat = 1.0  # width multiplier for hand-designed networks
+    precise_bn_batches: Annotated[int, Field(ge=0)] = 8  # BN statistics recomputed before evaluation (0 = off)
 
 
 class Distribution(_Frozen):
@@ -176,6 +184,8 @@ class TuneConfig(_Frozen):
     time_budget_s: PositiveFloat | None = None
     param_space: dict[str, Distribution] = {}
     retrain_best: bool = True
+    # CPUs of the single retrain trial: "node" = every CPU of the largest live Ray node (it runs alone)
+    retrain_cpu: PositiveFloat | Literal["node"] = "node"
 
 
 class TrackingConfig(_Frozen):

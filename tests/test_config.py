@@ -40,6 +40,9 @@ def test_dotted_overrides_apply_and_parse_types(tmp_path: Path) -> None:
         ("search:\n  train_portion: 1.5\n", [], "search.train_portion"),
         ("name: x\n", ["search.epochz=2"], "unknown config key 'search.epochz'"),
         ("name: x\n", ["data.num_segments=0"], "data.num_segments"),
+        ("data:\n  modality: flow\n", [], "data.modality"),
+        ("data:\n  crop_scale: [0.9, 0.5]\n", [], "crop_scale must be (low, high)"),
+        ("data:\n  crop_scale: [0, 1]\n", [], "data.crop_scale"),
         ("tune:\n  param_space:\n    data.nope: {type: choice, values: [1]}\n", [], "data.nope"),
     ],
 )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -12,10 +12,11 @@ from torch.utils.data import Dataset
 
 from autovid.data.decoding import DecoderLimitation, ReaderCache, read_frames
 from autovid.data.sampling import SamplingMode, clip_indices
-from autovid.data.transforms import TestTransform, TrainTransform
+from autovid.data.transforms import TestTransform, TrainTransform, rgb_difference
 
 log = logging.getLogger(__name__)
 
+Modality = Literal["rgb", "rgb_diff"]
 MAX_REPLACEMENTS = 10  # failed decodes tolerated for one item before giving up
 
 
@@ -44,6 +45,9 @@ class VideoClipDataset(Dataset):
     A file that fails to decode is logged and replaced by another video of the same class; the number
     of failures, summed over worker processes, is :attr:`failures`.
 
+    ``modality="rgb_diff"`` (TSN's RGB difference) decodes one more frame per segment (per clip in dense
+    mode) and returns the L differences of consecutive normalized frames, so the clip keeps its shape.
+
     ``resize=(h, w)`` makes decord scale at decode (both sides always passed); None keeps the native size.
     Train items get a random resized crop (area ``scale``) and, if ``hflip``, a horizontal flip, one draw
     per clip; test items a centre crop. ``crop_size`` is the side of the square output.
@@ -65,10 +69,13 @@ class VideoClipDataset(Dataset):
         num_clips: int = 1,
         hflip: bool = True,
         scale: tuple[float, float] = (0.4, 1.0),
+        modality: Modality = "rgb",
         cache_size: int = 0,  # open readers kept per worker; 0 = a fresh reader per item (faster, see ReaderCache)
     ) -> None:
         if mode not in ("segments", "dense"):
             raise ValueError(f"unknown sampling mode {mode!r}; valid: segments, dense")
+        if modality not in ("rgb", "rgb_diff"):
+            raise ValueError(f"unknown modality {modality!r}; valid: rgb, rgb_diff")
         if num_clips < 1:
             raise ValueError(f"num_clips must be >= 1, got {num_clips}")
         rows = manifest[manifest["status"] == "ok"]
@@ -79,7 +86,7 @@ class VideoClipDataset(Dataset):
         ]
         self.num_segments, self.frames_per_segment = num_segments, frames_per_segment
         self.stride, self.mode, self.train, self.seed, self.num_clips = stride, mode, train, seed, num_clips
-        self.resize = resize
+        self.resize, self.modality = resize, modality
         self.transform = TrainTransform(crop_size, scale=scale, hflip=hflip) if train else TestTransform(crop_size)
         self.by_label: dict[int, list[int]] = {}
         for i, rec in enumerate(self.records):
@@ -147,11 +154,19 @@ class VideoClipDataset(Dataset):
                 candidate = others[int(rng.integers(len(others)))]
         raise RuntimeError(f"{MAX_REPLACEMENTS + 1} videos of class {self.records[index].label} failed to decode")
 
+    def _sampled_shape(self) -> tuple[int, int]:
+        """(segments, frames per segment) handed to the sampler; RGB difference needs one more frame each."""
+        extra = int(self.modality == "rgb_diff")
+        if self.mode == "dense":  # one clip of K*L (+1) frames
+            return 1, self.num_segments * self.frames_per_segment + extra
+        return self.num_segments, self.frames_per_segment + extra
+
     def _load(self, record: VideoRecord, rng: np.random.Generator) -> torch.Tensor:
         # train: M independent random draws; test: M evenly spaced offsets (M = 1 is the TSN centre)
+        k, l = self._sampled_shape()
         indices = np.stack([
             clip_indices(
-                record.num_frames, self.num_segments, self.frames_per_segment, mode=self.mode, train=self.train,
+                record.num_frames, k, l, mode=self.mode, train=self.train,
                 rng=rng, stride=self.stride, clip=0 if self.train else m, num_clips=1 if self.train else self.num_clips,
             )
             for m in range(self.num_clips)
@@ -160,4 +175,6 @@ class VideoClipDataset(Dataset):
         frames = read_frames(record.path, indices, width=w, height=h, cache=self.readers)
         frames = frames.reshape(*indices.shape, *frames.shape[1:])  # (M, K, L, H, W, 3)
         clips = [self.transform(frames[m], rng) for m in range(self.num_clips)]
+        if self.modality == "rgb_diff":
+            clips = [rgb_difference(c) for c in clips]
         return clips[0] if self.num_clips == 1 else torch.stack(clips)

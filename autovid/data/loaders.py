@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Sampler, get_worker_info
 
-from autovid.data.dataset import VideoClipDataset
+from autovid.data.dataset import Modality, VideoClipDataset
 from autovid.data.manifest import class_names as manifest_class_names
 from autovid.data.sampling import SamplingMode
 from autovid.errors import UserError
@@ -144,6 +144,8 @@ def build_loaders(
     test_clips: int = 1,
     val_split: str = "test",
     hflip: bool = True,
+    crop_scale: tuple[float, float] = (0.4, 1.0),
+    modality: Modality = "rgb",
 ) -> LoaderBundle:
     """Build the experiment's loaders from a manifest (only ``status == "ok"`` rows are used).
 
@@ -158,9 +160,9 @@ def build_loaders(
     names = tuple(manifest_class_names(manifest))
     common: dict[str, Any] = dict(
         num_segments=num_segments, frames_per_segment=frames_per_segment, crop_size=crop_size, stride=stride,
-        mode=mode, resize=resize,
+        mode=mode, resize=resize, modality=modality,
     )
-    train_ds = VideoClipDataset(manifest, split="train", train=True, seed=seed, hflip=hflip, **common)
+    train_ds = VideoClipDataset(manifest, split="train", train=True, seed=seed, hflip=hflip, scale=crop_scale, **common)
     test_ds = VideoClipDataset(manifest, split=val_split, train=False, seed=seed, num_clips=test_clips, **common)
     opts = dict(batch_size=batch_size, num_workers=num_workers)
     train = _loader(train_ds, range(len(train_ds)), shuffle=True, seed=seed, **opts)

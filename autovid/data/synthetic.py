@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-import av
 import numpy as np
 
 from autovid.errors import UserError
@@ -269,6 +268,8 @@ def render_video(motion: str, appearance: Appearance, rng: np.random.Generator, 
 
 def write_video(path: str | Path, frames: np.ndarray, *, fps: int = 25, codec: Codec = "mpeg4") -> Path:
     """Encode uint8 [T, H, W, 3] RGB frames (H, W even) with PyAV."""
+    import av  # only writing needs PyAV: reading a benchmark that exists (decord) works without it
+
     encoder, _, pix_fmt = CODECS[codec]
     t, h, w, _ = frames.shape
     with av.open(str(path), mode="w") as container:

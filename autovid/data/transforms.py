@@ -81,6 +81,15 @@ def to_clip_tensor(
     return x.float().mul_(scale).sub_(shift)
 
 
+def rgb_difference(clip: torch.Tensor) -> torch.Tensor:
+    """TSN's RGB-difference modality: ``[..., C, L+1, H, W]`` frames -> ``[..., C, L, H, W]`` consecutive differences.
+
+    Applied to normalized frames, so the mean cancels and a static scene is exactly zero: what is left is
+    what moved (TSN, Wang et al. 2016, uses stacked RGB differences as a cheap stand-in for optical flow).
+    """
+    return clip.diff(dim=-3)
+
+
 @dataclass(frozen=True)
 class TrainTransform:
     """Random resized crop + horizontal flip, one draw per clip (all frames share it)."""

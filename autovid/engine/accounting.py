@@ -20,15 +20,15 @@ def count_flops(
     module: nn.Module,
     input_shape: Sequence[int],
     *,
-    device: str | torch.device | None = "cpu",
+    device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> int:
     """FLOPs of one forward pass in eval mode on a zero batch of ``input_shape`` (a multiply-add counts 2).
 
     The count covers the whole batch: pass a batch of one (e.g. ``(1, K, C, L, H, W)``) for FLOPs per clip.
     Only what FlopCounterMode knows is counted (convolutions, matmuls, attention); element-wise ops,
-    pooling and normalization are free, which is the usual convention. ``device=None`` uses the device of
-    the module's first parameter. The training/eval flag of every submodule is restored afterwards.
+    pooling and normalization are free, which is the usual convention. ``device=None`` (the default) uses the
+    device of the module's first parameter, so a network already moved to CUDA is counted where it lives. The training/eval flag of every submodule is restored afterwards.
     """
     if device is None:
         first = next(module.parameters(), None)
@@ -45,7 +45,7 @@ def count_flops(
     return int(counter.get_total_flops())
 
 
-def describe(module: nn.Module, input_shape: Sequence[int], *, device: str | torch.device | None = "cpu") -> dict[str, int]:
+def describe(module: nn.Module, input_shape: Sequence[int], *, device: str | torch.device | None = None) -> dict[str, int]:
     """``{"params": trainable parameter count, "flops": FLOPs of one forward at input_shape}``."""
     return {
         "params": count_parameters(module),

@@ -23,7 +23,7 @@ from torch import nn
 from autovid.config import ExperimentConfig
 from autovid.engine.accounting import count_flops, count_parameters
 from autovid.engine.setup import build_data, clip_shape, resolve_device
-from autovid.engine.trainer import alpha_entropy, evaluate, search_epoch, train_epoch
+from autovid.engine.trainer import alpha_entropy, evaluate, recalibrate_bn, search_epoch, train_epoch
 from autovid.errors import UserError
 from autovid.nas.architect import Architect
 from autovid.nas.genotype import Genotype
@@ -164,7 +164,8 @@ class SearchSession:
         """Validation accuracy (α half) of each genotype run as a single path with inherited weights."""
         scores = []
         for genotype in genotypes:
-            self.model.set_path(genotype)
+            self.model.set_path(genotype)  # a single path has its own BN statistics: recompute them first
+            recalibrate_bn(self.model, self.data.search_w, batches=self.cfg.search.precise_bn_batches, device=self.device)
             _reseed_loader(self.data.search_a, _epoch_seed(self.cfg.seed, 0, 5), 0)
             result = evaluate(self.model, self.data.search_a, device=self.device, num_classes=self.data.num_classes, prefix="val")
             scores.append(float(result["val/acc"]))
@@ -206,6 +207,7 @@ class SearchSession:
         )
         self.scheduler.step()
         self.model.set_path(None)
+        recalibrate_bn(self.model, self.data.search_w, batches=s.precise_bn_batches, device=self.device)
         metrics.update(_scalars(evaluate(self.model, self.data.search_a, device=self.device, num_classes=self.data.num_classes, prefix="val")))
         self.epoch += 1
         if s.strategy == "random_ws" and self.done:
@@ -324,6 +326,7 @@ class TrainSession:
         )
         self.scheduler.step()
         self.epoch += 1
+        recalibrate_bn(self.model, self.train_loader, batches=self.cfg.train.precise_bn_batches, device=self.device)
         self.last_eval = self.evaluate()
         metrics.update(_scalars(self.last_eval))
         metrics.update({"epoch": self.epoch, "params": self.cost["params"], "flops": self.cost["flops"]})

@@ -77,6 +77,8 @@ def build_data(data: DataConfig, *, seed: int, train_portion: float | None) -> L
         stride=data.stride,
         mode=data.mode,
         crop_size=data.crop_size,
+        crop_scale=data.crop_scale,
+        modality=data.modality,
         resize=data.resize,
         batch_size=data.batch_size,
         num_workers=data.num_workers,

@@ -13,6 +13,7 @@ GPU; they are read once per epoch.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import time
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.swa_utils import update_bn
 from tqdm.auto import tqdm
 
 if TYPE_CHECKING:  # only for annotations: keeps importing the engine cheap
@@ -29,7 +31,7 @@ if TYPE_CHECKING:  # only for annotations: keeps importing the engine cheap
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["alpha_entropy", "evaluate", "search_epoch", "train_epoch"]
+__all__ = ["alpha_entropy", "evaluate", "recalibrate_bn", "search_epoch", "train_epoch"]
 
 Batch = tuple[Tensor, Tensor]
 _POSTFIX_EVERY = 20  # steps between progress-bar loss updates (each one is a device sync)
@@ -139,6 +141,20 @@ def train_epoch(
         if progress and step % _POSTFIX_EVERY == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
     return meter.result("train", _elapsed(start, device))
+
+
+def recalibrate_bn(model: nn.Module, loader: Iterable[Batch], *, batches: int, device: str | torch.device) -> None:
+    """Precise BN: recompute every BatchNorm's running statistics at the current weights from ``batches`` batches.
+
+    Why: with the usual momentum of 0.1 the running variance still carries its initial value of 1 after tens
+    of steps, while the true variance may be far smaller (RGB-difference inputs, narrow search cells); an
+    eval-mode network then squashes its activations and predicts one class. Short runs (the quickstart, ASHA
+    rungs, standalone random-search budgets) and single paths of a weight-sharing supernet, whose statistics
+    differ from the supernet's, all need it. The statistics become a plain average over ``batches`` train-mode
+    forward passes (torch.optim.swa_utils.update_bn); ``batches=0`` keeps the running averages as they are.
+    """
+    if batches > 0:
+        update_bn((x for x, _ in itertools.islice(loader, batches)), model, device=torch.device(device))
 
 
 @torch.no_grad()

@@ -121,7 +121,7 @@ def run_arm(ctx: _Context, arm: ArmConfig, seed: int) -> dict[str, Any]:
     return {
         "arm": arm.name, "seed": seed, "top1": final["test/acc"], "top5": final.get("test/top5"),
         "params": final.get("params"), "flops": final.get("flops"), "search_cost_s": search_cost,
-        "retrain_cost_s": final.get("time_total_s", 0.0) * (ctx.cfg.tune.resources.gpu or ctx.cfg.tune.resources.cpu),
+        "retrain_cost_s": final.get("time_total_s", 0.0) * (ctx.cfg.tune.resources.gpu or final["trial_cpus"]),
         "genotype_hash": Genotype.from_json(genotype_json).hash if genotype_json else "",
     }
 

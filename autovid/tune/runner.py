@@ -101,6 +101,11 @@ def start_run(cfg: ExperimentConfig, address: str | None) -> None:
     init_ray(address)
 
 
+def node_cpus() -> float:
+    """CPUs of the largest live node of the Ray cluster this process is connected to (at least 1)."""
+    return max([float(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")] + [1.0])
+
+
 def _absolute_storage(path: str) -> str:
     return path if "://" in path else str(Path(path).resolve())
 
@@ -340,6 +345,8 @@ def run_retrain(
     """Retrain one architecture from scratch as a single Tune trial; returns its final test metrics."""
     cfg, tracking_uri = resolve_run(cfg.with_overrides({"name": name}, source="retrain"), tracking_uri)
     start_run(cfg, address)
+    cpus = node_cpus() if cfg.tune.retrain_cpu == "node" else cfg.tune.retrain_cpu
+    cfg = cfg.with_overrides({"tune.resources.cpu": cpus}, source="retrain")  # the trial's threads follow
     experiment_path = f"{str(cfg.storage_path).rstrip('/')}/{name}"
     space = {BASE_KEY: cfg.model_dump(mode="json"), GENOTYPE_KEY: genotype_json}
     tuner = _tuner(
@@ -360,6 +367,7 @@ def run_retrain(
     metrics = result.metrics or {}
     keep = ("test/acc", "test/top5", "test/loss", "params", "flops", "epoch", "time_total_s")
     final = {k: metrics[k] for k in keep if k in metrics}
+    final["trial_cpus"] = cfg.tune.resources.cpu
     if "://" not in experiment_path:
         Path(experiment_path).mkdir(parents=True, exist_ok=True)
         (Path(experiment_path) / "final_metrics.json").write_text(json.dumps(final, indent=2))

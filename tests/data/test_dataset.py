@@ -15,6 +15,7 @@ from autovid.data.decoding import DecoderLimitation
 from autovid.data.loaders import EpochSampler, worker_init
 from autovid.data.manifest import build_manifest
 from autovid.data.sampling import segment_indices
+from autovid.data.synthetic import write_video
 from autovid.data.transforms import MEAN, STD
 
 FRAMES = {"run": [24, 30, 18, 40], "sit": [24, 12, 33, 20]}  # frames per video, per class
@@ -128,3 +129,43 @@ def test_a_size_decord_cannot_produce_is_an_error_not_a_bad_file(manifest) -> No
         assert "24 pixels wide" in str(err) and ds.failures == 0
     else:
         pytest.skip("this decord build decodes 24-pixel-wide frames")
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_rgb_diff_is_the_difference_of_one_more_decoded_frame(manifest, train) -> None:
+    """TSN RGB difference: same shape as RGB, equal to the differences of L+1 frames drawn with the same rng."""
+    diff = make(manifest, modality="rgb_diff", train=train, stride=2)
+    plain = make(manifest, frames_per_segment=3, train=train, stride=2)
+    assert diff.clip_shape == (3, 3, 2, 32, 32)
+    for i in range(len(diff)):
+        d, _ = diff[(i, 1)]
+        p, _ = plain[(i, 1)]
+        assert d.shape == (3, 3, 2, 32, 32)
+        torch.testing.assert_close(d, p[:, :, 1:] - p[:, :, :-1])
+
+
+def test_rgb_diff_dense_and_multi_clip(manifest, kit) -> None:
+    dense = make(manifest, modality="rgb_diff", mode="dense", num_segments=2, frames_per_segment=4)
+    clip, _ = dense[0]
+    assert clip.shape == dense.clip_shape == (1, 3, 8, 32, 32)
+    frames = make(manifest, mode="dense", num_segments=1, frames_per_segment=9)[0][0]
+    torch.testing.assert_close(clip, frames.diff(dim=2))
+    multi = make(manifest, modality="rgb_diff", num_clips=2)
+    assert multi[0][0].shape == multi.clip_shape == (2, 3, 3, 2, 32, 32)
+
+
+def test_rgb_diff_of_a_static_video_is_zero(kit) -> None:
+    ramp = np.linspace(0, 255, 32, dtype=np.float32)
+    image = np.full((32, 32, 3), 128, np.float32)
+    image[..., 0], image[..., 1] = ramp[None, :], ramp[:, None]  # smooth gradients: no codec ringing
+    path = kit.root / "still" / "static" / "v_static_g01_c01.avi"
+    path.parent.mkdir(parents=True)
+    write_video(path, np.repeat(image.astype(np.uint8)[None], 20, axis=0))
+    frame = build_manifest(path.parent.parent, "folder", workers=1)
+    clip, _ = make(frame, modality="rgb_diff", train=True)[0]
+    assert clip.abs().max() < 0.05  # codec noise only; the normalized frames themselves span several units
+
+
+def test_unknown_modality_is_rejected(manifest) -> None:
+    with pytest.raises(ValueError, match="unknown modality 'flow'"):
+        make(manifest, modality="flow")

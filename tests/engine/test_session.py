@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -68,13 +69,31 @@ def test_retrain_genotype_from_scratch_and_restore(tmp_path: Path) -> None:
     session = TrainSession(cfg, genotype)
     first = session.step()
     assert {"train/loss", "test/acc", "test/top5", "params", "flops"} <= set(first)
-    state = session.state_dict()
+    state = copy.deepcopy(session.state_dict())  # state_dict() aliases the live tensors; a checkpoint is a copy
     second = session.step()
     again = TrainSession(cfg, genotype)
     again.load_state_dict(state)
     assert again.step()["test/acc"] == second["test/acc"]
     full = session.evaluate()
     assert len(full["test/per_class_acc"]) == 4 and len(full["test/confusion"]) == 4
+
+
+def _bn_batches_tracked(model: torch.nn.Module) -> set[int]:
+    return {int(m.num_batches_tracked) for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+
+
+@pytest.mark.parametrize("precise", [0, 2])
+def test_sessions_recompute_bn_statistics_before_evaluating(tmp_path: Path, precise: int) -> None:
+    """Precise BN: the statistics evaluated with come from exactly `precise_bn_batches` fresh batches."""
+    cfg = tiny_config(tmp_path, search={"epochs": 1, "precise_bn_batches": precise},
+                      train={"precise_bn_batches": precise})
+    search = SearchSession(cfg)
+    result = search.step()
+    train = TrainSession(cfg, Genotype.from_json(result["genotype"]))
+    train.step()
+    steps = len(search.data.search_w)  # without precise BN the counters show every training step
+    assert _bn_batches_tracked(search.model) == {precise or steps}
+    assert _bn_batches_tracked(train.model) == {precise or len(train.train_loader)}
 
 
 def test_random_ws_scores_candidates_at_the_end(tmp_path: Path) -> None:

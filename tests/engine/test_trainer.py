@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from autovid.engine.trainer import alpha_entropy, evaluate, search_epoch, train_epoch
+from autovid.engine.trainer import alpha_entropy, evaluate, recalibrate_bn, search_epoch, train_epoch
 from autovid.nas.architect import Architect
 
 CLASSES, K, C, L, S = 3, 2, 3, 2, 8  # classes, segments, channels, frames per segment, frame size
@@ -101,6 +101,36 @@ def test_train_epoch_bf16_autocast_and_progress() -> None:
     m = train_epoch(model, _loader(_dataset(16, 0), 1), opt, device="cpu", grad_clip=None,
                     autocast_dtype=torch.bfloat16, progress=True)
     assert math.isfinite(m["train/loss"]) and 0.0 <= m["train/acc"] <= 1.0
+
+
+def test_recalibrate_bn_replaces_stale_running_statistics() -> None:
+    """After two steps the running variance is still ~1; precise BN makes eval mode match the data again."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, K, C, L, S, S, generator=g) * 0.01  # tiny activations, like RGB differences
+    batches = [(x[:8], torch.zeros(8, dtype=torch.long)), (x[8:], torch.zeros(8, dtype=torch.long))]
+    model = TinyVideoNet()
+    model.train()
+    model(x[:8]), model(x[8:])  # two train-mode steps: running_var = 0.81 * 1 + 0.19 * (true var)
+    stale = model.bn.running_var.clone()
+    true_var = model.conv(x.flatten(0, 1)).detach().var(dim=(0, 2, 3, 4), unbiased=False)
+    assert (stale > 10 * true_var).all()
+
+    recalibrate_bn(model, batches, batches=0, device="cpu")  # off: untouched
+    torch.testing.assert_close(model.bn.running_var, stale)
+
+    consumed = []
+    recalibrate_bn(model, (consumed.append(b) or b for b in batches * 5), batches=2, device="cpu")
+    assert len(consumed) == 2 and model.bn.momentum == 0.1 and model.training  # only what it asked for; restored
+    # the plain average of the two batches' (unbiased) variances, not an exponential average from 1
+    per_batch = [model.conv(b.flatten(0, 1)).detach().var(dim=(0, 2, 3, 4)) for b in (x[:8], x[8:])]
+    torch.testing.assert_close(model.bn.running_var, (per_batch[0] + per_batch[1]) / 2, rtol=1e-4, atol=1e-8)
+    model.eval()
+    with torch.no_grad():
+        eval_out = model(x[:8])
+    model.train()
+    with torch.no_grad():
+        train_out = model(x[:8])
+    torch.testing.assert_close(eval_out, train_out, rtol=0.05, atol=0.05)
 
 
 def test_evaluate_exact_metrics_on_hand_made_logits() -> None:
@@ -270,4 +300,4 @@ def test_bf16_search_train_evaluate_on_device(device: str) -> None:
     assert math.isfinite(m["train/loss"])
     out = evaluate(model, a_loader, device=device, num_classes=CLASSES, autocast_dtype=torch.bfloat16)
     assert sum(map(sum, out["val/confusion"])) == 16
-    assert count_flops(model, (1, K, C, L, S, S), device=None) > 0
+    assert count_flops(model, (1, K, C, L, S, S)) > 0  # counted on the device the model lives on

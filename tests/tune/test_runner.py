@@ -38,6 +38,7 @@ def test_study_with_nested_mlflow_runs_and_retrain(tmp_path: Path, local_ray) ->
     outcome = run_search_experiment(cfg)
     assert len(outcome.summary) == 2 and set(outcome.summary["status"]) == {"OK"}
     assert outcome.best_genotype and 0.0 <= outcome.retrain["test/acc"] <= 1.0
+    assert outcome.retrain["trial_cpus"] == 2  # the lone retrain trial takes the whole (2-CPU) node
     exp_dir = Path(outcome.experiment_path)
     assert (exp_dir / "summary.csv").is_file() and (exp_dir / "best_genotype.json").is_file()
     assert (exp_dir / "optuna.journal").stat().st_size > 0  # the study is persisted beside the run
