@@ -130,7 +130,8 @@ def budget_note(cfg: ExperimentConfig, arms: list[ArmConfig]) -> str:
     c = cfg
     lines = [
         f"Data: {c.data.dataset} (split {c.data.split}), {c.data.num_segments} segments x {c.data.frames_per_segment} frames "
-        f"at {c.data.crop_size}x{c.data.crop_size}, {c.data.mode} sampling; seeds {list(c.ablation.seeds)}.",
+        f"(stride {c.data.stride}) at {c.data.crop_size}x{c.data.crop_size}, {c.data.mode} sampling, {c.data.modality} input; "
+        f"seeds {list(c.ablation.seeds)}.",
         f"Search: supernet {c.model.cells} cells x {c.model.channels} channels, {c.search.epochs} epochs "
         f"({c.search.warmup_epochs} warm-up), {c.search.order}-order DARTS.",
         f"Retrain (every arm, same protocol): {c.train.epochs} epochs, SGD lr {c.train.lr} cosine; NAS networks "

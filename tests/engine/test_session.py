@@ -114,13 +114,16 @@ def test_evaluate_checkpoint_reproduces_the_sessions_evaluation(tmp_path: Path) 
     from autovid.engine.evaluation import evaluate_checkpoint
     from autovid.errors import UserError
 
-    cfg = tiny_config(tmp_path, train={"model": "r3d_18", "width": 0.125, "epochs": 1}, data={"test_clips": 2})
+    cfg = tiny_config(tmp_path, train={"model": "r3d_18", "width": 0.125, "epochs": 1},
+                      data={"test_clips": 2, "modality": "rgb_diff"})
     session = TrainSession(cfg, None)
     session.step()
     path = tmp_path / "state.pt"
     torch.save(session.state_dict(), path)
     result = evaluate_checkpoint(path)
-    assert result["test/acc"] == session.evaluate()["test/acc"] and result["epoch"] == 1
+    expected = session.evaluate()  # the checkpoint's own data settings (RGB difference) are used again
+    assert result["test/loss"] == pytest.approx(expected["test/loss"], rel=1e-6) and result["epoch"] == 1
+    assert result["test/acc"] == expected["test/acc"]
     assert len(result["test/confusion"]) == 4
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="not an autovid checkpoint"):

@@ -54,7 +54,9 @@ def test_every_strategy_reports_and_resume_skips_finished(tmp_path: Path, local_
     results = pd.read_csv(results_path)
     assert (results.loc[results["arm"] == "r3d", "search_cost_s"] == 0).all()
     assert (results.loc[results["arm"] != "r3d", "search_cost_s"] > 0).all()
-    assert Path(paths["plot"]).stat().st_size > 0 and "darts" in Path(paths["markdown"]).read_text()
+    report_md = Path(paths["markdown"]).read_text()
+    assert Path(paths["plot"]).stat().st_size > 0 and "darts" in report_md
+    assert "rgb input" in report_md  # the budget note states what the networks were fed
 
     # Interrupted after three arms: drop the last row, resume, and only that arm runs again.
     results.iloc[:3].to_csv(results_path, index=False)
