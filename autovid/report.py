@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from scipy import stats
 
 __all__ = [
@@ -106,12 +107,25 @@ def plot_accuracy_vs_params(table: pd.DataFrame, path: str | Path) -> Path:
         ax.annotate(str(row.arm), (row.params, 100 * row.top1_mean), textcoords="offset points", xytext=(6, 6), fontsize=8)
     if (table["params"] > 0).all():
         ax.set_xscale("log")
+        # ticks at 1-2-5 per decade, labelled 20 k / 1.5 M: matplotlib's default labels every minor tick of a
+        # span under two decades as 2×10^4, 3×10^4, ..., which overlap into a smear
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(_count_label))
+        ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("parameters (log scale)")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title("Accuracy vs parameters (mean ± std over seeds)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     return _save(fig, path)
+
+
+def _count_label(value: float, _position: int | None = None) -> str:
+    """1500 -> '1.5 k', 2e6 -> '2 M' (axis labels for parameter and FLOP counts)."""
+    for scale, suffix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
+        if value >= scale:
+            return f"{value / scale:g}{suffix}"
+    return f"{value:g}"
 
 
 def _ablation_markdown(table: pd.DataFrame) -> str:

@@ -139,3 +139,9 @@ def test_alpha_heatmap_2d_and_history(tmp_path):
     assert _is_png(report.alpha_heatmap(history, ops, tmp_path / "history.png"))
     with pytest.raises(ValueError):
         report.alpha_heatmap(alphas, ops[:3], tmp_path / "bad.png")
+
+
+def test_count_labels_for_log_axes() -> None:
+    from autovid.report import _count_label
+
+    assert [_count_label(v) for v in (50, 1500, 20_000, 2e6, 3.5e9)] == ["50", "1.5 k", "20 k", "2 M", "3.5 G"]
