@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -335,6 +336,7 @@ class VideoNet(nn.Module):
         stem_multiplier: int = 3,
         stem_stride: int = 1,
         consensus: str = "avg",
+        generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
         if consensus not in CONSENSUS:
@@ -349,37 +351,40 @@ class VideoNet(nn.Module):
         self.memory_format: torch.memory_format | None = None
         ts = 2 if space.reduce_temporal else 1
         reductions = reduction_positions(cells)
-        c_stem = stem_multiplier * channels
-        self.stem = make_stem(c_stem, kernel=space.kernel, stride=stem_stride)
-        blocks: list[nn.Module] = []
-        if space.topology == "module":
-            c_prev, c = c_stem, channels
-            for i in range(cells):
-                if i in reductions:
-                    blocks.append(ReductionBlock(c_prev, 2 * c, kernel=space.kernel, temporal_stride=ts))
-                    c = c_prev = 2 * c
-                cell = Cell(cell_type="normal", topology="module", nodes=space.nodes, layout=layouts["normal"],
-                            c_pp=c_prev, c_p=c_prev, c=c, kernel=space.kernel, reduction=False, reduction_prev=False,
-                            temporal_stride=1, prev_temporal_stride=1, build_edge=build_edge)
-                blocks.append(cell)
-                c_prev = cell.out_channels
-        else:
-            c_pp, c_prev, c = c_stem, c_stem, channels
-            reduction_prev = False
-            for i in range(cells):
-                reduction = i in reductions
-                if reduction:
-                    c *= 2
-                cell_type = "reduce" if reduction else "normal"
-                cell = Cell(cell_type=cell_type, topology="cell", nodes=space.nodes, layout=layouts[cell_type],
-                            c_pp=c_pp, c_p=c_prev, c=c, kernel=space.kernel, reduction=reduction,
-                            reduction_prev=reduction_prev, temporal_stride=ts, prev_temporal_stride=ts,
-                            build_edge=build_edge)
-                blocks.append(cell)
-                c_pp, c_prev, reduction_prev = c_prev, cell.out_channels, reduction
-        self.cells = nn.ModuleList(blocks)
-        self.global_pool = nn.AdaptiveAvgPool3d(1)
-        self.classifier = nn.Linear(c_prev, num_classes)
+        # With a generator, subclasses redraw the default initializations from it after this constructor (see
+        # init_weights): building under fork_rng keeps the global RNG untouched.
+        with torch.random.fork_rng(devices=[]) if generator is not None else contextlib.nullcontext():
+            c_stem = stem_multiplier * channels
+            self.stem = make_stem(c_stem, kernel=space.kernel, stride=stem_stride)
+            blocks: list[nn.Module] = []
+            if space.topology == "module":
+                c_prev, c = c_stem, channels
+                for i in range(cells):
+                    if i in reductions:
+                        blocks.append(ReductionBlock(c_prev, 2 * c, kernel=space.kernel, temporal_stride=ts))
+                        c = c_prev = 2 * c
+                    cell = Cell(cell_type="normal", topology="module", nodes=space.nodes, layout=layouts["normal"],
+                                c_pp=c_prev, c_p=c_prev, c=c, kernel=space.kernel, reduction=False, reduction_prev=False,
+                                temporal_stride=1, prev_temporal_stride=1, build_edge=build_edge)
+                    blocks.append(cell)
+                    c_prev = cell.out_channels
+            else:
+                c_pp, c_prev, c = c_stem, c_stem, channels
+                reduction_prev = False
+                for i in range(cells):
+                    reduction = i in reductions
+                    if reduction:
+                        c *= 2
+                    cell_type = "reduce" if reduction else "normal"
+                    cell = Cell(cell_type=cell_type, topology="cell", nodes=space.nodes, layout=layouts[cell_type],
+                                c_pp=c_pp, c_p=c_prev, c=c, kernel=space.kernel, reduction=reduction,
+                                reduction_prev=reduction_prev, temporal_stride=ts, prev_temporal_stride=ts,
+                                build_edge=build_edge)
+                    blocks.append(cell)
+                    c_pp, c_prev, reduction_prev = c_prev, cell.out_channels, reduction
+            self.cells = nn.ModuleList(blocks)
+            self.global_pool = nn.AdaptiveAvgPool3d(1)
+            self.classifier = nn.Linear(c_prev, num_classes)
 
     def _cell_args(self) -> dict[str, dict[str, Any]]:
         """Keyword arguments of Cell.forward per cell type, computed once per forward."""

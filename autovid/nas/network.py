@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import torch
@@ -86,19 +85,18 @@ class Network(VideoNet):
             raise UserError(f"genotype has {genotype.num_nodes} nodes, search space {space.name!r} has {space.nodes}")
         if not 0.0 <= drop_path < 1.0:
             raise ValueError(f"drop_path must be in [0, 1), got {drop_path}")
-        # With a generator, the default initializations are redrawn from it below: keep the global RNG intact.
-        with torch.random.fork_rng(devices=[]) if generator is not None else contextlib.nullcontext():
-            super().__init__(
-                space,
-                num_classes=num_classes,
-                channels=channels,
-                cells=cells,
-                layouts={t: genotype_layout(genotype, t) for t in genotype.cell_types},
-                build_edge=_DiscreteBuilder(genotype, space.kernel),
-                stem_multiplier=stem_multiplier,
-                stem_stride=stem_stride,
-                consensus=consensus,
-            )
+        super().__init__(
+            space,
+            num_classes=num_classes,
+            channels=channels,
+            cells=cells,
+            layouts={t: genotype_layout(genotype, t) for t in genotype.cell_types},
+            build_edge=_DiscreteBuilder(genotype, space.kernel),
+            stem_multiplier=stem_multiplier,
+            stem_stride=stem_stride,
+            consensus=consensus,
+            generator=generator,
+        )
         self.genotype = genotype
         self.drop_path_prob = float(drop_path)
         if generator is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from typing import Any
 
@@ -189,19 +188,18 @@ class SuperNet(VideoNet):
         if pc_k < 1:
             raise ValueError(f"pc_k must be >= 1, got {pc_k}")
         layout = full_layout(space)
-        # With a generator, the default initializations are redrawn from it below: keep the global RNG intact.
-        with torch.random.fork_rng(devices=[]) if generator is not None else contextlib.nullcontext():
-            super().__init__(
-                space,
-                num_classes=num_classes,
-                channels=channels,
-                cells=cells,
-                layouts={t: layout for t in space.cell_types},
-                build_edge=_MixedOpBuilder(space, pc_k),
-                stem_multiplier=stem_multiplier,
-                stem_stride=stem_stride,
-                consensus=consensus,
-            )
+        super().__init__(
+            space,
+            num_classes=num_classes,
+            channels=channels,
+            cells=cells,
+            layouts={t: layout for t in space.cell_types},
+            build_edge=_MixedOpBuilder(space, pc_k),
+            stem_multiplier=stem_multiplier,
+            stem_stride=stem_stride,
+            consensus=consensus,
+            generator=generator,
+        )
         self._config: dict[str, Any] = dict(
             num_classes=num_classes, channels=channels, cells=cells, stem_multiplier=stem_multiplier,
             stem_stride=stem_stride, pc_k=pc_k, consensus=consensus,
