@@ -111,6 +111,8 @@ class TrainConfig(_Frozen):
     epochs: PositiveInt = 10
     channels: PositiveInt = 16
     cells: PositiveInt = 4
+    # sgd: momentum SGD as in DARTS; adam/adamw: far fewer steps to learn from raw RGB on short budgets
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: PositiveFloat = 0.05
     lr_min: NonNegFloat = 0.0
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from autovid.config import ExperimentConfig
+from autovid.config import ExperimentConfig, TrainConfig
 from autovid.engine.accounting import count_flops, count_parameters
 from autovid.engine.setup import build_data, clip_shape, resolve_device
 from autovid.engine.trainer import alpha_entropy, evaluate, recalibrate_bn, search_epoch, train_epoch
@@ -83,6 +83,14 @@ def build_network(
         consensus=cfg.model.consensus,
         drop_path=cfg.train.drop_path,
     )
+
+
+def make_optimizer(t: TrainConfig, params: Any) -> torch.optim.Optimizer:
+    """The retrain's optimizer: momentum SGD, or Adam/AdamW (betas (momentum, 0.999))."""
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    cls = torch.optim.Adam if t.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, lr=t.lr, betas=(t.momentum, 0.999), weight_decay=t.weight_decay)
 
 
 def network_cost(cfg: ExperimentConfig, model: nn.Module) -> dict[str, int]:
@@ -299,7 +307,7 @@ class TrainSession:
         torch.manual_seed(cfg.seed)
         self.model = build_network(cfg, num_classes=self.data.num_classes, genotype=genotype).to(self.device)
         t = cfg.train
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+        self.optimizer = make_optimizer(t, self.model.parameters())
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=t.epochs, eta_min=t.lr_min)
         self.cost = network_cost(cfg, self.model)
         self.autocast_dtype = torch.bfloat16 if cfg.autocast == "bf16" and self.device.type == "cuda" else None

@@ -8,6 +8,8 @@ no config files, and the sampled keys are exactly the ones Optuna and MLflow see
 from __future__ import annotations
 
 import math
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,9 @@ from autovid.nas.genotype import Genotype
 STATE_FILE = "state.pt"
 BASE_KEY = "base"
 GENOTYPE_KEY = "genotype"
+# Test hook, "<epoch>:<folder>": a trial about to run that epoch writes <folder>/held-<trial id> and waits
+# for <folder>/release-<trial id>. It gives the kill-and-resume test a kill point that no race can move.
+TEST_HOLD_ENV = "AUTOVID_TEST_HOLD"
 
 
 def trial_overrides(trial_config: dict[str, Any]) -> dict[str, Any]:
@@ -72,6 +77,19 @@ class _SessionTrainable(tune.Trainable):
     def build_session(self, config: dict[str, Any]) -> SearchSession | TrainSession:
         raise NotImplementedError
 
+    def hold_if_asked(self) -> None:
+        """The TEST_HOLD_ENV hook: block before the named epoch until the test releases this trial."""
+        spec = os.environ.get(TEST_HOLD_ENV)
+        if not spec:
+            return
+        epoch, folder = spec.split(":", 1)
+        if self.session.epoch + 1 != int(epoch):
+            return
+        gate = Path(folder)
+        (gate / f"held-{self.trial_id}").touch()
+        while not (gate / f"release-{self.trial_id}").exists():
+            time.sleep(0.05)
+
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         torch.save(self.session.state_dict(), Path(checkpoint_dir) / STATE_FILE)
 
@@ -87,6 +105,7 @@ class SearchTrainable(_SessionTrainable):
         return SearchSession(self.cfg)
 
     def step(self) -> dict[str, Any]:
+        self.hold_if_asked()
         metrics = self.session.step()
         metrics["objective"] = objective_value(
             metrics, self.cfg.tune.objective, accuracy_key="val/acc", cost_key=f"genotype/{self.cfg.tune.objective.cost}"
@@ -112,6 +131,7 @@ class TrainTrainable(_SessionTrainable):
         return TrainSession(self.cfg, Genotype.from_json(genotype_json) if genotype_json else None)
 
     def step(self) -> dict[str, Any]:
+        self.hold_if_asked()
         metrics = self.session.step()
         metrics["objective"] = objective_value(
             metrics, self.cfg.tune.objective, accuracy_key=f"{self.session.eval_prefix}/acc",

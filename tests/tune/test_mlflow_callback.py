@@ -65,13 +65,24 @@ def search_trainable(config: dict[str, Any]) -> None:
     for epoch in range(start, EPOCHS + 1):
         if config["lr"] == FAIL_LR and epoch == 2 and not Path(config["flag"]).exists():
             raise RuntimeError("injected failure")
-        time.sleep(0.3)  # keep concurrent trials overlapping
+        if epoch == 1:
+            _meet(Path(config["rendezvous"]), config["lr"])
         genotype = config["genotypes"][epoch % 2]
         metrics = {**expected(config["lr"], epoch), "genotype": genotype,
                    "genotype_hash": f"hash{epoch % 2}", "alphas": alphas(epoch)}
         with tempfile.TemporaryDirectory() as d:
             (Path(d) / "state.json").write_text(json.dumps({"epoch": epoch}))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+
+def _meet(folder: Path, name: float) -> None:
+    """Wait until two trials have started: the first two trials run side by side however loaded the machine
+    is (no sleep that a slow machine could outlast). Later trials find both marks and go straight on."""
+    folder.mkdir(exist_ok=True)
+    (folder / str(name)).touch()
+    deadline = time.monotonic() + 300  # only a broken setup (one trial at a time) waits this long
+    while len(list(folder.iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def resolve_params(config: dict[str, Any]) -> dict[str, Any]:
@@ -105,7 +116,8 @@ def experiment(ray_local: Any, tmp_path_factory: pytest.TempPathFactory) -> dict
     flag = root / "let_it_pass"
     cb = MLflowTrialCallback(uri, "tune-test", "study", parent_params={"num_samples": 4},
                              parent_tags={"search_space": "p3d"}, config_resolver=resolve_params)
-    space = {"lr": tune.grid_search([*LRS, FAIL_LR]), "flag": str(flag), "genotypes": _genotypes()}
+    space = {"lr": tune.grid_search([*LRS, FAIL_LR]), "flag": str(flag), "genotypes": _genotypes(),
+             "rendezvous": str(root / "rendezvous")}
     tuner = tune.Tuner(
         search_trainable, param_space=space,
         tune_config=tune.TuneConfig(max_concurrent_trials=2),

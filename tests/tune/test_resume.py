@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from autovid.tune.trainables import TEST_HOLD_ENV
 from tests.tiny import tiny_config
 
 pytestmark = pytest.mark.slow
@@ -23,34 +24,42 @@ def _results(trial_dir: Path) -> list[dict]:
 
 
 EPOCHS = 4
-SNAPSHOT_PERIOD_S = 2.0
+HOLD_EPOCH = 3  # each trial waits before this epoch, with HOLD_EPOCH - 1 epochs checkpointed
+SNAPSHOT_PERIOD_S = 1.0
 
 
-def _safe_kill_point(exp_dir: Path, trial_dir: Path) -> bool:
-    """The driver's experiment snapshot records the trial's newest checkpoint, and the next snapshot is far off.
+def _consistent_snapshot(exp_dir: Path, held: str, finished: str) -> bool:
+    """The driver's newest experiment snapshot is whole and records what a resume needs.
 
-    Checkpoints are written by the worker straight to storage; the snapshot that records them follows when the
-    driver next syncs (every SNAPSHOT_PERIOD_S here). Killing before that would (rightly) restart the trial from
-    scratch, and killing while a snapshot is being written can leave its files inconsistent: so kill within
-    half a period after a snapshot that is newer than the checkpoint.
+    That is: the finished trial as TERMINATED, and the held trial's newest checkpoint (the one written after
+    epoch HOLD_EPOCH - 1). Checked while the driver is stopped, so the files cannot change before the kill.
     """
-    states = list(exp_dir.glob("experiment_state-*.json"))
-    checkpoints = list(trial_dir.glob("checkpoint_*"))
-    if not states or not checkpoints:
+    states = sorted(exp_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    if not states:
         return False
-    snapshot = max(s.stat().st_mtime for s in states)
-    newest_checkpoint = max(c.stat().st_mtime for c in checkpoints)
-    return snapshot > newest_checkpoint + 0.3 and time.time() - snapshot < SNAPSHOT_PERIOD_S / 2
+    try:
+        trial_data = json.loads(states[-1].read_text())["trial_data"]
+    except (ValueError, KeyError):  # stopped in the middle of a write: try again after the next one
+        return False
+    trials = {json.loads(state)["trial_id"]: json.dumps([state, metadata]) for state, metadata in trial_data}
+    newest_checkpoint = f"checkpoint_{HOLD_EPOCH - 2:06d}"
+    # Ray stores the checkpoint manager cloudpickled, as hex: look for the name in either form
+    return (finished in trials and "TERMINATED" in trials[finished] and held in trials
+            and any(form in trials[held] for form in (newest_checkpoint, newest_checkpoint.encode().hex())))
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.Popen:
-    # a fixed snapshot period (Tune's "auto" can stretch to many seconds), so the kill point below is reached
+def _cli(*args: str, cwd: Path, hold: Path | None = None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TUNE_GLOBAL_CHECKPOINT_S": str(SNAPSHOT_PERIOD_S)}
+    env.pop(TEST_HOLD_ENV, None)
+    if hold is not None:
+        env[TEST_HOLD_ENV] = f"{HOLD_EPOCH}:{hold}"
     return subprocess.Popen([sys.executable, "-m", "autovid.cli", *args], cwd=cwd, env=env, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def test_resume_after_driver_killed(tmp_path: Path) -> None:
+    """Deterministic kill point: trial 1 is released and finishes, trial 2 waits before epoch HOLD_EPOCH,
+    and the driver is killed only while stopped (SIGSTOP) with a whole snapshot that records both."""
     cfg = tiny_config(
         tmp_path,
         search={"epochs": EPOCHS, "warmup_epochs": 1},
@@ -60,20 +69,26 @@ def test_resume_after_driver_killed(tmp_path: Path) -> None:
     config_path = tmp_path / "exp.yaml"
     config_path.write_text(cfg.to_yaml())
     exp_dir = tmp_path / "runs" / "tiny"
+    gate = tmp_path / "gate"
+    gate.mkdir()
 
-    driver = _cli("tune", str(config_path), "--no-retrain", cwd=tmp_path)
-    deadline = time.monotonic() + 300
-    # Wait until the first trial has finished and the second has checkpointed at least one epoch.
-    while time.monotonic() < deadline:
-        trials = sorted(p for p in exp_dir.glob("*/") if p.is_dir() and (p / "result.json").exists())
-        if len(trials) == 2 and any(len(_results(t)) == EPOCHS for t in trials) and any(
-            len(_results(t)) < EPOCHS and _safe_kill_point(exp_dir, t) for t in trials
-        ):
-            break
+    driver = _cli("tune", str(config_path), "--no-retrain", cwd=tmp_path, hold=gate)
+    deadline = time.monotonic() + 400
+    first: str | None = None
+    while True:
+        assert time.monotonic() < deadline, "the experiment did not reach the kill point in time"
         assert driver.poll() is None, driver.stdout.read()
-        time.sleep(0.5)
-    else:
-        pytest.fail("the experiment did not reach the kill point in time")
+        held = sorted(p.name.removeprefix("held-") for p in gate.glob("held-*"))
+        if held and first is None:
+            first = held[0]
+            (gate / f"release-{first}").touch()  # the first trial runs to its end
+        second = next((t for t in held if t != first), None)
+        if second is not None:
+            os.killpg(driver.pid, signal.SIGSTOP)
+            if _consistent_snapshot(exp_dir, second, first):
+                break
+            os.killpg(driver.pid, signal.SIGCONT)
+        time.sleep(0.2)
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
     before = {t.name: len(_results(t)) for t in exp_dir.glob("*/") if (t / "result.json").exists()}
@@ -86,10 +101,9 @@ def test_resume_after_driver_killed(tmp_path: Path) -> None:
     after = {t.name: _results(t) for t in exp_dir.glob("*/") if (t / "result.json").exists()}
     assert set(after) == set(before)  # the same two trials: none lost, none added
     for name, rows in after.items():
-        assert rows[-1]["training_iteration"] == EPOCHS and rows[-1]["epoch"] == EPOCHS
-        if name in finished_before:
-            assert len(rows) == EPOCHS  # a finished trial is not run again
-        else:
-            assert rows[-1]["iterations_since_restore"] < EPOCHS  # continued from its checkpoint, not from epoch 0
+        assert [r["epoch"] for r in rows] == list(range(1, EPOCHS + 1))  # every epoch once: none redone
+        assert rows[-1]["training_iteration"] == EPOCHS
+        if name not in finished_before:  # continued from the checkpoint of epoch HOLD_EPOCH - 1, not from 0
+            assert rows[-1]["iterations_since_restore"] == EPOCHS - (HOLD_EPOCH - 1)
     journal = exp_dir / "optuna.journal"
     assert journal.exists() and journal.stat().st_size > 0
