@@ -150,6 +150,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         print(summary_table(outcome.summary.to_dict("records"), columns))
     if outcome.best_genotype:
         _print_genotype(outcome.best_genotype, outcome.summary.iloc[0].to_dict())
+    if outcome.best_alphas:
+        _print_alphas(outcome.best_alphas, outcome.summary.iloc[0].to_dict())
     if outcome.retrain:
         print(f"retrained best genotype: " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in outcome.retrain.items()))
     print(f"results: {outcome.experiment_path}")
@@ -165,6 +167,22 @@ def _print_genotype(genotype_json: str, row: dict[str, Any]) -> None:
     params, flops = row.get("genotype/params"), row.get("genotype/flops")
     if params is not None and flops is not None:
         print(f"  derived network: {int(params):,} params, {int(flops) / 1e6:,.1f} MFLOPs per clip")
+
+
+def _print_alphas(alphas_json: str, row: dict[str, Any]) -> None:
+    import math
+
+    from autovid.report import top_operators
+
+    edges = top_operators(alphas_json, k=2)
+    n_ops = len(json.loads(alphas_json)["ops"])
+    entropy = row.get("alpha/entropy")
+    if entropy is not None and not math.isnan(float(entropy)):
+        print(f"final α entropy {float(entropy):.3f} nats per edge (uniform: ln {n_ops} = {math.log(n_ops):.3f}, "
+              f"ratio {float(entropy) / math.log(n_ops):.3f})")
+    print("top two operators per edge, softmax(α):")
+    for cell, edge, ranked in edges:
+        print(f"  {cell} edge {edge}: " + ", ".join(f"{op} {w:.3f}" for op, w in ranked))
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -81,6 +81,9 @@ class ModelConfig(_Frozen):
     stem_multiplier: PositiveInt = 2
     pc_k: PositiveInt = 1  # PC-DARTS: 1/pc_k of the channels go through mixed ops (1 = plain DARTS)
     consensus: Literal["avg", "max"] = "avg"
+    # temporal_difference: the first time-mixing convolution (the stem) starts as a difference of consecutive
+    # frames (autovid.engine.init), for the supernet, the retrained network and hand-designed baselines alike
+    stem_init: Literal["random", "temporal_difference"] = "random"
 
 
 class SearchConfig(_Frozen):
@@ -202,6 +205,8 @@ class AblationConfig(_Frozen):
     seeds: list[int] = [0, 1, 2]
     rank_samples: Annotated[int, Field(ge=0)] = 0  # genotypes for the weight-sharing rank check (0 = skip)
     rank_epochs: PositiveInt = 2
+    reference: str = "darts-p3d"  # every arm is compared with this one, video by video on the same test set
+    alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05  # significance level of those comparisons
 
 
 class ArmConfig(_Frozen):

@@ -183,6 +183,34 @@ def alpha_heatmap(df: pd.DataFrame, epoch: int | None = None) -> Figure:
     return fig
 
 
+def alpha_trajectory(df: pd.DataFrame) -> Figure:
+    """softmax(α) of every operator against the epoch, one panel per (cell, edge): does the search decide?"""
+    from matplotlib.figure import Figure
+
+    edges = list(dict.fromkeys(zip(df["cell"], df["edge"])))
+    ops = list(dict.fromkeys(df["op"]))
+    cols = min(len(edges), 4) or 1
+    rows = max(1, -(-len(edges) // cols))
+    fig = Figure(figsize=(3.2 * cols, 2.4 * rows + 0.6))
+    axes = fig.subplots(rows, cols, squeeze=False).flatten()
+    for ax, (cell, edge) in zip(axes, edges):
+        part = df[(df["cell"] == cell) & (df["edge"] == edge)]
+        for op in ops:
+            line = part[part["op"] == op].sort_values("epoch")
+            ax.plot(line["epoch"], line["weight"], marker=".", label=op)
+        ax.axhline(1.0 / len(ops), color="grey", lw=0.8, ls=":")  # uniform: α has not decided
+        ax.set_title(f"{cell} edge {edge}", fontsize=8)
+        ax.set_xlabel("epoch", fontsize=7)
+        ax.tick_params(labelsize=7)
+    for ax in axes[len(edges):]:
+        ax.set_visible(False)
+    axes[0].set_ylabel("softmax(α)", fontsize=7)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(ops), 8), fontsize=7)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig
+
+
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -385,10 +413,11 @@ class Tracker:
 
     def log_alpha_history(self, run_id: str, history: Iterable[Mapping[str, Any]],
                           name: str = "alpha_history") -> pd.DataFrame:
-        """Log α rows (`epoch, cell, edge, op, weight`) as `<name>.parquet` plus `<name>.png` (last epoch)."""
+        """Log α rows (`epoch, cell, edge, op, weight`) as `<name>.parquet`, `<name>.png` (heatmap, last epoch)
+        and `<name>_trajectory.png` (every operator's weight per epoch, one panel per edge)."""
         df = alpha_history_frame(history)
         self.log_table(run_id, df, name)
         if len(df):
-            fig = alpha_heatmap(df)
-            self.log_figure(run_id, fig, f"{name}.png")
+            self.log_figure(run_id, alpha_heatmap(df), f"{name}.png")
+            self.log_figure(run_id, alpha_trajectory(df), f"{name}_trajectory.png")
         return df

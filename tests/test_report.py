@@ -1,4 +1,4 @@
-"""Tests for the pure reporting module: tables, rank correlation, plots."""
+"""Tests for the reporting module: ablation tables with CIs and paired tests, report.md, rank correlation, plots."""
 
 from __future__ import annotations
 
@@ -16,54 +16,126 @@ def _is_png(path) -> bool:
     return len(data) > 1000 and data.startswith(PNG_MAGIC)
 
 
-def _ablation_results() -> pd.DataFrame:
-    rows = []
-    for arm, top1, params, search in [("darts-p3d", 0.60, 6.7e5, 3600.0), ("random-p3d", 0.55, 7.0e5, 3600.0), ("r3d_18", 0.42, 3.3e7, 0.0)]:
-        for seed in range(3):
+VIDEOS = 300
+
+
+def _ablation_results(seeds: int = 3) -> tuple[pd.DataFrame, dict[tuple[str, int], np.ndarray]]:
+    """Per-seed rows and per-video correctness of three arms on the same 300 test videos.
+
+    darts-p3d ≈ 0.80, random-p3d ≈ 0.78 (too close to tell apart on 300 videos), r3d_18 ≈ 0.40 (clearly worse).
+    """
+    rng = np.random.default_rng(0)
+    rows, correct = [], {}
+    for arm, accuracy, params, search in [("darts-p3d", 0.80, 6.7e5, 3600.0), ("random-p3d", 0.78, 7.0e5, 3600.0),
+                                          ("r3d_18", 0.40, 3.3e7, 0.0)]:
+        for seed in range(seeds):
+            c = (rng.random(VIDEOS) < accuracy).astype(float)
+            correct[arm, seed] = c
             rows.append(
-                dict(arm=arm, seed=seed, top1=top1 + 0.01 * seed, top5=min(1.0, top1 + 0.3), params=params,
+                dict(arm=arm, seed=seed, top1=c.mean(), top5=min(1.0, accuracy + 0.15), params=params,
                      flops=1e9, search_cost_s=search, retrain_cost_s=1800.0 + seed)
             )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), correct
 
 
 def test_ablation_table_one_row_per_arm():
-    table = report.ablation_table(_ablation_results())
+    results, correct = _ablation_results()
+    table = report.ablation_table(results, correct, reference="darts-p3d")
     assert list(table.columns) == list(report.ABLATION_COLUMNS)
     assert list(table["arm"]) == ["darts-p3d", "random-p3d", "r3d_18"]  # first-appearance order
-    darts = table.iloc[0]
-    assert darts["top1_mean"] == pytest.approx(0.61)
-    assert darts["top1_std"] == pytest.approx(0.01)
-    assert darts["search_cost_h"] == pytest.approx(1.0)
-    assert darts["retrain_cost_h"] == pytest.approx(1801.0 / 3600)
-    assert darts["seeds"] == 3
+    darts, random, r3d = (table.iloc[i] for i in range(3))
+    darts_correct = np.stack([correct["darts-p3d", s] for s in range(3)])
+    assert darts["top1_mean"] == pytest.approx(darts_correct.mean())
+    assert darts["top1_ci_low"] < darts["top1_mean"] < darts["top1_ci_high"]
+    assert darts["top1_std"] == pytest.approx(np.std(darts_correct.mean(axis=1), ddof=1))
+    assert darts["seeds"] == 3 and darts["test_videos"] == VIDEOS
+    assert darts["search_cpu_s"] == pytest.approx(3600.0)
+    assert darts["retrain_cpu_s"] == pytest.approx(1801.0)
+    # the reference row compares with nothing
+    assert darts["delta_vs_ref"] == 0.0 and np.isnan(darts["p_value"]) and not darts["significant"]
+    # 2 points on 300 videos: within noise; 40 points: not
+    assert not random["significant"] and random["delta_ci_low"] < 0 < random["delta_ci_high"]
+    assert r3d["significant"] and r3d["p_value"] < 0.001 and r3d["delta_ci_high"] < 0
+    assert r3d["delta_vs_ref"] == pytest.approx(table["top1_mean"].iloc[2] - darts["top1_mean"])
 
 
-def test_ablation_table_rejects_missing_columns_and_percentages():
+def test_ablation_table_rejects_bad_inputs():
+    results, correct = _ablation_results()
     with pytest.raises(ValueError, match="flops"):
-        report.ablation_table(_ablation_results().drop(columns="flops"))
-    percent = _ablation_results().assign(top1=lambda d: d["top1"] * 100)
+        report.ablation_table(results.drop(columns="flops"), correct, reference="darts-p3d")
     with pytest.raises(ValueError, match="fractions"):
-        report.ablation_table(percent)
+        report.ablation_table(results.assign(top1=lambda d: d["top1"] * 100), correct, reference="darts-p3d")
+    with pytest.raises(ValueError, match=r"'darts-p2d'.*darts-p3d, random-p3d, r3d_18"):
+        report.ablation_table(results, correct, reference="darts-p2d")
+    with pytest.raises(ValueError, match="r3d_18 seed 2"):
+        report.ablation_table(results, {k: v for k, v in correct.items() if k != ("r3d_18", 2)}, reference="darts-p3d")
+    with pytest.raises(ValueError, match="one length"):
+        report.ablation_table(results, {**correct, ("r3d_18", 2): np.ones(VIDEOS - 1)}, reference="darts-p3d")
 
 
 def test_write_ablation_report(tmp_path):
-    paths = report.write_ablation_report(_ablation_results(), tmp_path / "out", budget_note="Tiny budget: 2 epochs.")
+    results, correct = _ablation_results()
+    paths = report.write_ablation_report(results, tmp_path / "out", budget_note="Tiny budget: 2 epochs.",
+                                         correct=correct, budget="9 runs of 2 epochs")
     assert set(paths) == {"markdown", "csv", "plot"}
     csv = pd.read_csv(paths["csv"])
-    assert list(csv.columns) == list(report.ABLATION_COLUMNS)
-    assert len(csv) == 3
+    assert list(csv.columns)[:14] == ["arm", "seeds", "test_videos", "top1_mean", "top1_ci_low", "top1_ci_high",
+                                      "delta_vs_ref", "delta_ci_low", "delta_ci_high", "p_value", "significant",
+                                      "params", "flops", "search_cpu_s"]
+    assert len(csv) == 3 and csv["top1_mean"].between(0, 1).all()
     md = paths["markdown"].read_text()
-    assert "| darts-p3d | 61.0 ± 1.0 |" in md
+    lines = md.splitlines()
+    assert lines[0] == ("Test set: 300 videos; the minimum detectable difference between two arms "
+                        "(α = 0.05, power 0.8) is 11.4 points.")
+    assert lines[2] == "Budget: 9 runs of 2 epochs"
     assert "Tiny budget: 2 epochs." in md
+    top1 = csv.iloc[0]
+    top1_cell = f"{100 * top1.top1_mean:.1f} [{100 * top1.top1_ci_low:.1f}, {100 * top1.top1_ci_high:.1f}]"
+    assert f"| darts-p3d | 3 | {top1_cell} | reference | – |" in md
+    conclusions = md.split("## Conclusions supported by the data\n\n")[1].split("\n\n")[0].splitlines()
+    r3d = csv.iloc[2]
+    assert conclusions == [
+        f"- darts-p3d beats r3d_18 by {-100 * r3d.delta_vs_ref:.1f} points "
+        f"(95 % CI {-100 * r3d.delta_ci_high:.1f}–{-100 * r3d.delta_ci_low:.1f}), p = 0.0001"
+    ]
     assert paths["plot"].name == "accuracy_vs_params.png" and _is_png(paths["plot"])
 
 
+def test_report_says_when_no_arm_differs(tmp_path):
+    results, correct = _ablation_results()
+    keep = results["arm"] != "r3d_18"
+    paths = report.write_ablation_report(results[keep], tmp_path, budget_note="", correct=correct,
+                                         reference="random-p3d")
+    md = paths["markdown"].read_text()
+    assert "No arm differs significantly from random-p3d at α = 0.05." in md
+    assert "beats" not in md
+
+
+def test_report_flags_p_values_that_the_ci_does_not_back(tmp_path):
+    # The arm's two seeds land 20 points above and 10 below the reference: the permutation test (seeds held
+    # fixed) finds the 5-point mean difference, the CI over seeds does not exclude 0, so no conclusion is drawn.
+    rng = np.random.default_rng(1)
+    difficulty = rng.random(VIDEOS)
+    rows, correct = [], {}
+    for arm, shifts in [("ref", [0.0, 0.0]), ("arm", [0.2, -0.1])]:
+        for seed, shift in enumerate(shifts):
+            c = (difficulty < 0.6 + shift).astype(float)
+            correct[arm, seed] = c
+            rows.append(dict(arm=arm, seed=seed, top1=c.mean(), top5=1.0, params=1e5, flops=1e8,
+                             search_cost_s=0.0, retrain_cost_s=60.0))
+    paths = report.write_ablation_report(pd.DataFrame(rows), tmp_path, budget_note="", correct=correct, reference="ref")
+    row = pd.read_csv(paths["csv"]).iloc[1]
+    assert row["significant"] and row["delta_ci_low"] < 0 < row["delta_ci_high"]
+    md = paths["markdown"].read_text()
+    assert "No arm differs significantly from ref at α = 0.05." in md
+    assert "- arm vs ref: p = " in md and "more seeds are needed" in md
+
+
 def test_single_seed_arm_has_no_std():
-    results = _ablation_results().query("seed == 0")
-    table = report.ablation_table(results)
+    results, correct = _ablation_results(seeds=1)
+    table = report.ablation_table(results, correct, reference="darts-p3d")
     assert table["top1_std"].isna().all()
-    assert "± n/a" in report._ablation_markdown(table)
+    assert (table["top1_ci_low"] < table["top1_mean"]).all()  # videos alone still give an interval
 
 
 @pytest.mark.parametrize(
@@ -79,7 +151,19 @@ def test_rank_correlation_hand_made(b, tau, rho):
     assert corr["kendall_tau"] == pytest.approx(tau)
     assert corr["spearman_rho"] == pytest.approx(rho)
     assert 0.0 <= corr["kendall_p"] <= 1.0 and 0.0 <= corr["spearman_p"] <= 1.0
+    # τ from scipy and the bootstrap's τ-b can differ in the last bit at ±1
+    assert corr["kendall_ci_low"] - 1e-12 <= corr["kendall_tau"] <= corr["kendall_ci_high"] + 1e-12
     assert corr["n"] == 5
+
+
+def test_rank_correlation_ci_and_determinism():
+    rng = np.random.default_rng(3)
+    a = rng.random(30)
+    corr = report.rank_correlation(a, a + 0.2 * rng.random(30))
+    assert 0.0 < corr["kendall_ci_low"] < corr["kendall_tau"] < corr["kendall_ci_high"] <= 1.0
+    assert corr["kendall_p"] < 0.001
+    assert report.rank_correlation(a, a + 0.2 * rng.random(30)) != corr
+    assert report.rank_correlation(a, a[::-1]) == report.rank_correlation(a, a[::-1])
 
 
 def test_rank_correlation_rejects_mismatched_lengths():
@@ -145,3 +229,20 @@ def test_count_labels_for_log_axes() -> None:
     from autovid.report import _count_label
 
     assert [_count_label(v) for v in (50, 1500, 20_000, 2e6, 3.5e9)] == ["50", "1.5 k", "20 k", "2 M", "3.5 G"]
+
+
+def test_operator_agreement_counts_shared_operators_per_node() -> None:
+    from autovid.nas.genotype import Genotype
+    from autovid.report import operator_agreement
+
+    def g(*ops: str) -> str:
+        return Genotype("module", ((ops[0], 0), (ops[1], 0), (ops[2], 1), (ops[3], 0), (ops[4], 2)), (1, 2, 3)).to_json()
+
+    a = g("conv_3", "conv_3", "skip", "sep_conv_3", "conv_1")
+    assert operator_agreement([a, a]) == 1.0
+    # node 1's two operators swapped between its edges: same multiset, full agreement
+    assert operator_agreement([a, g("conv_3", "skip", "conv_3", "sep_conv_3", "conv_1")]) == 1.0
+    assert operator_agreement([a, g("conv_1", "conv_3", "skip", "sep_conv_3", "conv_1")]) == 0.8
+    assert operator_agreement([a, g("skip", "skip", "skip", "skip", "skip")]) == 0.2
+    three = operator_agreement([a, a, g("skip", "skip", "skip", "skip", "skip")])
+    assert three == pytest.approx((1.0 + 0.2 + 0.2) / 3)

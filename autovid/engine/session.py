@@ -22,6 +22,7 @@ from torch import nn
 
 from autovid.config import ExperimentConfig, TrainConfig
 from autovid.engine.accounting import count_flops, count_parameters
+from autovid.engine.init import temporal_difference_init
 from autovid.engine.setup import build_data, clip_shape, resolve_device
 from autovid.engine.trainer import alpha_entropy, evaluate, recalibrate_bn, search_epoch, train_epoch
 from autovid.errors import UserError
@@ -85,6 +86,12 @@ def build_network(
     )
 
 
+def apply_init(cfg: ExperimentConfig, model: nn.Module) -> None:
+    """The configured initialisation beyond each layer's default (``model.stem_init``)."""
+    if cfg.model.stem_init == "temporal_difference":
+        temporal_difference_init(model)
+
+
 def make_optimizer(t: TrainConfig, params: Any) -> torch.optim.Optimizer:
     """The retrain's optimizer: momentum SGD, or Adam/AdamW (betas (momentum, 0.999))."""
     if t.optimizer == "sgd":
@@ -136,7 +143,9 @@ class SearchSession:
             stem_multiplier=cfg.model.stem_multiplier,
             pc_k=cfg.model.pc_k,
             consensus=cfg.model.consensus,
-        ).to(self.device)
+        )
+        apply_init(cfg, self.model)
+        self.model.to(self.device)
         self.w_optimizer = torch.optim.SGD(
             self.model.weight_parameters(), lr=s.w_lr, momentum=s.w_momentum, weight_decay=s.w_weight_decay
         )
@@ -305,7 +314,9 @@ class TrainSession:
         self.eval_loader = self.data.search_a if holdout else self.data.test
         self.eval_prefix = "val" if holdout else "test"
         torch.manual_seed(cfg.seed)
-        self.model = build_network(cfg, num_classes=self.data.num_classes, genotype=genotype).to(self.device)
+        self.model = build_network(cfg, num_classes=self.data.num_classes, genotype=genotype)
+        apply_init(cfg, self.model)
+        self.model.to(self.device)
         t = cfg.train
         self.optimizer = make_optimizer(t, self.model.parameters())
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=t.epochs, eta_min=t.lr_min)
@@ -338,6 +349,8 @@ class TrainSession:
         self.last_eval = self.evaluate()
         metrics.update(_scalars(self.last_eval))
         metrics.update({"epoch": self.epoch, "params": self.cost["params"], "flops": self.cost["flops"]})
+        if self.done:  # the final per-video hits: ablations compare arms video by video on the same test set
+            metrics[f"{self.eval_prefix}/correct"] = self.last_eval[f"{self.eval_prefix}/correct"]
         metrics["time/epoch_s"] = time.perf_counter() - started
         if self.genotype is not None:
             metrics["genotype_hash"] = self.genotype.hash

@@ -171,8 +171,9 @@ def evaluate(
     """Loss, top-1, top-5, per-class accuracy and confusion matrix over ``loader`` (model in eval mode).
 
     Keys: ``{prefix}/loss``, ``{prefix}/acc`` (top-1), ``{prefix}/top5`` (top-min(5, N)) as floats;
-    ``{prefix}/per_class_acc`` (list of N floats, NaN for a class with no sample) and ``{prefix}/confusion``
-    (N×N list of int lists, row = true class, column = predicted). 7-D batches are multi-clip (see module doc).
+    ``{prefix}/per_class_acc`` (list of N floats, NaN for a class with no sample), ``{prefix}/confusion``
+    (N×N list of int lists, row = true class, column = predicted) and ``{prefix}/correct`` (one "0"/"1" per
+    sample, in loader order). 7-D batches are multi-clip (see module doc).
     The model's train/eval mode is restored afterwards.
     """
     device = torch.device(device)
@@ -183,6 +184,7 @@ def evaluate(
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     top5 = torch.zeros((), device=device, dtype=torch.long)
     confusion = torch.zeros(n_cls * n_cls, device=device, dtype=torch.long)
+    hits: list[Tensor] = []
     seen = 0
     try:
         for x, y in tqdm(loader, desc=prefix, leave=False, disable=not progress):
@@ -195,7 +197,9 @@ def evaluate(
                     logits = model(x)
             logits = logits.float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
-            confusion += torch.bincount(y * n_cls + logits.argmax(dim=1), minlength=n_cls * n_cls)
+            predicted = logits.argmax(dim=1)
+            confusion += torch.bincount(y * n_cls + predicted, minlength=n_cls * n_cls)
+            hits.append(predicted == y)
             top5 += (logits.topk(k, dim=1).indices == y[:, None]).any(dim=1).sum()
             seen += y.shape[0]
     finally:
@@ -213,6 +217,8 @@ def evaluate(
         f"{prefix}/top5": float(top5) / seen,
         f"{prefix}/per_class_acc": per_class,
         f"{prefix}/confusion": cm.tolist(),
+        # per-sample top-1 hits in loader order ("1" = right): paired comparisons of arms on the same videos
+        f"{prefix}/correct": "".join("1" if h else "0" for h in torch.cat(hits).tolist()),
     }
 
 

@@ -34,7 +34,9 @@ from autovid.tune.trainables import BASE_KEY, GENOTYPE_KEY, STATE_FILE, SearchTr
 
 log = logging.getLogger(__name__)
 
-RESULT_COLUMNS = ("arm", "seed", "top1", "top5", "params", "flops", "search_cost_s", "retrain_cost_s", "genotype_hash")
+# `correct`: the retrained network's per-test-video hits ("0"/"1", test-set order), for paired comparisons
+RESULT_COLUMNS = ("arm", "seed", "top1", "top5", "params", "flops", "search_cost_s", "retrain_cost_s", "genotype_hash",
+                  "correct")
 
 
 class _Context:
@@ -123,6 +125,7 @@ def run_arm(ctx: _Context, arm: ArmConfig, seed: int) -> dict[str, Any]:
         "params": final.get("params"), "flops": final.get("flops"), "search_cost_s": search_cost,
         "retrain_cost_s": final.get("time_total_s", 0.0) * (ctx.cfg.tune.resources.gpu or final["trial_cpus"]),
         "genotype_hash": Genotype.from_json(genotype_json).hash if genotype_json else "",
+        "correct": final["test/correct"],
     }
 
 
@@ -134,14 +137,16 @@ def budget_note(cfg: ExperimentConfig, arms: list[ArmConfig]) -> str:
         f"seeds {list(c.ablation.seeds)}.",
         f"Search: supernet {c.model.cells} cells x {c.model.channels} channels, {c.search.epochs} epochs "
         f"({c.search.warmup_epochs} warm-up), {c.search.order}-order DARTS.",
-        f"Retrain (every arm, same protocol): {c.train.epochs} epochs, SGD lr {c.train.lr} cosine; NAS networks "
+        f"Retrain (every arm, same protocol): {c.train.epochs} epochs, {c.train.optimizer} lr {c.train.lr} cosine, "
+        f"stem init {c.model.stem_init}; NAS networks "
         f"{c.train.cells} cells x {c.train.channels} channels.",
     ]
     for arm in arms:
         extra = f", {arm.samples} genotypes" if arm.strategy == "random" else ""
         extra += f", width x{arm.width}" if arm.strategy == "fixed" else ""
         lines.append(f"- {arm.name}: {arm.strategy}{extra}. {arm.description}")
-    lines.append("Costs are measured: trial wall-clock seconds x CPUs held (hours per seed).")
+    lines.append("Costs are measured: trial wall-clock seconds x CPUs held (CPU-hours per seed in the table, "
+                 "CPU-seconds in report.csv).")
     return "\n".join(lines)
 
 
@@ -151,6 +156,9 @@ def run_ablation(cfg: ExperimentConfig, *, resume: bool = False, address: str | 
     if not cfg.ablation.arms:
         raise UserError("ablation.arms is empty: list baselines/ names (e.g. darts-p3d, random-p3d, r3d-18)")
     arms = [load_arm(name) for name in cfg.ablation.arms]
+    if cfg.ablation.reference not in [arm.name for arm in arms]:
+        raise UserError(f"ablation.reference {cfg.ablation.reference!r} is not one of the arms "
+                        f"({', '.join(arm.name for arm in arms)})")
     cfg, tracking_uri = resolve_run(cfg, tracking_uri)
     ctx = _Context(cfg, resume=resume, tracking_uri=tracking_uri)
     results_path = ctx.root / "results.csv"
@@ -158,7 +166,9 @@ def run_ablation(cfg: ExperimentConfig, *, resume: bool = False, address: str | 
         raise UserError(f"ablation {cfg.name!r} already has results at {results_path}; use --resume to continue it")
     ctx.root.mkdir(parents=True, exist_ok=True)
     start_run(cfg, address)
-    done = pd.read_csv(results_path) if results_path.exists() else pd.DataFrame(columns=list(RESULT_COLUMNS))
+    # `correct` is a string of 0/1 (read as text, or its leading zeros would be lost)
+    done = (pd.read_csv(results_path, dtype={"correct": str}) if results_path.exists()
+            else pd.DataFrame(columns=list(RESULT_COLUMNS)))
     finished = {(str(a), int(s)) for a, s in zip(done["arm"], done["seed"])}
     for arm in arms:
         for seed in cfg.ablation.seeds:
@@ -169,7 +179,10 @@ def run_ablation(cfg: ExperimentConfig, *, resume: bool = False, address: str | 
             row = run_arm(ctx, arm, seed)
             done = pd.concat([done, pd.DataFrame([row])], ignore_index=True)
             done.to_csv(results_path, index=False)  # after every arm × seed: an interruption loses nothing
-    paths = report.write_ablation_report(done, ctx.root, budget_note=budget_note(cfg, arms))
+    correct = {(str(a), int(s)): np.frombuffer(str(hits).encode(), dtype=np.uint8) - ord("0")
+               for a, s, hits in zip(done["arm"], done["seed"], done["correct"])}
+    paths = report.write_ablation_report(done, ctx.root, budget_note=budget_note(cfg, arms), correct=correct,
+                                         reference=cfg.ablation.reference, alpha=cfg.ablation.alpha)
     tracker = tracking.Tracker(tracking_uri, cfg.tracking.experiment)
     parent = tracker.find_run("autovid.experiment_id", ctx.key)
     if parent:

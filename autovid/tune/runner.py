@@ -53,6 +53,7 @@ class TuneOutcome:
     best_config: dict[str, Any] | None
     retrain: dict[str, Any] = field(default_factory=dict)
     parent_run_id: str | None = None
+    best_alphas: str | None = None  # the winner's final softmax(α) as JSON ({"ops": [...], "normal": [[...]]})
 
 
 def init_ray(address: str | None) -> None:
@@ -244,7 +245,8 @@ def _tuner(
     )
 
 
-SUMMARY_COLUMNS = ("val/acc", "objective", "genotype/params", "genotype/flops", "genotype/skips", "genotype_hash", "epoch")
+SUMMARY_COLUMNS = ("val/acc", "objective", "alpha/entropy", "genotype/params", "genotype/flops", "genotype/skips",
+                   "genotype_hash", "epoch")
 
 
 def summarize(results: tune.ResultGrid, cfg: ExperimentConfig) -> pd.DataFrame:
@@ -301,6 +303,7 @@ def run_search_experiment(
     outcome.best_trial_id = str(best["trial"])
     outcome.best_genotype = best["genotype"]
     outcome.best_config = dict(best_result.config)
+    outcome.best_alphas = (best_result.metrics or {}).get("alphas")
     _write_outputs(outcome, tracker)
     if retrain and outcome.best_genotype:
         outcome.retrain = run_retrain(
@@ -365,7 +368,7 @@ def run_retrain(
     if result.error:
         raise RuntimeError(f"retraining failed: {result.error}")
     metrics = result.metrics or {}
-    keep = ("test/acc", "test/top5", "test/loss", "params", "flops", "epoch", "time_total_s")
+    keep = ("test/acc", "test/top5", "test/loss", "test/correct", "params", "flops", "epoch", "time_total_s")
     final = {k: metrics[k] for k in keep if k in metrics}
     final["trial_cpus"] = cfg.tune.resources.cpu
     if "://" not in experiment_path:
