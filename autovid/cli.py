@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--clips", type=int, default=None, help="test clips per video (default: as trained)")
     experiment("ablate", "run ablation arms (DARTS, random, random-WS, fixed networks) and report")
     experiment("rank", "does weight sharing rank architectures right? (Kendall tau, Spearman rho)")
+    versus = experiment("vs-random", "did the search beat chance? the searched genotype vs random ones, retrained alike")
+    versus.add_argument("--genotype", type=Path, required=True, help="the searched genotype.json (e.g. best_genotype.json)")
+    versus.add_argument("--samples", type=int, default=8, help="uniform random genotypes of the same space (default 8)")
     segments = experiment("segments", "TSN segments vs one dense clip, K in --segments, same architecture")
     segments.add_argument("--genotype", type=Path, default=None, help="genotype.json (omit with train.model=<name>)")
     segments.add_argument("--segments", default="1,2,4,8", help="comma-separated segment counts (default 1,2,4,8)")
@@ -153,7 +156,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if outcome.best_alphas:
         _print_alphas(outcome.best_alphas, outcome.summary.iloc[0].to_dict())
     if outcome.retrain:
-        print(f"retrained best genotype: " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in outcome.retrain.items()))
+        shown = {k: v for k, v in outcome.retrain.items() if k != "test/correct"}  # per-video hits: too long
+        print("retrained best genotype: " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()))
     print(f"results: {outcome.experiment_path}")
     print(f"MLflow: parent run {outcome.parent_run_id}; open the UI with `autovid ui` (http://127.0.0.1:5000)")
     return 0 if outcome.best_genotype else 1
@@ -224,6 +228,24 @@ def cmd_rank(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_vs_random(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    genotype_json = _genotype_arg(args.genotype, cfg)
+    from autovid.tune.ablation import run_versus_random
+
+    result = run_versus_random(cfg, genotype_json, samples=args.samples, resume=args.resume, address=args.address,
+                               tracking_uri=args.tracking_uri)
+    print(f"searched genotype {result['searched']}: test top-1 {result['searched_test_acc']:.3f}; "
+          f"{result['random_samples']} random genotypes: median {result['random_test_acc_median']:.3f}")
+    print(f"percentile among random genotypes: {result['percentile']:.0f} "
+          f"(95 % CI {result['ci_low']:.0f}-{result['ci_high']:.0f})")
+    best = result["vs_best_random"]
+    print(f"vs the best random genotype {best['genotype']}: delta {best['delta']:+.3f} "
+          f"(95 % CI {best['delta_ci_low']:+.3f} to {best['delta_ci_high']:+.3f}), p = {best['p_value']:.4f}")
+    print(f"table: {result['table']}")
+    return 0
+
+
 def cmd_segments(args: argparse.Namespace) -> int:
     cfg = _load(args)
     try:
@@ -284,7 +306,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "data": cmd_data, "search": cmd_tune, "tune": cmd_tune, "train": cmd_train, "evaluate": cmd_evaluate,
+    "vs-random": cmd_vs_random, "data": cmd_data, "search": cmd_tune, "tune": cmd_tune, "train": cmd_train, "evaluate": cmd_evaluate,
     "ablate": cmd_ablate, "rank": cmd_rank, "segments": cmd_segments, "models": cmd_models, "ui": cmd_ui,
 }
 

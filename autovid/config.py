@@ -93,6 +93,9 @@ class SearchConfig(_Frozen):
     warmup_epochs: Annotated[int, Field(ge=0)] = 1  # α frozen for the first epochs
     order: Literal["first", "second"] = "first"
     train_portion: Annotated[float, Field(gt=0, lt=1)] = 0.5  # weight half vs α half of the train split
+    # the supernet weights' optimizer: DARTS' momentum SGD, or Adam (first order only: the second-order
+    # virtual step mirrors an SGD step)
+    w_optimizer: Literal["sgd", "adam"] = "sgd"
     w_lr: PositiveFloat = 0.025
     w_lr_min: NonNegFloat = 0.001
     w_momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
@@ -106,6 +109,12 @@ class SearchConfig(_Frozen):
     strategy: Literal["darts", "random_ws"] = "darts"  # random_ws: uniform single paths, no α updates
     ws_candidates: PositiveInt = 16  # random_ws: genotypes scored with inherited weights at the end
     precise_bn_batches: Annotated[int, Field(ge=0)] = 8  # BN statistics recomputed before validation (0 = off)
+
+    @model_validator(mode="after")
+    def _second_order_needs_sgd(self) -> "SearchConfig":
+        if self.order == "second" and self.w_optimizer != "sgd":
+            raise ValueError("search.order=second unrolls an SGD step: it needs search.w_optimizer=sgd")
+        return self
 
 
 class TrainConfig(_Frozen):
@@ -206,6 +215,10 @@ class AblationConfig(_Frozen):
     rank_samples: Annotated[int, Field(ge=0)] = 0  # genotypes for the weight-sharing rank check (0 = skip)
     rank_epochs: PositiveInt = 2
     reference: str = "darts-p3d"  # every arm is compared with this one, video by video on the same test set
+    # flops: a random-search arm draws genotypes until their standalone training (search-size network, full
+    # search.epochs each) would exceed the FLOPs of one DARTS search (supernet weight + α passes);
+    # samples: each random arm trains its own `samples` genotypes
+    budget: Literal["flops", "samples"] = "flops"
     alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05  # significance level of those comparisons
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from autovid.config import ExperimentConfig, TrainConfig
+from autovid.config import ExperimentConfig
 from autovid.engine.accounting import count_flops, count_parameters
 from autovid.engine.init import temporal_difference_init
 from autovid.engine.setup import build_data, clip_shape, resolve_device
@@ -92,12 +92,12 @@ def apply_init(cfg: ExperimentConfig, model: nn.Module) -> None:
         temporal_difference_init(model)
 
 
-def make_optimizer(t: TrainConfig, params: Any) -> torch.optim.Optimizer:
-    """The retrain's optimizer: momentum SGD, or Adam/AdamW (betas (momentum, 0.999))."""
-    if t.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
-    cls = torch.optim.Adam if t.optimizer == "adam" else torch.optim.AdamW
-    return cls(params, lr=t.lr, betas=(t.momentum, 0.999), weight_decay=t.weight_decay)
+def make_optimizer(kind: str, params: Any, *, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+    """Momentum SGD, or Adam/AdamW with betas (momentum, 0.999)."""
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    cls = torch.optim.Adam if kind == "adam" else torch.optim.AdamW
+    return cls(params, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay)
 
 
 def network_cost(cfg: ExperimentConfig, model: nn.Module) -> dict[str, int]:
@@ -146,9 +146,8 @@ class SearchSession:
         )
         apply_init(cfg, self.model)
         self.model.to(self.device)
-        self.w_optimizer = torch.optim.SGD(
-            self.model.weight_parameters(), lr=s.w_lr, momentum=s.w_momentum, weight_decay=s.w_weight_decay
-        )
+        self.w_optimizer = make_optimizer(s.w_optimizer, self.model.weight_parameters(), lr=s.w_lr,
+                                          momentum=s.w_momentum, weight_decay=s.w_weight_decay)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_optimizer, T_max=s.epochs, eta_min=s.w_lr_min)
         self.architect = Architect(
             self.model,
@@ -318,7 +317,8 @@ class TrainSession:
         apply_init(cfg, self.model)
         self.model.to(self.device)
         t = cfg.train
-        self.optimizer = make_optimizer(t, self.model.parameters())
+        self.optimizer = make_optimizer(t.optimizer, self.model.parameters(), lr=t.lr, momentum=t.momentum,
+                                        weight_decay=t.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=t.epochs, eta_min=t.lr_min)
         self.cost = network_cost(cfg, self.model)
         self.autocast_dtype = torch.bfloat16 if cfg.autocast == "bf16" and self.device.type == "cuda" else None

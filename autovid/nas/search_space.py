@@ -77,6 +77,16 @@ class SearchSpace:
         """The operators a derived genotype can use (every op but zero)."""
         return tuple(op for op in self.ops if op != "zero")
 
+    def check_genotype(self, genotype: Any) -> None:
+        """A one-line UserError unless ``genotype`` (a nas.genotype.Genotype) has this space's topology, node
+        count and only its operators."""
+        if genotype.topology != self.topology or genotype.num_nodes != self.nodes:
+            raise UserError(f"genotype ({genotype.topology}, {genotype.num_nodes} nodes) does not fit search space "
+                            f"{self.name!r} ({self.topology}, {self.nodes} nodes)")
+        foreign = sorted({op for cell in genotype.cell_types for op, _ in genotype.edges(cell)} - set(self.ops))
+        if foreign:
+            raise UserError(f"genotype uses operator(s) {', '.join(foreign)} that search space {self.name!r} lacks")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,

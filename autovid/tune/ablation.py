@@ -22,13 +22,16 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import BasicVariantGenerator
 
-from autovid import report, tracking
+from autovid import report, stats, tracking
 from autovid.config import ArmConfig, ExperimentConfig, load_arm
-from autovid.engine.session import SearchSession
+from autovid.engine.accounting import count_flops
+from autovid.engine.session import SearchSession, build_network
+from autovid.engine.setup import clip_shape, prepare_manifest
 from autovid.errors import UserError
 from autovid.nas.genotype import Genotype
 from autovid.nas.sampling import sample_genotype
 from autovid.nas.search_space import load_search_space
+from autovid.nas.supernet import SuperNet
 from autovid.tune.runner import _callbacks, _tuner, resolve_run, run_retrain, start_run
 from autovid.tune.trainables import BASE_KEY, GENOTYPE_KEY, STATE_FILE, SearchTrainable, TrainTrainable
 
@@ -101,9 +104,7 @@ def find_architecture(ctx: _Context, arm: ArmConfig, cfg: ExperimentConfig) -> t
             raise RuntimeError(f"arm {arm.name}: the search failed: {result.error}")
         return result.metrics["genotype"], _cpu_seconds(results, cfg)
     # random: uniform genotypes trained standalone on the weight half, early-stopped by ASHA on the α half.
-    space = load_search_space(cfg.search_space)
-    rng = np.random.default_rng(cfg.seed)
-    genotypes = [sample_genotype(space, rng).to_json() for _ in range(arm.samples)]
+    genotypes = [g.to_json() for g in random_arm_genotypes(cfg, arm)]
     epochs = cfg.search.epochs
     results = train_standalone(
         ctx, cfg, genotypes, epochs=epochs, name=f"{cfg.name}-search",
@@ -113,6 +114,47 @@ def find_architecture(ctx: _Context, arm: ArmConfig, cfg: ExperimentConfig) -> t
     if not scored:
         raise RuntimeError(f"arm {arm.name}: every random-search trial failed")
     return max(scored, key=lambda pair: pair[0])[1], _cpu_seconds(results, cfg)
+
+
+def search_flops(cfg: ExperimentConfig) -> dict[str, float]:
+    """Forward FLOPs per clip of the search-size supernet, and the DARTS search's budget in clip-passes.
+
+    One DARTS epoch passes every clip of the weight half through the supernet (weight step) and, after the
+    warm-up, every clip of the α half (first-order α step): 2·epochs − warm-up half-epochs. A standalone
+    network trained for `epochs` on the weight half makes `epochs` half-epochs. Backward passes cost about
+    twice the forward in both, so forward FLOPs × half-epochs compare the two like for like.
+    """
+    space = load_search_space(cfg.search_space)
+    classes = int(prepare_manifest(cfg.data)["label"].nunique())
+    supernet = SuperNet(space, generator=torch.Generator().manual_seed(cfg.seed), num_classes=classes,
+                        channels=cfg.model.channels, cells=cfg.model.cells, stem_multiplier=cfg.model.stem_multiplier,
+                        pc_k=cfg.model.pc_k, consensus=cfg.model.consensus)
+    half_epochs = 2 * cfg.search.epochs - min(cfg.search.warmup_epochs, cfg.search.epochs)
+    flops = count_flops(supernet, (1, *clip_shape(cfg.data)))
+    return {"supernet_flops": float(flops), "half_epochs": float(half_epochs), "budget": float(flops * half_epochs),
+            "classes": float(classes)}
+
+
+def random_arm_genotypes(cfg: ExperimentConfig, arm: ArmConfig) -> list[Genotype]:
+    """The genotypes a random-search arm trains: `samples` of them, or (ablation.budget = flops) as many as fit
+    the FLOPs budget of one DARTS search at the same size (see `search_flops`); at least one. Deterministic."""
+    space = load_search_space(cfg.search_space)
+    rng = np.random.default_rng(cfg.seed)
+    if cfg.ablation.budget == "samples":
+        return [sample_genotype(space, rng) for _ in range(arm.samples)]
+    budget = search_flops(cfg)
+    search_size = cfg.with_overrides({"train.channels": cfg.model.channels, "train.cells": cfg.model.cells,
+                                      "train.model": None}, source="random-search budget")
+    chosen: list[Genotype] = []
+    spent = 0.0
+    while True:
+        genotype = sample_genotype(space, rng)
+        net = build_network(search_size, num_classes=int(budget["classes"]), genotype=genotype, space=space)
+        cost = count_flops(net, (1, *clip_shape(cfg.data))) * cfg.search.epochs
+        if chosen and spent + cost > budget["budget"]:
+            return chosen
+        chosen.append(genotype)
+        spent += cost
 
 
 def run_arm(ctx: _Context, arm: ArmConfig, seed: int) -> dict[str, Any]:
@@ -141,8 +183,16 @@ def budget_note(cfg: ExperimentConfig, arms: list[ArmConfig]) -> str:
         f"stem init {c.model.stem_init}; NAS networks "
         f"{c.train.cells} cells x {c.train.channels} channels.",
     ]
+    if c.ablation.budget == "flops" and any(arm.strategy == "random" for arm in arms):
+        flops = search_flops(c)
+        lines.append(
+            f"Equal search budget (ablation.budget = flops): one DARTS search = supernet {flops['supernet_flops'] / 1e6:.1f} "
+            f"MFLOPs/clip x {flops['half_epochs']:.0f} half-epochs (weight + α passes); a random arm trains as "
+            f"many standalone genotypes (search size, {c.search.epochs} epochs each) as fit that budget.")
     for arm in arms:
-        extra = f", {arm.samples} genotypes" if arm.strategy == "random" else ""
+        count = (len(random_arm_genotypes(arm_config(c, arm, c.seed), arm)) if c.ablation.budget == "flops"
+                 else arm.samples)
+        extra = f", {count} genotypes (seed {c.seed})" if arm.strategy == "random" else ""
         extra += f", width x{arm.width}" if arm.strategy == "fixed" else ""
         lines.append(f"- {arm.name}: {arm.strategy}{extra}. {arm.description}")
     lines.append("Costs are measured: trial wall-clock seconds x CPUs held (CPU-hours per seed in the table, "
@@ -233,6 +283,49 @@ def run_rank_check(cfg: ExperimentConfig, *, resume: bool = False, address: str 
     result["note"] = ("correlation undefined: one side scored every genotype the same (raise the budget)"
                       if valid["inherited_val_acc"].nunique() < 2 or valid["standalone_val_acc"].nunique() < 2 else "")
     result.update({"table": str(ctx.root / "rank.csv"), "plot": str(ctx.root / "rank_scatter.png")})
+    return result
+
+
+def run_versus_random(cfg: ExperimentConfig, genotype_json: str, *, samples: int, resume: bool = False,
+                      address: str | None = None, tracking_uri: str | None = None) -> dict[str, Any]:
+    """Did the search beat chance? Retrain the searched genotype and `samples` uniform random genotypes of the
+    same space under one protocol (the config's retrain, test split) and place the searched one among them:
+    its percentile with a bootstrap CI over the random draws, and a paired test against the best random one."""
+    if samples < 2:
+        raise UserError("--samples must be at least 2 random genotypes")
+    searched = Genotype.from_json(genotype_json)
+    load_search_space(cfg.search_space).check_genotype(searched)
+    cfg, tracking_uri = resolve_run(cfg, tracking_uri)
+    ctx = _Context(cfg, resume=resume, tracking_uri=tracking_uri)
+    start_run(cfg, address)
+    rng = np.random.default_rng([cfg.seed, 8])  # its own stream: not the random arms' or the rank check's draws
+    space = load_search_space(cfg.search_space)
+    randoms = [sample_genotype(space, rng).to_json() for _ in range(samples)]
+    genotypes = [searched.to_json(), *randoms]
+    grid = {BASE_KEY: cfg.model_dump(mode="json"), GENOTYPE_KEY: tune.grid_search(genotypes)}
+    results = ctx.fit(TrainTrainable, cfg, grid, name=f"{cfg.name}-versus-random", max_t=cfg.train.epochs,
+                      scheduler=FIFOScheduler())
+    by_genotype = {r.config[GENOTYPE_KEY]: r.metrics for r in results if r.metrics and not r.error}
+    if genotypes[0] not in by_genotype or sum(g in by_genotype for g in randoms) < 2:
+        raise RuntimeError("versus-random: the searched genotype or too many random ones failed to train")
+    rows = [{"genotype_hash": Genotype.from_json(g).hash, "kind": "searched" if i == 0 else "random",
+             "test_acc": by_genotype[g]["test/acc"], "params": by_genotype[g].get("params"),
+             "correct": by_genotype[g]["test/correct"]} for i, g in enumerate(genotypes) if g in by_genotype]
+    table = pd.DataFrame(rows)
+    ctx.root.mkdir(parents=True, exist_ok=True)
+    table.to_csv(ctx.root / "versus_random.csv", index=False)
+    hits = {row["genotype_hash"]: np.frombuffer(row["correct"].encode(), np.uint8) - ord("0") for row in rows}
+    random_rows = table[table["kind"] == "random"]
+    best_random = random_rows.loc[random_rows["test_acc"].idxmax()]
+    result: dict[str, Any] = {
+        "searched": searched.hash, "searched_test_acc": float(table.iloc[0]["test_acc"]),
+        "random_test_acc_median": float(random_rows["test_acc"].median()),
+        "random_samples": int(len(random_rows)),
+        **stats.percentile_with_ci(float(table.iloc[0]["test_acc"]), random_rows["test_acc"].to_numpy()),
+        "vs_best_random": {"genotype": best_random["genotype_hash"], **stats.paired_comparison(
+            hits[searched.hash][None], hits[best_random["genotype_hash"]][None], alpha=cfg.ablation.alpha)},
+        "table": str(ctx.root / "versus_random.csv"),
+    }
     return result
 
 

@@ -101,3 +101,31 @@ def test_segments_vs_dense_sweep_retrains_the_same_architecture(tmp_path: Path, 
     table = out["table"]
     assert set(zip(table["mode"], table["num_segments"])) == {("segments", 1), ("segments", 2), ("dense", 1), ("dense", 2)}
     assert table["top1_mean"].between(0, 1).all() and Path(out["plot"]).stat().st_size > 0
+
+
+def test_versus_random_places_the_searched_genotype_among_random_ones(tmp_path: Path, local_ray) -> None:
+    from autovid.nas.genotype import Genotype
+    from autovid.tune.ablation import run_versus_random
+
+    cfg = tiny_config(tmp_path, train={"epochs": 1, "channels": 4, "cells": 2}, tune={"max_concurrent_trials": 2})
+    searched = Genotype("module", (("conv_3", 0), ("conv_3", 0), ("skip", 1), ("conv_3", 0), ("conv_1", 2)), (1, 2, 3))
+    result = run_versus_random(cfg, searched.to_json(), samples=3)
+    table = pd.read_csv(result["table"], dtype={"correct": str})
+    assert list(table["kind"]) == ["searched", "random", "random", "random"]
+    assert table.iloc[0]["genotype_hash"] == searched.hash == result["searched"]
+    below = (table["test_acc"].iloc[1:] < result["searched_test_acc"]).sum()
+    ties = (table["test_acc"].iloc[1:] == result["searched_test_acc"]).sum()
+    assert result["percentile"] == pytest.approx(100 * (below + 0.5 * ties) / 3)
+    assert 0 <= result["ci_low"] <= result["percentile"] <= result["ci_high"] <= 100
+    assert 0 < result["vs_best_random"]["p_value"] <= 1
+
+
+def test_versus_random_refuses_a_genotype_of_another_space(tmp_path: Path) -> None:
+    from autovid.errors import UserError
+    from autovid.nas.genotype import Genotype
+    from autovid.tune.ablation import run_versus_random
+
+    cfg = tiny_config(tmp_path)
+    two_nodes = Genotype("module", (("conv_3", 0), ("conv_3", 0), ("skip", 1)), (1, 2))
+    with pytest.raises(UserError, match="does not fit"):
+        run_versus_random(cfg, two_nodes.to_json(), samples=3)
