@@ -195,7 +195,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from autovid.tune.runner import run_retrain
 
     final = run_retrain(cfg, genotype_json, name=f"{cfg.name}-train", resume=args.resume, tracking_uri=args.tracking_uri, address=args.address)
-    print("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in final.items()))
+    print("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in final.items() if k != "test/correct"))
     return 0
 
 
@@ -205,7 +205,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from autovid.engine.evaluation import evaluate_checkpoint
 
     result = evaluate_checkpoint(args.checkpoint, test_clips=args.clips)
-    print(json.dumps({k: v for k, v in result.items() if k != "test/confusion"}, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("test/confusion", "test/correct")}, indent=2))
     return 0
 
 
