@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--groups", type=int, default=10)
     synth.add_argument("--test-groups", type=int, default=3)
     synth.add_argument("--speed", type=float, default=1.0, help="scales every motion; lower is harder")
+    synth.add_argument("--polarity", choices=("bright", "mixed"), default="bright",
+                       help="actor brighter than the scene (default), or a random contrast sign per channel")
     synth.add_argument("--size", type=int, default=64)
     synth.add_argument("--frames", type=int, default=32)
     synth.add_argument("--seed", type=int, default=0)
@@ -98,7 +100,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         root = synthesize(
             args.out, classes=args.classes, videos_per_class=args.videos_per_class, groups=args.groups,
-            test_groups=args.test_groups, speed=args.speed, size=args.size, frames=args.frames, seed=args.seed, codec=args.codec,
+            test_groups=args.test_groups, speed=args.speed, polarity=args.polarity, size=args.size, frames=args.frames, seed=args.seed, codec=args.codec,
         )
         print(f"wrote the synthetic benchmark to {root} in {time.perf_counter() - started:.1f}s")
         return 0

@@ -39,6 +39,7 @@ class SyntheticConfig(_Frozen):
     clutter: Annotated[int, Field(ge=0)] = 2
     jitter: Annotated[int, Field(ge=0)] = 0
     speed: PositiveFloat = 1.0
+    polarity: Literal["bright", "mixed"] = "bright"  # actor brighter than the scene, or a random sign per channel
 
 
 class DataConfig(_Frozen):

@@ -35,7 +35,7 @@ CODECS: dict[str, tuple[str, str, str]] = {
     "h264": ("libx264", ".mp4", "yuv420p"),
     "mjpeg": ("mjpeg", ".avi", "yuvj420p"),
 }
-GENERATOR_VERSION = 3  # bump when the rendering changes: it is part of ensure_synthetic's cache key
+GENERATOR_VERSION = 4  # bump when the rendering changes: it is part of ensure_synthetic's cache key
 
 # Class order matters: ``classes=N`` takes the first N. The first ten can be told apart from short local
 # windows (a few frames), so TSN-style segment models can learn them. The last four need the course of the
@@ -71,6 +71,10 @@ class SynthParams:
     clutter: int = 2  # static distractor shapes drawn from the actor's distribution (smaller)
     jitter: int = 0  # camera sway amplitude, pixels
     speed: float = 1.0  # scales every motion; lower is harder
+    # bright: the actor (and clutter) is brighter than the background in every channel, as a lit figure on a
+    # darker scene, so the sign of a frame difference tells the direction of motion; mixed: each channel's
+    # sign is random per scene (harder: direction then needs the appearance and the difference together)
+    polarity: Literal["bright", "mixed"] = "bright"
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> SynthParams:
@@ -95,6 +99,8 @@ class SynthParams:
             raise UserError(f"frames must be >= 4, got {self.frames}")
         if not 1 <= self.test_groups < self.groups:
             raise UserError(f"test_groups must be in [1, groups), got {self.test_groups} of {self.groups}")
+        if self.polarity not in ("bright", "mixed"):
+            raise UserError(f"polarity must be bright or mixed, got {self.polarity!r}")
         if self.videos_per_class < self.groups:
             raise UserError(f"videos_per_class ({self.videos_per_class}) must be >= groups ({self.groups})")
 
@@ -167,7 +173,8 @@ def _paint(canvas: np.ndarray, track: Track, shape: int, colour: np.ndarray, str
 def _appearance(rng: np.random.Generator, p: SynthParams) -> Appearance:
     s = p.size
     grid = (np.arange(s, dtype=np.float32) + 0.5) / s
-    bg = np.ones((s, s, 3), np.float32) * rng.uniform(0.25, 0.75, 3).astype(np.float32)
+    low, high = (0.05, 0.4) if p.polarity == "bright" else (0.25, 0.75)
+    bg = np.ones((s, s, 3), np.float32) * rng.uniform(low, high, 3).astype(np.float32)
     for _ in range(3):  # low-frequency periodic texture (integer frequencies keep the torus seamless)
         fx, fy = rng.integers(0, 4, 2)
         wave = np.cos(2 * np.pi * (fx * grid[None, :] + fy * grid[:, None]) + rng.uniform(0, 2 * np.pi))
@@ -177,13 +184,16 @@ def _appearance(rng: np.random.Generator, p: SynthParams) -> Appearance:
     for _ in range(p.clutter):  # static distractors, drawn like the actor but smaller
         track = Track(*(np.array([a], np.float32) for a in (
             rng.uniform(0, s), rng.uniform(0, s), rng.uniform(0, 2 * np.pi), rng.uniform(0.06, 0.12) * s)))
-        _paint(canvas, track, int(rng.integers(_SHAPES)), _colour(rng, base), _stripe(rng))
-    return Appearance(np.clip(canvas[0], 0, 1), int(rng.integers(_SHAPES)), _colour(rng, base), _stripe(rng))
+        _paint(canvas, track, int(rng.integers(_SHAPES)), _colour(rng, base, p.polarity), _stripe(rng))
+    return Appearance(np.clip(canvas[0], 0, 1), int(rng.integers(_SHAPES)), _colour(rng, base, p.polarity),
+                      _stripe(rng))
 
 
-def _colour(rng: np.random.Generator, background: np.ndarray) -> np.ndarray:
-    """An object colour at least ~0.3 away from the background in every channel (motion stays visible)."""
-    step = rng.uniform(0.3, 0.5, 3) * rng.choice([-1.0, 1.0], 3)
+def _colour(rng: np.random.Generator, background: np.ndarray, polarity: str = "mixed") -> np.ndarray:
+    """An object colour at least ~0.3 away from the background in every channel (motion stays visible);
+    brighter in every channel with ``polarity="bright"`` (the background is then drawn from [0.05, 0.4])."""
+    signs = np.ones(3) if polarity == "bright" else rng.choice([-1.0, 1.0], 3)
+    step = rng.uniform(0.3, 0.5, 3) * signs
     colour = background + step
     colour = np.where((colour < 0) | (colour > 1), background - step, colour)
     return np.clip(colour, 0.0, 1.0)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from autovid.config import validate_config
+from autovid.engine.checkpoint import load_state
 from autovid.engine.session import TrainSession
 from autovid.errors import UserError
 from autovid.nas.genotype import Genotype
@@ -17,13 +16,8 @@ def evaluate_checkpoint(path: Path, *, test_clips: int | None = None) -> dict[st
     """Load a retrain checkpoint (`state.pt`), rebuild its network and data, evaluate on the test split."""
     if path.is_dir():
         path = path / "state.pt"
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # a truncated or foreign file: say which, not a traceback
-        raise UserError(f"{path}: not an autovid checkpoint ({type(exc).__name__})") from None
-    if not isinstance(state, dict) or state.get("kind") != "train":
+    state = load_state(path)
+    if state.get("kind") != "train":
         raise UserError(f"{path}: not a retrain checkpoint (search checkpoints hold a supernet)")
     cfg = validate_config(state["config"], source=str(path))
     if test_clips is not None:

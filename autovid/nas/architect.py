@@ -179,7 +179,15 @@ class Architect:
         state = {name: b.clone() for name, b in self.model.named_buffers()}
         if weights:
             state.update(weights)
-        logits = functional_call(self.model, state, (x,))
+        # functional_call swaps the clones in and back, but a module reachable under several names (a pool-BN
+        # shared between edges) is left holding a clone (PyTorch #164759): its running statistics would then
+        # absorb α-half batches. Put every module's own buffer objects back, whatever functional_call left.
+        owned = [(module, dict(module._buffers)) for module in self.model.modules()]
+        try:
+            logits = functional_call(self.model, state, (x,))
+        finally:
+            for module, buffers in owned:
+                module._buffers.update(buffers)
         return F.cross_entropy(logits, y)
 
     def _named_weights(self) -> tuple[list[str], list[Tensor]]:

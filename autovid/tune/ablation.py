@@ -25,6 +25,7 @@ from ray.tune.search import BasicVariantGenerator
 from autovid import report, stats, tracking
 from autovid.config import ArmConfig, ExperimentConfig, load_arm
 from autovid.engine.accounting import count_flops
+from autovid.engine.checkpoint import load_state
 from autovid.engine.session import SearchSession, build_network
 from autovid.engine.setup import clip_shape, prepare_manifest
 from autovid.errors import UserError
@@ -260,7 +261,7 @@ def run_rank_check(cfg: ExperimentConfig, *, resume: bool = False, address: str 
     if supernet.error or supernet.checkpoint is None:
         raise RuntimeError(f"the weight-sharing supernet failed: {supernet.error}")
     session = SearchSession(cfg)
-    session.load_state_dict(torch.load(Path(supernet.checkpoint.path) / STATE_FILE, map_location="cpu", weights_only=False))
+    session.load_state_dict(load_state(Path(supernet.checkpoint.path) / STATE_FILE))
     rng = np.random.default_rng([cfg.seed, 7])
     space = load_search_space(cfg.search_space)
     genotypes = [sample_genotype(space, rng) for _ in range(n)]

@@ -18,6 +18,7 @@ import torch
 from ray import tune
 
 from autovid.config import ExperimentConfig, ObjectiveConfig, validate_config
+from autovid.engine.checkpoint import load_state, save_state
 from autovid.engine.session import SearchSession, TrainSession
 from autovid.nas.genotype import Genotype
 
@@ -91,10 +92,10 @@ class _SessionTrainable(tune.Trainable):
             time.sleep(0.05)
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
-        torch.save(self.session.state_dict(), Path(checkpoint_dir) / STATE_FILE)
+        save_state(self.session.state_dict(), Path(checkpoint_dir) / STATE_FILE)
 
     def load_checkpoint(self, checkpoint: str | dict | None) -> None:
-        state = torch.load(Path(str(checkpoint)) / STATE_FILE, map_location="cpu", weights_only=False)
+        state = load_state(Path(str(checkpoint)) / STATE_FILE)
         self.session.load_state_dict(state)
 
 

@@ -182,3 +182,31 @@ def test_rejects_bad_order_and_empty_alphas() -> None:
 
     with pytest.raises(ValueError):
         Architect(NoAlpha())
+
+
+@pytest.mark.parametrize("space_name", ["p3d", "p3d_cell"])
+@pytest.mark.parametrize("order", ["first", "second"])
+def test_alpha_step_changes_alpha_only(space_name: str, order: str) -> None:
+    """Every non-α state entry (weights and BN running statistics, shared pool-BN included) is bitwise unchanged."""
+    from autovid.nas.search_space import load_search_space
+    from autovid.nas.supernet import SuperNet
+
+    torch.manual_seed(0)
+    model = SuperNet(load_search_space(space_name), generator=torch.Generator().manual_seed(0), num_classes=3,
+                     channels=4, cells=3)
+    w_optimizer = torch.optim.SGD(model.weight_parameters(), lr=0.1, momentum=0.9)
+    x = torch.randn(2, 2, 3, 2, 12, 12)
+    y = torch.tensor([0, 2])
+    loss = torch.nn.functional.cross_entropy(model(x), y)  # one weight step: momentum buffers exist
+    loss.backward()
+    w_optimizer.step()
+    w_optimizer.zero_grad()
+    alpha_names = {name for name, p in model.named_parameters() if any(p is a for a in model.arch_parameters())}
+    before = {k: v.clone() for k, v in model.state_dict().items() if k not in alpha_names}
+    alphas_before = [a.detach().clone() for a in model.arch_parameters()]
+    architect = Architect(model, lr=0.1, order=order)
+    architect.step(x, y, torch.randn(2, 2, 3, 2, 12, 12), torch.tensor([1, 0]), eta=0.1, w_optimizer=w_optimizer)
+    after = model.state_dict()
+    changed = [k for k, v in before.items() if not torch.equal(v, after[k])]
+    assert not changed
+    assert all(not torch.equal(a, b) for a, b in zip(model.arch_parameters(), alphas_before))  # α did move
