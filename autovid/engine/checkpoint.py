@@ -32,7 +32,9 @@ def load_state(path: str | Path) -> dict[str, Any]:
         raise UserError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as exc:
+        if "GLOBAL" not in str(exc):  # not a pickle at all (torch wraps every unpickling failure alike)
+            raise UserError(f"{path}: not an autovid checkpoint (unreadable pickle)") from None
         raise UserError(f"{path}: refused: it holds Python objects beyond tensors and plain containers, and "
                         "loading it would run code from the file (autovid checkpoints never need that)") from None
     except Exception as exc:  # truncated or not a torch file at all
