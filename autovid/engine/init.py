@@ -41,6 +41,9 @@ def temporal_difference_init(model: nn.Module) -> bool:
         w.mul_(RESIDUAL).add_(difference.view_as(w))
     else:  # a full 3D kernel: its random centre slice, applied to the frame difference
         w.copy_(w[:, :, centre : centre + 1] * profile.view(1, 1, kt, 1, 1) * kt**0.5)
+    # Replicate the edge frames instead of padding with zeros: a zero frame before the first one would make
+    # its "difference" the whole static frame, which then dominates the stem's statistics.
+    conv.padding_mode = "replicate"
     return True
 
 

@@ -12,6 +12,7 @@ that is needed to continue exactly where a run stopped.
 from __future__ import annotations
 
 import json
+import math
 import logging
 import time
 from typing import Any
@@ -261,13 +262,23 @@ class SearchSession:
             log.warning("collapse guard: derived normal cell has %d skip connections (max %d)", skips, s.max_skips)
         return metrics
 
+    def learning_rates(self) -> tuple[float, float]:
+        """The base (pre-schedule) weight learning rate and the α learning rate the optimizers hold."""
+        return (float(self.w_optimizer.param_groups[0]["initial_lr"]),
+                float(self.architect.optimizer.param_groups[0]["lr"]))
+
     def set_learning_rates(self, *, w_lr: float, alpha_lr: float) -> None:
         """PBT exploit/explore: new base learning rates, the cosine schedule continues from this epoch."""
         for group in self.w_optimizer.param_groups:
             group["initial_lr"] = w_lr
         self.scheduler.base_lrs = [w_lr for _ in self.scheduler.base_lrs]
-        self.scheduler.last_epoch = self.epoch - 1
-        self.scheduler.step()  # recomputes the lr for the current epoch from the new base
+        # The cosine schedule's closed form at this epoch. (Its step() is recursive: it would rescale the lr
+        # the optimizer holds, which after a PBT exploit is the donor's.) Later steps continue from here.
+        s = self.cfg.search
+        lr = s.w_lr_min + (w_lr - s.w_lr_min) * (1 + math.cos(math.pi * self.epoch / s.epochs)) / 2
+        for group in self.w_optimizer.param_groups:
+            group["lr"] = lr
+        self.scheduler._last_lr = [lr for _ in self.w_optimizer.param_groups]  # what get_last_lr() reports
         for group in self.architect.optimizer.param_groups:
             group["lr"] = alpha_lr
 

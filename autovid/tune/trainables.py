@@ -97,6 +97,10 @@ class _SessionTrainable(tune.Trainable):
     def load_checkpoint(self, checkpoint: str | dict | None) -> None:
         state = load_state(Path(str(checkpoint)) / STATE_FILE)
         self.session.load_state_dict(state)
+        self.after_restore()
+
+    def after_restore(self) -> None:
+        """Hook run after a checkpoint was loaded into the session."""
 
 
 class SearchTrainable(_SessionTrainable):
@@ -115,6 +119,13 @@ class SearchTrainable(_SessionTrainable):
         if self.session.should_stop(metrics):
             metrics["done"] = True
         return metrics
+
+    def after_restore(self) -> None:
+        """PBT exploit in a fresh actor: the donor's optimizer state carries the donor's learning rates, while
+        this trial's config holds the explored ones. Put those back (a plain resume finds them equal)."""
+        s = self.cfg.search
+        if self.session.learning_rates() != (s.w_lr, s.alpha_lr):
+            self.session.set_learning_rates(w_lr=s.w_lr, alpha_lr=s.alpha_lr)
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
         """PBT exploit: keep the weights, take the new learning rates."""

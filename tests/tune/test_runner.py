@@ -3,6 +3,8 @@ worker death retried from the checkpoint, and trials placed on both nodes of a t
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import signal
 from pathlib import Path
@@ -120,3 +122,12 @@ def test_pbt_over_learning_rates_exploits_without_losing_trials(tmp_path: Path, 
     outcome = run_search_experiment(cfg, retrain=False)
     assert len(outcome.summary) == 2 and set(outcome.summary["status"]) == {"OK"}
     assert set(outcome.summary["epoch"]) == {4}
+    # After every exploit the trial trains with its own (explored) learning rate, not the donor's: each
+    # reported lr is the cosine schedule of the w_lr in that row's config.
+    rows = [json.loads(line) for path in Path(outcome.experiment_path).glob("*/result.json")
+            for line in path.read_text().splitlines() if line.strip()]
+    assert len(rows) >= 8
+    for row in rows:
+        w_lr, epochs, lr_min = row["config"]["search.w_lr"], 4, cfg.search.w_lr_min
+        expected = lr_min + (w_lr - lr_min) * (1 + math.cos(math.pi * row["epoch"] / epochs)) / 2
+        assert row["lr"] == pytest.approx(expected, rel=1e-6), row["config"]
