@@ -246,3 +246,14 @@ def test_operator_agreement_counts_shared_operators_per_node() -> None:
     assert operator_agreement([a, g("skip", "skip", "skip", "skip", "skip")]) == 0.2
     three = operator_agreement([a, a, g("skip", "skip", "skip", "skip", "skip")])
     assert three == pytest.approx((1.0 + 0.2 + 0.2) / 3)
+
+
+def test_top_operators_ranks_each_edge() -> None:
+    import json
+
+    from autovid.report import top_operators
+
+    alphas = json.dumps({"ops": ["skip", "conv_3", "max_pool_3"], "normal": [[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]],
+                         "reduce": None})
+    assert top_operators(alphas) == [("normal", 0, [("conv_3", 0.5), ("max_pool_3", 0.3)]),
+                                     ("normal", 1, [("skip", 0.6), ("max_pool_3", 0.3)])]

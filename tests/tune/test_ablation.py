@@ -129,3 +129,23 @@ def test_versus_random_refuses_a_genotype_of_another_space(tmp_path: Path) -> No
     two_nodes = Genotype("module", (("conv_3", 0), ("conv_3", 0), ("skip", 1)), (1, 2))
     with pytest.raises(UserError, match="does not fit"):
         run_versus_random(cfg, two_nodes.to_json(), samples=3)
+
+
+def test_random_arms_get_the_flops_of_one_darts_search(tmp_path: Path) -> None:
+    from autovid.config import ArmConfig
+    from autovid.engine.accounting import count_flops
+    from autovid.engine.session import build_network
+    from autovid.engine.setup import clip_shape
+    from autovid.tune.ablation import random_arm_genotypes, search_flops
+
+    cfg = tiny_config(tmp_path, search={"epochs": 3, "warmup_epochs": 1})
+    arm = ArmConfig(name="rand", strategy="random", search_space="p3d", samples=50)
+    chosen = random_arm_genotypes(cfg, arm)
+    assert chosen == random_arm_genotypes(cfg, arm)  # deterministic for the seed
+    budget = search_flops(cfg)
+    assert budget["budget"] == budget["supernet_flops"] * (2 * 3 - 1)
+    size = cfg.with_overrides({"train.channels": cfg.model.channels, "train.cells": cfg.model.cells})
+    costs = [count_flops(build_network(size, num_classes=4, genotype=g), (1, *clip_shape(cfg.data))) * 3 for g in chosen]
+    assert 1 <= len(chosen) < 50 and sum(costs) <= budget["budget"]  # fits, and the cap of 50 did not bind
+    samples = random_arm_genotypes(cfg.with_overrides({"ablation.budget": "samples"}), arm)
+    assert len(samples) == 50
