@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import subprocess
 import sys
 import time
@@ -15,6 +16,9 @@ from autovid import __version__
 from autovid.errors import UserError
 
 log = logging.getLogger("autovid")
+
+
+OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")  # a dotted config override, key.sub=value
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
@@ -315,7 +319,14 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Dotted overrides may also follow options (`train CONFIG --genotype G.json train.epochs=1`): argparse
+    # stops filling a positional list at the first option, so collect the k=v words it left over.
+    args, extra = parser.parse_known_args(argv)
+    stray = [word for word in extra if not (hasattr(args, "overrides") and OVERRIDE.match(word))]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname).1s %(name)s: %(message)s",
         datefmt="%H:%M:%S",

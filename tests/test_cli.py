@@ -17,6 +17,11 @@ def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     ("args", "needle"),
     [
         (("tune", "quickstart", "search.epochz=3"), "search.epochz"),
+        # overrides after options (the README's forms) reach the config, not argparse's "unrecognized"
+        (("tune", "quickstart", "--resume", "search.epochz=3"), "search.epochz"),
+        (("tune", "quickstart", "--no-retrain", "search.epochz=3", "--resume"), "search.epochz"),
+        (("train", "quickstart", "--genotype", "g.json", "train.epochz=1"), "train.epochz"),
+        (("vs-random", "quickstart", "--genotype", "g.json", "train.epochz=1"), "train.epochz"),
         (("tune", "quickstart", "data.num_segments=0"), "data.num_segments"),
         (("search", "no-such-config"), "quickstart"),
         (("train", "quickstart", "--genotype", "missing.json"), "missing.json"),
@@ -37,3 +42,8 @@ def test_bad_yaml_file_names_file_and_key(tmp_path: Path) -> None:
     bad.write_text("search:\n  order: third\n")
     result = _run("search", str(bad), cwd=tmp_path)
     assert result.returncode == 2 and str(bad) in result.stderr and "search.order" in result.stderr
+
+
+def test_a_stray_word_is_still_refused(tmp_path: Path) -> None:
+    result = _run("tune", "quickstart", "--resume", "stray", cwd=tmp_path)
+    assert result.returncode == 2 and "unrecognized arguments: stray" in result.stderr
