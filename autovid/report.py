@@ -526,19 +526,10 @@ def operator_agreement(genotypes: Sequence[str]) -> float:
     from collections import Counter
     from itertools import combinations
 
-    from autovid.nas.genotype import Genotype, edges_per_node
+    from autovid.nas.genotype import Genotype
 
     def nodes(genotype: Genotype) -> list[Counter]:
-        out, start = [], 0
-        for cell in genotype.cell_types:
-            edges = genotype.edges(cell)
-            node = 0
-            while start < len(edges):
-                k = edges_per_node(genotype.topology, node)
-                out.append(Counter(op for op, _ in edges[start : start + k]))
-                start, node = start + k, node + 1
-            start = 0
-        return out
+        return [Counter(op for op, _ in node) for cell in genotype.cell_types for node in genotype.nodes(cell)]
 
     parsed = [nodes(Genotype.from_json(g)) for g in genotypes]
     if len(parsed) < 2:

@@ -12,8 +12,8 @@ that is needed to continue exactly where a run stopped.
 from __future__ import annotations
 
 import json
-import math
 import logging
+import math
 import time
 from typing import Any
 
@@ -87,6 +87,22 @@ def build_network(
     )
 
 
+def build_supernet(cfg: ExperimentConfig, *, num_classes: int, space: SearchSpace | None = None) -> SuperNet:
+    """The supernet a search trains, at search depth and width, with the configured initialisation."""
+    model = SuperNet(
+        space or load_search_space(cfg.search_space),
+        generator=torch.Generator().manual_seed(cfg.seed),  # weights and α: same seed, same init
+        num_classes=num_classes,
+        channels=cfg.model.channels,
+        cells=cfg.model.cells,
+        stem_multiplier=cfg.model.stem_multiplier,
+        pc_k=cfg.model.pc_k,
+        consensus=cfg.model.consensus,
+    )
+    apply_init(cfg, model)
+    return model
+
+
 def apply_init(cfg: ExperimentConfig, model: nn.Module) -> None:
     """The configured initialisation beyond each layer's default (``model.stem_init``)."""
     if cfg.model.stem_init == "temporal_difference":
@@ -135,18 +151,7 @@ class SearchSession:
         self.data = build_data(cfg.data, seed=cfg.seed, train_portion=cfg.search.train_portion)
         torch.manual_seed(cfg.seed)  # anything that still draws from the global generator
         s = cfg.search
-        self.model = SuperNet(
-            self.space,
-            generator=torch.Generator().manual_seed(cfg.seed),  # weights and α: same seed, same init
-            num_classes=self.data.num_classes,
-            channels=cfg.model.channels,
-            cells=cfg.model.cells,
-            stem_multiplier=cfg.model.stem_multiplier,
-            pc_k=cfg.model.pc_k,
-            consensus=cfg.model.consensus,
-        )
-        apply_init(cfg, self.model)
-        self.model.to(self.device)
+        self.model = build_supernet(cfg, num_classes=self.data.num_classes, space=self.space).to(self.device)
         self.w_optimizer = make_optimizer(s.w_optimizer, self.model.weight_parameters(), lr=s.w_lr,
                                           momentum=s.w_momentum, weight_decay=s.w_weight_decay)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_optimizer, T_max=s.epochs, eta_min=s.w_lr_min)

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import BasicVariantGenerator
@@ -26,13 +25,12 @@ from autovid import report, stats, tracking
 from autovid.config import ArmConfig, ExperimentConfig, load_arm
 from autovid.engine.accounting import count_flops
 from autovid.engine.checkpoint import load_state
-from autovid.engine.session import SearchSession, build_network
+from autovid.engine.session import SearchSession, build_network, build_supernet
 from autovid.engine.setup import clip_shape, prepare_manifest
 from autovid.errors import UserError
 from autovid.nas.genotype import Genotype
 from autovid.nas.sampling import sample_genotype
 from autovid.nas.search_space import load_search_space
-from autovid.nas.supernet import SuperNet
 from autovid.tune.runner import _callbacks, _tuner, resolve_run, run_retrain, start_run
 from autovid.tune.trainables import BASE_KEY, GENOTYPE_KEY, STATE_FILE, SearchTrainable, TrainTrainable
 
@@ -41,6 +39,11 @@ log = logging.getLogger(__name__)
 # `correct`: the retrained network's per-test-video hits ("0"/"1", test-set order), for paired comparisons
 RESULT_COLUMNS = ("arm", "seed", "top1", "top5", "params", "flops", "search_cost_s", "retrain_cost_s", "genotype_hash",
                   "correct")
+
+
+def hits_array(hits: str) -> np.ndarray:
+    """A retrain's per-video hits ("0"/"1" per test video, as reported in `test/correct`) as a 0/1 array."""
+    return np.frombuffer(str(hits).encode(), dtype=np.uint8) - ord("0")
 
 
 class _Context:
@@ -125,11 +128,8 @@ def search_flops(cfg: ExperimentConfig) -> dict[str, float]:
     network trained for `epochs` on the weight half makes `epochs` half-epochs. Backward passes cost about
     twice the forward in both, so forward FLOPs × half-epochs compare the two like for like.
     """
-    space = load_search_space(cfg.search_space)
     classes = int(prepare_manifest(cfg.data)["label"].nunique())
-    supernet = SuperNet(space, generator=torch.Generator().manual_seed(cfg.seed), num_classes=classes,
-                        channels=cfg.model.channels, cells=cfg.model.cells, stem_multiplier=cfg.model.stem_multiplier,
-                        pc_k=cfg.model.pc_k, consensus=cfg.model.consensus)
+    supernet = build_supernet(cfg, num_classes=classes)
     half_epochs = 2 * cfg.search.epochs - min(cfg.search.warmup_epochs, cfg.search.epochs)
     flops = count_flops(supernet, (1, *clip_shape(cfg.data)))
     return {"supernet_flops": float(flops), "half_epochs": float(half_epochs), "budget": float(flops * half_epochs),
@@ -191,9 +191,9 @@ def budget_note(cfg: ExperimentConfig, arms: list[ArmConfig]) -> str:
             f"MFLOPs/clip x {flops['half_epochs']:.0f} half-epochs (weight + α passes); a random arm trains as "
             f"many standalone genotypes (search size, {c.search.epochs} epochs each) as fit that budget.")
     for arm in arms:
-        count = (len(random_arm_genotypes(arm_config(c, arm, c.seed), arm)) if c.ablation.budget == "flops"
-                 else arm.samples)
-        extra = f", {count} genotypes (seed {c.seed})" if arm.strategy == "random" else ""
+        extra = ""
+        if arm.strategy == "random":  # the FLOPs budget decides the count: the one the first seed drew
+            extra = f", {len(random_arm_genotypes(arm_config(c, arm, c.seed), arm))} genotypes (seed {c.seed})"
         extra += f", width x{arm.width}" if arm.strategy == "fixed" else ""
         lines.append(f"- {arm.name}: {arm.strategy}{extra}. {arm.description}")
     lines.append("Costs are measured: trial wall-clock seconds x CPUs held (CPU-hours per seed in the table, "
@@ -230,8 +230,7 @@ def run_ablation(cfg: ExperimentConfig, *, resume: bool = False, address: str | 
             row = run_arm(ctx, arm, seed)
             done = pd.concat([done, pd.DataFrame([row])], ignore_index=True)
             done.to_csv(results_path, index=False)  # after every arm × seed: an interruption loses nothing
-    correct = {(str(a), int(s)): np.frombuffer(str(hits).encode(), dtype=np.uint8) - ord("0")
-               for a, s, hits in zip(done["arm"], done["seed"], done["correct"])}
+    correct = {(str(a), int(s)): hits_array(hits) for a, s, hits in zip(done["arm"], done["seed"], done["correct"])}
     paths = report.write_ablation_report(done, ctx.root, budget_note=budget_note(cfg, arms), correct=correct,
                                          reference=cfg.ablation.reference, alpha=cfg.ablation.alpha)
     tracker = tracking.Tracker(tracking_uri, cfg.tracking.experiment)
@@ -315,7 +314,7 @@ def run_versus_random(cfg: ExperimentConfig, genotype_json: str, *, samples: int
     table = pd.DataFrame(rows)
     ctx.root.mkdir(parents=True, exist_ok=True)
     table.to_csv(ctx.root / "versus_random.csv", index=False)
-    hits = {row["genotype_hash"]: np.frombuffer(row["correct"].encode(), np.uint8) - ord("0") for row in rows}
+    hits = {row["genotype_hash"]: hits_array(row["correct"]) for row in rows}
     random_rows = table[table["kind"] == "random"]
     best_random = random_rows.loc[random_rows["test_acc"].idxmax()]
     result: dict[str, Any] = {
