@@ -32,7 +32,8 @@ def local_ray():
 def test_study_with_nested_mlflow_runs_and_retrain(tmp_path: Path, local_ray) -> None:
     cfg = tiny_config(
         tmp_path,
-        tune={"num_samples": 2, "max_concurrent_trials": 2,
+        # no early stopping: ASHA's asynchronous decisions depend on which trial reports first, i.e. on load
+        tune={"num_samples": 2, "max_concurrent_trials": 2, "scheduler": {"name": "none"},
               "param_space": {"search.w_lr": {"type": "loguniform", "low": 0.01, "high": 0.1},
                               "data.num_segments": {"type": "choice", "values": [1, 2]}}},
         train={"epochs": 1, "channels": 4, "cells": 2},
