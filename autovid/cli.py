@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import re
@@ -18,6 +19,7 @@ from autovid.errors import UserError
 log = logging.getLogger("autovid")
 
 
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")  # a dotted config override, key.sub=value
 
 
@@ -111,6 +113,10 @@ def cmd_data(args: argparse.Namespace) -> int:
     from autovid.data.manifest import build_manifest, read_manifest, summarize_manifest, write_manifest
 
     if args.data_command == "index":
+        from autovid.data.manifest import check_manifest_destination
+
+        # before probing, which takes hours on a real dataset: a bad --out must not surface only at the end
+        check_manifest_destination(args.out, what="--out")
         frame = build_manifest(args.root, args.format, split=args.split, splits_dir=args.splits, workers=args.workers, progress=True)
         summary = summarize_manifest(frame)
         if summary["ok"] == 0:
@@ -285,6 +291,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         frames, height, width = (int(x) for x in args.input.lower().split("x"))
     except ValueError:
         raise UserError(f"--input {args.input!r} is not FRAMESxHEIGHTxWIDTH (e.g. 16x112x112)") from None
+    if min(frames, height, width) < 1 or args.num_classes < 1:
+        raise UserError(f"--input {args.input!r} and --num-classes {args.num_classes} must be positive")
     from autovid.engine.accounting import count_flops, count_parameters
     from autovid.models import create_model, list_models, model_kwargs
     from autovid.report import summary_table
@@ -339,6 +347,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("autovid: interrupted (resume with --resume)", file=sys.stderr)
         return 130
+    except OSError as err:
+        if err.errno not in STORAGE_ERRNOS:
+            raise
+        # the machine, not the input: one line, and what was written so far stays resumable
+        print(f"autovid: error: {err.strerror}: {err.filename or ''} (free space or fix the storage, then rerun "
+              f"with --resume)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -2,24 +2,38 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from autovid.errors import UserError
 from autovid.resources import resource_path
 
 PositiveInt = Annotated[int, Field(ge=1)]
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def _plain_name(value: str) -> str:
+    # names become folders under storage_path (and MLflow run names): `../x` or `a/b` would escape it
+    if not PLAIN_NAME.fullmatch(value):
+        raise ValueError(f"{value!r} is not a plain name (letters, digits, '.', '_', '-'; no '/' or leading '.')")
+    return value
+
+
+PlainName = Annotated[str, AfterValidator(_plain_name)]
+Seed = Annotated[int, Field(ge=0, lt=2**32)]  # numpy and torch seeds: non-negative, 32 bits
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
 
 
 class _Frozen(BaseModel):
-    """Base: unknown keys are errors and a loaded config is never mutated."""
+    """Base: unknown keys are errors, floats are finite, and a loaded config is never mutated."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # `train.lr=.inf` or `nan` would validate as a float and train to NaN: refuse them where they are typed
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SyntheticConfig(_Frozen):
@@ -31,7 +45,7 @@ class SyntheticConfig(_Frozen):
     test_groups: PositiveInt = 3  # scenes g01..gNN form the test split (unseen scenes)
     size: Annotated[int, Field(ge=16, le=512)] = 64  # frame side in pixels (even)
     frames: Annotated[int, Field(ge=4)] = 32
-    seed: int = 0
+    seed: Seed = 0
     codec: Literal["mpeg4", "h264", "mjpeg"] = "mpeg4"
     # difficulty knobs: more noise, texture, clutter or sway, or slower motion, make the benchmark harder
     noise: NonNegFloat = 0.03
@@ -161,7 +175,7 @@ class Distribution(_Frozen):
 class SearcherConfig(_Frozen):
     name: Literal["optuna", "random"] = "optuna"
     sampler: Literal["tpe", "random", "cmaes", "qmc"] = "tpe"
-    seed: int = 0
+    seed: Seed = 0
 
 
 class SchedulerConfig(_Frozen):
@@ -212,7 +226,7 @@ class AblationConfig(_Frozen):
     """Arms compared by `autovid ablate`; each arm is a baselines/*.yaml file or name."""
 
     arms: list[str] = []
-    seeds: list[int] = [0, 1, 2]
+    seeds: Annotated[list[Seed], Field(min_length=1)] = [0, 1, 2]
     rank_samples: Annotated[int, Field(ge=0)] = 0  # genotypes for the weight-sharing rank check (0 = skip)
     rank_epochs: PositiveInt = 2
     reference: str = "darts-p3d"  # every arm is compared with this one, video by video on the same test set
@@ -226,7 +240,7 @@ class AblationConfig(_Frozen):
 class ArmConfig(_Frozen):
     """One arm of an ablation (a baselines/*.yaml file): how its architecture is found, and its budget."""
 
-    name: str
+    name: PlainName
     strategy: Literal["darts", "random", "random_ws", "fixed"]
     description: str = ""
     search_space: str | None = None  # darts / random / random_ws: a search_spaces/ name or path
@@ -247,8 +261,8 @@ class ArmConfig(_Frozen):
 class ExperimentConfig(_Frozen):
     """Everything one autovid run needs; the fully resolved form is what gets recorded."""
 
-    name: str = "autovid"
-    seed: int = 0
+    name: PlainName = "autovid"
+    seed: Seed = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     autocast: Literal["none", "bf16"] = "none"  # bf16 autocast on CUDA
     search_space: str = "p3d"  # a search_spaces/ name or a YAML path

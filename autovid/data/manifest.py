@@ -9,6 +9,7 @@ import queue
 import re
 import select
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -28,7 +29,8 @@ FORMATS: tuple[str, ...] = ("ucf101", "hmdb51", "folder", "csv")
 
 # One row per video. ``path`` is absolute; ``label`` 0-based; ``split`` "train" / "test" (csv may add others);
 # ``status`` "ok" or "quarantined" with a short ``reason`` tag (missing, empty, unreadable, no_frames,
-# decode_error, crashed); metadata columns are 0 for quarantined rows.
+# decode_error, crashed, and, found without opening the file: broken_link, directory, special_file);
+# metadata columns are 0 for quarantined rows.
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "path", "label", "class_name", "split", "num_frames", "fps", "width", "height", "duration", "status", "reason",
 )
@@ -39,6 +41,7 @@ _DTYPES = {
 }
 VIDEO_EXTENSIONS = frozenset({".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv"})
 _GROUP = re.compile(r"_g(\d+)_", re.IGNORECASE)
+_LABEL = re.compile(r"[0-9]+")  # the optional class number that ends a UCF101 split-list line
 TEST_FRACTION = 0.3  # of the groups of each class, for formats without official split files
 
 
@@ -65,6 +68,18 @@ def _read_lines(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
 
 
+def _split_list_path(line: str) -> str:
+    """The video path of a UCF101 split-list line ``<path>[ <label>]``, with ``/`` separators.
+
+    The label, when present, is the integer after the last whitespace; everything before it is the path,
+    so folder and file names may contain spaces (``Apply Eye Makeup/v_x.avi 1``).
+    """
+    parts = line.rsplit(None, 1)
+    if len(parts) == 2 and _LABEL.fullmatch(parts[1]):
+        line = parts[0]
+    return line.replace("\\", "/")
+
+
 def _find_splits_dir(root: Path, splits_dir: Path | None, archive_dir: str, probe: Callable[[Path], bool]) -> Path:
     candidates = [splits_dir] if splits_dir is not None else [root, root / archive_dir, root.parent / archive_dir]
     for cand in candidates:
@@ -78,8 +93,8 @@ def _list_ucf101(root: Path, split: int, splits_dir: Path | None) -> Listing:
     sdir = _find_splits_dir(root, splits_dir, "ucfTrainTestlist", lambda d: (d / "classInd.txt").is_file())
     class_names: list[str] = []
     for line in _read_lines(sdir / "classInd.txt"):
-        number, _, name = line.partition(" ")
-        if not number.isdigit() or int(number) != len(class_names) + 1 or not name.strip():
+        number, name = (line.split(None, 1) + [""])[:2]  # any whitespace after the number; the name may have spaces
+        if not _LABEL.fullmatch(number) or int(number) != len(class_names) + 1 or not name.strip():
             raise UserError(f"{sdir / 'classInd.txt'}: expected '<n> <ClassName>' numbered from 1, got {line!r}")
         class_names.append(name.strip())
     by_lower = {name.lower(): name for name in class_names}
@@ -89,7 +104,7 @@ def _list_ucf101(root: Path, split: int, splits_dir: Path | None) -> Listing:
         if not list_file.is_file():
             raise UserError(f"split file not found: {list_file}")
         for line in _read_lines(list_file):
-            rel = line.split()[0].replace("\\", "/")
+            rel = _split_list_path(line)
             folder = rel.split("/")[0]
             # The label comes from the folder, never the file name: UCF101 stores v_HandStandPushups_*
             # in HandstandPushups/.
@@ -108,7 +123,7 @@ def _list_hmdb51(root: Path, split: int, splits_dir: Path | None) -> Listing:
     for f in files:
         class_name = f.name[: -len(suffix)]
         for line in _read_lines(f):
-            parts = line.split()
+            parts = line.rsplit(None, 1)  # the tag follows the last whitespace: file names may contain spaces
             if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
                 raise UserError(f"{f}: expected '<video> <0|1|2>', got {line!r}")
             if parts[1] != "0":  # 0 = not used in this split
@@ -147,10 +162,12 @@ def _split_by_groups(items: list[tuple[Path, str]], split: int) -> list[Entry]:
 
 
 def _list_folder(root: Path, split: int) -> Listing:
+    # Everything named like a video is listed, whatever it is: a dangling symlink, a folder or a FIFO
+    # called x.avi is then quarantined by build_manifest and shows in the summary instead of vanishing.
     items = [
         (f, d.name)
         for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")
-        for f in sorted(d.iterdir()) if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS
+        for f in sorted(d.iterdir()) if f.suffix.lower() in VIDEO_EXTENSIONS
     ]
     if not items:
         raise UserError(f"no videos found in class folders under {root} (expected ROOT/<class>/<video>)")
@@ -160,10 +177,17 @@ def _list_folder(root: Path, split: int) -> Listing:
 def _list_csv(csv_path: Path, split: int) -> Listing:
     if not csv_path.is_file():
         raise UserError(f"csv manifest not found: {csv_path}")
-    table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    try:
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{csv_path}: the csv file is empty; expected a header path,label[,split] and rows") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise UserError(f"{csv_path}: not a readable csv file ({' '.join(str(exc).split())})") from None
     missing = {"path", "label"} - set(table.columns)
     if missing:
         raise UserError(f"{csv_path}: missing column(s) {', '.join(sorted(missing))}; expected path,label[,split]")
+    if table.empty:
+        raise UserError(f"{csv_path}: the csv file has a header but no rows")
     labels = table["label"].str.strip()
     if labels.str.fullmatch(r"\d+").all():  # integer labels: keep their numbering
         numbers = labels.astype(int)
@@ -181,10 +205,31 @@ def _list_csv(csv_path: Path, split: int) -> Listing:
     return Listing(entries, class_names)
 
 
+def _refuse_cross_split_duplicates(entries: Sequence[Entry]) -> None:
+    """Raise :class:`UserError` when one file (after resolving symlinks and ``..``) is listed in two splits.
+
+    A video in both train and test (for instance a symlink in a train folder pointing at a test video)
+    leaks the test set into training and silently inflates every accuracy.
+    """
+    first_seen: dict[str, Entry] = {}
+    for entry in entries:
+        real = os.path.realpath(entry.path)
+        first = first_seen.setdefault(real, entry)
+        if first.split != entry.split:
+            raise UserError(
+                f"the same video is in two splits: {first.path} ({first.split}) and {entry.path} ({entry.split}) "
+                f"are both {real}"
+            )
+
+
 def list_videos(
     root: str | Path, fmt: ManifestFormat, *, split: int = 1, splits_dir: str | Path | None = None
 ) -> Listing:
-    """The videos a dataset declares, with classes and train/test split, without opening any file."""
+    """The videos a dataset declares, with classes and train/test split, without opening any file.
+
+    Raises :class:`UserError` for a missing root or split file, a listing with no videos, and a file
+    listed in two splits.
+    """
     if fmt not in FORMATS:
         raise UserError(f"unknown manifest format {fmt!r}; valid: {', '.join(FORMATS)}")
     if split < 1:
@@ -192,16 +237,22 @@ def list_videos(
     root = Path(root)
     sdir = Path(splits_dir) if splits_dir is not None else None
     if fmt == "csv":
-        return _list_csv(root, split)
-    if not root.is_dir():
-        raise UserError(f"dataset root not found: {root}")
-    if sdir is not None and not sdir.is_dir():
-        raise UserError(f"splits folder not found: {sdir}")
-    if fmt == "ucf101":
-        return _list_ucf101(root, split, sdir)
-    if fmt == "hmdb51":
-        return _list_hmdb51(root, split, sdir)
-    return _list_folder(root, split)
+        listing = _list_csv(root, split)
+    else:
+        if not root.is_dir():
+            raise UserError(f"dataset root not found: {root}")
+        if sdir is not None and not sdir.is_dir():
+            raise UserError(f"splits folder not found: {sdir}")
+        if fmt == "ucf101":
+            listing = _list_ucf101(root, split, sdir)
+        elif fmt == "hmdb51":
+            listing = _list_hmdb51(root, split, sdir)
+        else:
+            listing = _list_folder(root, split)
+    if not listing.entries:
+        raise UserError(f"{root}: the {fmt} split {split} lists no videos")
+    _refuse_cross_split_duplicates(listing.entries)
+    return listing
 
 
 # ---------------------------------------------------------------------------------------------- probing
@@ -312,6 +363,35 @@ def probe_files(
 # ---------------------------------------------------------------------------------------------- manifests
 
 
+_SPECIAL = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+            (stat.S_ISBLK, "a block device"))
+
+
+def not_a_regular_file(path: str | Path) -> ProbeOutcome | None:
+    """The quarantine outcome for a path that is no regular file, found without opening it; else None.
+
+    Such paths never reach the probing children: opening a FIFO blocks until the probe timeout, and a
+    folder or a dangling link would be reported with a misleading decoder message. A plain missing
+    path returns None: the probe reports it as ``missing``.
+    """
+    try:
+        mode = os.stat(path).st_mode  # follows symlinks: a link to a good video is a good video
+    except OSError:
+        if os.path.islink(path):  # dangling, or a loop of links
+            try:
+                target = os.readlink(path)
+            except OSError:
+                target = "?"
+            return ProbeOutcome(None, "broken_link", f"symlink to a missing or looping target: {target}")
+        return None
+    if stat.S_ISDIR(mode):
+        return ProbeOutcome(None, "directory", "a folder named like a video")
+    for is_kind, kind in _SPECIAL:
+        if is_kind(mode):
+            return ProbeOutcome(None, "special_file", f"{kind}, not a regular file")
+    return None
+
+
 def build_manifest(
     root: str | Path,
     fmt: ManifestFormat,
@@ -324,7 +404,7 @@ def build_manifest(
     """Index a dataset: list its videos (see :func:`list_videos`), probe each once in parallel, one row each.
 
     Unusable files never raise: they become ``status="quarantined"`` rows with a ``reason``. A missing
-    root, splits folder or split file raises :class:`UserError`.
+    root, splits folder or split file, an empty listing or a file in two splits raises :class:`UserError`.
 
     Returns:
         DataFrame with :data:`MANIFEST_COLUMNS`, in listing order.
@@ -332,7 +412,10 @@ def build_manifest(
     listing = list_videos(root, fmt, split=split, splits_dir=splits_dir)
     label_of = {name: i for i, name in enumerate(listing.class_names)}
     paths = [os.path.abspath(e.path) for e in listing.entries]
-    outcomes = probe_files(paths, workers=workers, progress=progress)
+    outcomes: list[ProbeOutcome | None] = [not_a_regular_file(p) for p in paths]
+    to_probe = [i for i, outcome in enumerate(outcomes) if outcome is None]
+    for i, outcome in zip(to_probe, probe_files([paths[i] for i in to_probe], workers=workers, progress=progress)):
+        outcomes[i] = outcome
     rows = []
     for entry, path, outcome in zip(listing.entries, paths, outcomes):
         info = outcome.info
@@ -352,9 +435,30 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
     return df.astype(_DTYPES).reset_index(drop=True)
 
 
+def check_manifest_destination(path: str | Path, *, what: str = "manifest destination") -> Path:
+    """Raise :class:`UserError` unless a manifest can be written at ``path``; call it before indexing.
+
+    ``path`` may be absent or a regular file (overwritten); the nearest folder that exists above it must
+    be a writable folder (missing ones are created). ``what`` names the path in the message (``--out``).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a folder; give a file name such as {path / 'manifest.parquet'}")
+    if path.exists() and not path.is_file():
+        raise UserError(f"{what} {path} exists and is not a regular file")
+    for parent in path.parents:
+        if os.path.lexists(parent):  # lexists: a dangling link is in the way, not absent
+            if not parent.is_dir():
+                raise UserError(f"{what} {path}: {parent} is not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise UserError(f"{what} {path}: no permission to write in {parent}")
+            break
+    return path
+
+
 def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
     """Write the manifest as Parquet (pyarrow); readable by ``pd.read_parquet`` / ``pyarrow.parquet`` as is."""
-    path = Path(path)
+    path = check_manifest_destination(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _typed(df[list(MANIFEST_COLUMNS)]).to_parquet(path, index=False, engine="pyarrow")
     return path
@@ -372,7 +476,36 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
     if missing:
         raise UserError(f"not an autovid manifest: {path} lacks column(s) {', '.join(missing)}")
-    return _typed(df[list(MANIFEST_COLUMNS)])
+    try:
+        df = _typed(df[list(MANIFEST_COLUMNS)])
+    except (ValueError, TypeError) as exc:  # e.g. a null or text num_frames
+        raise UserError(f"not an autovid manifest: {path} has a column of the wrong type ({_first_line(exc)})") from None
+    _validate_rows(df, path)
+    return df
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _validate_rows(df: pd.DataFrame, path: Path) -> None:
+    """Refuse a manifest that nothing could train on or whose rows would break sampling later, in Ray workers."""
+    if df.empty:
+        raise UserError(f"manifest {path} has no rows")
+    status = df["status"].fillna("")
+    bad_status = ~status.isin(("ok", "quarantined"))
+    if bad_status.any():
+        i = int(bad_status.to_numpy().argmax())
+        raise UserError(f"manifest {path}: row {i} has status {status.iloc[i]!r}; expected ok or quarantined")
+    # quarantined rows carry 0 frames by design; a usable row needs at least one, and no row fewer than 0
+    bad_frames = (df["num_frames"] < 0) | ((status == "ok") & (df["num_frames"] <= 0))
+    if bad_frames.any():
+        i = int(bad_frames.to_numpy().argmax())
+        raise UserError(f"manifest {path}: row {i} ({df['path'].iloc[i]}) has num_frames {df['num_frames'].iloc[i]}; "
+                        "a usable video has at least one frame")
+    if (df["label"] < 0).any():
+        i = int((df["label"] < 0).to_numpy().argmax())
+        raise UserError(f"manifest {path}: row {i} ({df['path'].iloc[i]}) has negative label {df['label'].iloc[i]}")
 
 
 def class_names(df: pd.DataFrame) -> list[str]:

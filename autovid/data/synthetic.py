@@ -294,6 +294,22 @@ def write_video(path: str | Path, frames: np.ndarray, *, fps: int = 25, codec: C
     return Path(path)
 
 
+def check_out_dir(out: Path) -> None:
+    """Raise :class:`UserError` unless ``out`` is, or can be created as, a writable folder.
+
+    Checked before rendering, so a file in the way is a one-line error at once rather than an OSError
+    traceback from the first ``mkdir``.
+    """
+    for existing in (out, *out.parents):
+        if os.path.lexists(existing):  # lexists: a dangling link is in the way, not absent
+            if not existing.is_dir():
+                where = "exists and is not a folder" if existing == out else f"is under {existing}, which is not a folder"
+                raise UserError(f"output folder {out} {where}")
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise UserError(f"output folder {out}: no permission to write in {existing}")
+            return
+
+
 def synthesize(
     out_dir: str | Path,
     *,
@@ -318,6 +334,7 @@ def synthesize(
     p = SynthParams.from_kwargs(classes=classes, videos_per_class=videos_per_class, size=size, frames=frames,
                                 seed=seed, codec=codec, **knobs)
     out = Path(out_dir)
+    check_out_dir(out)
     ext = CODECS[p.codec][1]
     train, test = [], []
     # A group is a scene (background, clutter, the actor's looks) that performs every class, as the
@@ -358,6 +375,7 @@ def ensure_synthetic(cache_dir: str | Path, **params: Any) -> Path:
     final = cache / f"synthetic-{cache_key(**params)}"
     if (final / "synthetic.json").is_file():
         return final
+    check_out_dir(cache)
     cache.mkdir(parents=True, exist_ok=True)
     tmp = cache / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
     try:

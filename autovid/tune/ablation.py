@@ -31,7 +31,8 @@ from autovid.errors import UserError
 from autovid.nas.genotype import Genotype
 from autovid.nas.sampling import sample_genotype
 from autovid.nas.search_space import load_search_space
-from autovid.tune.runner import _callbacks, _tuner, resolve_run, run_retrain, start_run
+from autovid.engine.preflight import example_genotype, preflight
+from autovid.tune.runner import _callbacks, _tuner, is_local, resolve_run, run_retrain, start_run
 from autovid.tune.trainables import BASE_KEY, GENOTYPE_KEY, STATE_FILE, SearchTrainable, TrainTrainable
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,16 @@ def arm_config(cfg: ExperimentConfig, arm: ArmConfig, seed: int) -> ExperimentCo
         overrides["search.strategy"] = "random_ws"
     overrides.update(arm.overrides)
     return cfg.with_overrides(overrides, source=f"arm {arm.name}")
+
+
+def preflight_arm(cfg: ExperimentConfig, arm: ArmConfig, *, local: bool) -> None:
+    """Check what an arm will train: its search (supernet or search-size genotypes) and its retrain."""
+    if arm.strategy == "fixed":
+        preflight(cfg, "train", local=local)
+        return
+    if arm.strategy != "random":
+        preflight(cfg, "search", local=local)
+    preflight(cfg, "train", genotype_json=example_genotype(cfg), local=local)
 
 
 def find_architecture(ctx: _Context, arm: ArmConfig, cfg: ExperimentConfig) -> tuple[str | None, float]:
@@ -215,6 +226,8 @@ def run_ablation(cfg: ExperimentConfig, *, resume: bool = False, address: str | 
     results_path = ctx.root / "results.csv"
     if results_path.exists() and not resume:
         raise UserError(f"ablation {cfg.name!r} already has results at {results_path}; use --resume to continue it")
+    for arm in arms:  # every arm's networks, before the first of hours of trials
+        preflight_arm(arm_config(cfg, arm, cfg.ablation.seeds[0]), arm, local=is_local(address))
     ctx.root.mkdir(parents=True, exist_ok=True)
     start_run(cfg, address)
     # `correct` is a string of 0/1 (read as text, or its leading zeros would be lost)
@@ -254,6 +267,7 @@ def run_rank_check(cfg: ExperimentConfig, *, resume: bool = False, address: str 
         cfg.with_overrides({"search.strategy": "random_ws", "search.ws_candidates": 1}), tracking_uri
     )
     ctx = _Context(cfg, resume=resume, tracking_uri=tracking_uri)
+    preflight(cfg, "search", local=is_local(address))
     start_run(cfg, address)
     supernet = ctx.fit(SearchTrainable, cfg, {BASE_KEY: cfg.model_dump(mode="json")}, name=f"{cfg.name}-rank-supernet",
                        max_t=cfg.search.epochs, scheduler=FIFOScheduler())[0]
@@ -294,9 +308,9 @@ def run_versus_random(cfg: ExperimentConfig, genotype_json: str, *, samples: int
     if samples < 2:
         raise UserError("--samples must be at least 2 random genotypes")
     searched = Genotype.from_json(genotype_json)
-    load_search_space(cfg.search_space).check_genotype(searched)
     cfg, tracking_uri = resolve_run(cfg, tracking_uri)
     ctx = _Context(cfg, resume=resume, tracking_uri=tracking_uri)
+    preflight(cfg, "train", genotype_json=genotype_json, local=is_local(address))
     start_run(cfg, address)
     rng = np.random.default_rng([cfg.seed, 8])  # its own stream: not the random arms' or the rank check's draws
     space = load_search_space(cfg.search_space)
@@ -333,8 +347,14 @@ def run_segments_sweep(cfg: ExperimentConfig, genotype_json: str | None, *, segm
                        resume: bool = False, address: str | None = None, tracking_uri: str | None = None) -> dict[str, Any]:
     """The paper's untested assumption: TSN segments vs one dense clip of the same number of frames,
     for K in `segments`, retraining the same architecture each time (a Tune grid)."""
+    if not segments or min(segments) < 1:
+        raise UserError(f"segment counts must be positive integers, got {segments}")
     cfg, tracking_uri = resolve_run(cfg, tracking_uri)
     ctx = _Context(cfg, resume=resume, tracking_uri=tracking_uri)
+    for k in segments:
+        for mode in ("segments", "dense"):
+            preflight(cfg.with_overrides({"data.num_segments": k, "data.mode": mode}), "train",
+                      genotype_json=genotype_json, local=is_local(address))
     start_run(cfg, address)
     space = {BASE_KEY: cfg.model_dump(mode="json"), GENOTYPE_KEY: genotype_json,
              "data.num_segments": tune.grid_search(list(segments)), "data.mode": tune.grid_search(["segments", "dense"])}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,13 @@ from typing import Any
 import pandas as pd
 import ray
 from ray import tune
+from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
 from ray.tune.search import BasicVariantGenerator
 
 from autovid import tracking
 from autovid.config import Distribution, ExperimentConfig
+from autovid.engine.preflight import example_genotype, preflight
 from autovid.engine.setup import prepare_manifest
 from autovid.errors import UserError
 from autovid.tune.mlflow_callback import MLflowTrialCallback
@@ -96,9 +99,30 @@ def resolve_run(cfg: ExperimentConfig, tracking_uri: str | None) -> tuple[Experi
     return absolute_paths(cfg), tracking_uri or cfg.tracking.uri or tracking.default_tracking_uri()
 
 
+def is_local(address: str | None) -> bool:
+    """Trials run on this machine: no cluster address given, here or in RAY_ADDRESS."""
+    return not (address or os.environ.get("RAY_ADDRESS"))
+
+
+def check_storage(cfg: ExperimentConfig) -> None:
+    """storage_path must be a writable folder (checked before Ray starts, not by each trial's first write)."""
+    if "://" in str(cfg.storage_path):
+        return  # a remote filesystem (s3://, gs://): Ray's pyarrow filesystem reports its own errors
+    root = Path(cfg.storage_path)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".autovid-write-check-"):
+            pass
+    except OSError as exc:
+        raise UserError(f"storage_path {str(root)!r} is not a writable folder: {exc.strerror or exc}") from None
+
+
 def start_run(cfg: ExperimentConfig, address: str | None) -> None:
-    """Synthesize/index the data once in the driver (not in every trial), then start or join Ray."""
+    """Synthesize/index the data once in the driver (not in every trial), check the storage, start or join Ray.
+
+    Callers run `preflight` on what they will train first: every check that does not need Ray precedes it."""
     prepare_manifest(cfg.data)
+    check_storage(cfg)
     init_ray(address)
 
 
@@ -210,6 +234,7 @@ def _tuner(
     if resume:
         if not exists:
             raise UserError(f"nothing to resume: no experiment at {path}")
+        check_resumable(path)
         return tune.Tuner.restore(path, trainable=wrapped, resume_errored=True, param_space=space)
     if exists:
         raise UserError(f"experiment {name!r} already exists at {path}; use --resume to continue it, "
@@ -231,7 +256,7 @@ def _tuner(
         run_config=tune.RunConfig(
             name=name,
             storage_path=storage,
-            callbacks=callbacks,
+            callbacks=[*callbacks, ResumeGuard(path)],
             stop={"training_iteration": max_t},
             checkpoint_config=tune.CheckpointConfig(
                 # PBT clones other trials' checkpoints at exploit time: deleting old ones breaks it.
@@ -243,6 +268,56 @@ def _tuner(
             verbose=0,
         ),
     )
+
+
+def check_resumable(path: str) -> None:
+    """Refuse to resume from a damaged experiment state (say, written to a full disk) with one line.
+
+    Tune would log "Failed to restore the run state", start the experiment afresh and exit 0, losing every
+    finished trial from the summary; this checks the file it will load first."""
+    if "://" in path:
+        return  # remote storage: ResumeGuard still stops a silent restart
+    states = sorted(Path(path).glob("experiment_state-*.json"))
+    if not states:
+        raise UserError(f"cannot resume {path}: it has no experiment_state-*.json (the first snapshot was never "
+                        f"written); start it again under a new name")
+    newest = states[-1]  # the one Tune loads: the newest by name
+    try:
+        json.loads(newest.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        older = f"; an older snapshot exists ({states[-2].name}): move {newest.name} away to resume from it" \
+            if len(states) > 1 else ""
+        raise UserError(f"cannot resume {path}: its experiment state {newest.name} is damaged ({exc}){older}") from None
+
+
+class ResumeError(UserError):
+    """`--resume` found an experiment that Tune could not restore."""
+
+
+class ResumeGuard(Callback):
+    """Turns Tune's silent restart of an experiment whose saved state failed to load into an error.
+
+    Tune restores callback state (`set_state`) only after it has loaded the trials; when that fails it logs
+    "Restarting experiment" and calls `setup` on a fresh run. An experiment folder that already holds a
+    snapshot at `setup` time is a resume (`_tuner` never starts afresh over one), so no restored state then
+    means the restore failed, before a single trial ran or a file was overwritten."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.restored = False
+
+    def get_state(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.restored = True
+
+    def setup(self, **info: Any) -> None:
+        if "://" in self.path or self.restored:
+            return
+        if any(Path(self.path).glob("experiment_state-*.json")):
+            raise ResumeError(f"cannot resume {self.path}: Tune could not load its saved state (see the log "
+                              f"above); nothing was changed")
 
 
 SUMMARY_COLUMNS = ("val/acc", "objective", "alpha/entropy", "genotype/params", "genotype/flops", "genotype/skips",
@@ -275,6 +350,11 @@ def run_search_experiment(
 ) -> TuneOutcome:
     """`autovid tune`/`autovid search`: the outer search over NAS hyperparameters, then retrain the best."""
     cfg, tracking_uri = resolve_run(cfg, tracking_uri)
+    retrain = retrain and cfg.tune.retrain_best
+    preflight(cfg, "search", local=is_local(address))
+    if retrain:
+        # the retrain's network: a genotype of the space at retrain depth and width, before hours of search
+        preflight(cfg, "train", genotype_json=example_genotype(cfg), local=is_local(address))
     start_run(cfg, address)
     experiment_path = f"{str(cfg.storage_path).rstrip('/')}/{cfg.name}"
     tuner = _tuner(
@@ -347,6 +427,7 @@ def run_retrain(
 ) -> dict[str, Any]:
     """Retrain one architecture from scratch as a single Tune trial; returns its final test metrics."""
     cfg, tracking_uri = resolve_run(cfg.with_overrides({"name": name}, source="retrain"), tracking_uri)
+    preflight(cfg, "train", genotype_json=genotype_json, local=is_local(address))
     start_run(cfg, address)
     cpus = node_cpus() if cfg.tune.retrain_cpu == "node" else cfg.tune.retrain_cpu
     cfg = cfg.with_overrides({"tune.resources.cpu": cpus}, source="retrain")  # the trial's threads follow

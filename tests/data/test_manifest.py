@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -10,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from autovid.data.manifest import (
-    MANIFEST_COLUMNS, assign_group_splits, build_manifest, format_summary, group_of, read_manifest,
-    summarize_manifest, write_manifest,
+    MANIFEST_COLUMNS, assign_group_splits, build_manifest, check_manifest_destination, format_summary, group_of,
+    read_manifest, summarize_manifest, write_manifest,
 )
 from autovid.errors import UserError
 
@@ -178,3 +179,156 @@ def test_parquet_round_trip_opens_with_pandas_and_pyarrow(kit, tmp_path: Path) -
     df[["path", "label"]].to_parquet(tmp_path / "partial.parquet")
     with pytest.raises(UserError, match="lacks column"):
         read_manifest(tmp_path / "partial.parquet")
+
+
+def test_ucf101_names_with_spaces_and_the_label_after_the_last_whitespace(kit, tmp_path: Path) -> None:
+    classes = {
+        "Apply Eye Makeup": [("v_ApplyEyeMakeup_g01_c01", 8), ("v_Apply Eye Makeup_g02_c01", 10)],
+        "Jump": [("v_Jump_g01_c01", 12), ("v_Jump_g02_c01", 14)],
+    }
+    root = kit.ucf_tree(tmp_path / "ucf", classes=classes)
+    lists = root / "ucfTrainTestlist"
+    # tabs and repeated blanks before the label are whitespace too
+    train = (lists / "trainlist01.txt").read_text().replace(".avi 1", ".avi\t 1")
+    (lists / "trainlist01.txt").write_text(train)
+    assert "Apply Eye Makeup/v_Apply Eye Makeup_g02_c01.avi\t 1" in train
+    df = build_manifest(root, "ucf101", workers=2)
+    assert (df["status"] == "ok").all() and len(df) == 4
+    got = {Path(p).name: (c, lab, s, n) for p, c, lab, s, n in
+           zip(df["path"], df["class_name"], df["label"], df["split"], df["num_frames"])}
+    assert got == {
+        "v_ApplyEyeMakeup_g01_c01.avi": ("Apply Eye Makeup", 0, "test", 8),
+        "v_Apply Eye Makeup_g02_c01.avi": ("Apply Eye Makeup", 0, "train", 10),
+        "v_Jump_g01_c01.avi": ("Jump", 1, "test", 12),
+        "v_Jump_g02_c01.avi": ("Jump", 1, "train", 14),
+    }
+    # a final word that is no integer is part of the path, not a label
+    (lists / "testlist01.txt").write_text("Jump/v_Jump_g01_c01.avi 1x\r\n")
+    df = build_manifest(root, "ucf101", workers=1)
+    assert df.loc[df["split"] == "test", "path"].map(lambda p: Path(p).name).tolist() == ["v_Jump_g01_c01.avi 1x"]
+    assert df.loc[df["split"] == "test", "reason"].tolist() == ["missing"]
+
+
+def test_hmdb51_file_names_with_spaces(kit, tmp_path: Path) -> None:
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    kit.video("hmdb/wave/wave at sea_0", 8)
+    kit.video("hmdb/wave/wave_1", 9)
+    (splits / "wave_test_split1.txt").write_text("wave at sea_0.avi 1\nwave_1.avi 2\n")
+    df = build_manifest(tmp_path / "hmdb", "hmdb51", splits_dir=splits, workers=1)
+    assert (df["status"] == "ok").all()
+    assert dict(zip(df["path"].map(lambda p: Path(p).name), df["split"])) == {
+        "wave at sea_0.avi": "train", "wave_1.avi": "test"}
+
+
+def test_folder_quarantines_links_folders_and_fifos_named_like_videos(kit, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    good = [kit.video(f"data/run/v_run_g{g:02d}_c01", 8 + g) for g in range(1, 4)]
+    os.symlink(tmp_path / "gone.avi", root / "run" / "v_run_g04_c01.avi")
+    os.symlink(root / "run" / "loop.avi", root / "run" / "loop.avi")  # a link to itself
+    os.mkdir(root / "run" / "v_run_g05_c01.avi")
+    os.mkfifo(root / "run" / "v_run_g06_c01.mp4")  # probing would block on it: it must never be opened
+    os.symlink(good[0], root / "run" / "v_run_g01_c02.avi")  # a link to a good video in the same group is fine
+    df = build_manifest(root, "folder", workers=2)
+    reason = {Path(p).name: r for p, r in zip(df["path"], df["reason"])}
+    assert reason == {
+        "loop.avi": "broken_link", "v_run_g01_c01.avi": "", "v_run_g01_c02.avi": "", "v_run_g02_c01.avi": "",
+        "v_run_g03_c01.avi": "", "v_run_g04_c01.avi": "broken_link", "v_run_g05_c01.avi": "directory",
+        "v_run_g06_c01.mp4": "special_file",
+    }
+    bad = df[df["reason"] != ""]
+    assert (bad["status"] == "quarantined").all() and (bad["num_frames"] == 0).all()
+    summary = summarize_manifest(df)
+    assert summary["quarantined"] == {"broken_link": 2, "directory": 1, "special_file": 1}
+    assert summary["videos"] == 8 and summary["ok"] == 4
+    assert "quarantined: 4 (broken_link 2, directory 1, special_file 1)" in format_summary(summary)
+
+
+def test_a_file_in_two_splits_is_refused(kit, tmp_path: Path) -> None:
+    root = kit.ucf_tree(tmp_path / "ucf", classes=UCF_CLASSES)
+    test_video = root / "ApplyEyeMakeup" / "v_ApplyEyeMakeup_g01_c01.avi"  # group 1: testlist
+    link = root / "HandstandPushups" / "v_HandStandPushups_g05_c01.avi"
+    os.symlink(os.path.relpath(test_video, link.parent), link)
+    with (root / "ucfTrainTestlist" / "trainlist01.txt").open("a") as f:
+        f.write("HandstandPushups/v_HandStandPushups_g05_c01.avi 2\r\n")
+    with pytest.raises(UserError, match="two splits") as err:
+        build_manifest(root, "ucf101")
+    assert str(test_video) in str(err.value) and str(link) in str(err.value)
+    assert "\n" not in str(err.value)
+    # the same file reached through '..' in a csv is the same file too
+    a = kit.video("clips/a", 6)
+    kit.video("clips/b", 6)
+    (tmp_path / "dup.csv").write_text("path,label,split\nclips/a.avi,x,train\nclips/../clips/b.avi,y,train\n"
+                                      "clips/../clips/a.avi,x,test\n")
+    with pytest.raises(UserError, match="two splits") as err:
+        build_manifest(tmp_path / "dup.csv", "csv")
+    assert "clips/a.avi (train)" in str(err.value) and str(a) in str(err.value)
+
+
+def test_a_link_to_a_video_of_the_same_split_is_allowed(kit, tmp_path: Path) -> None:
+    a = kit.video("clips/a", 6)
+    os.symlink(a, tmp_path / "clips" / "a_link.avi")
+    (tmp_path / "list.csv").write_text("path,label,split\nclips/a.avi,x,train\nclips/a_link.avi,x,train\n")
+    df = build_manifest(tmp_path / "list.csv", "csv", workers=1)
+    assert (df["status"] == "ok").all() and len(df) == 2
+
+
+def test_empty_listings_are_user_errors(kit, tmp_path: Path) -> None:
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(UserError, match="empty.csv: the csv file is empty"):
+        build_manifest(tmp_path / "empty.csv", "csv")
+    (tmp_path / "header.csv").write_text("path,label,split\n")
+    with pytest.raises(UserError, match="header.csv: the csv file has a header but no rows"):
+        build_manifest(tmp_path / "header.csv", "csv")
+    root = kit.ucf_tree(tmp_path / "ucf", classes=UCF_CLASSES)
+    for name in ("trainlist01.txt", "testlist01.txt"):
+        (root / "ucfTrainTestlist" / name).write_text("\r\n")
+    with pytest.raises(UserError, match="lists no videos"):
+        build_manifest(root, "ucf101")
+
+
+def test_manifest_destination_is_checked_before_writing(tmp_path: Path) -> None:
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="is a folder"):
+        check_manifest_destination(tmp_path / "folder", what="--out")
+    with pytest.raises(UserError, match="file is not a folder"):
+        check_manifest_destination(tmp_path / "file" / "sub" / "m.parquet")
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(UserError, match="not a regular file"):
+        check_manifest_destination(tmp_path / "fifo")
+    assert check_manifest_destination(tmp_path / "file") == tmp_path / "file"  # overwritten
+    assert check_manifest_destination(tmp_path / "new" / "deeper" / "m.parquet").name == "m.parquet"
+    frame = pd.DataFrame([_row()], columns=list(MANIFEST_COLUMNS))
+    with pytest.raises(UserError, match="is a folder"):
+        write_manifest(frame, tmp_path / "folder")
+
+
+def _row(**changes: object) -> dict[str, object]:
+    row = {"path": "/v/a.avi", "label": 0, "class_name": "a", "split": "train", "num_frames": 8, "fps": 25.0,
+           "width": 32, "height": 32, "duration": 0.32, "status": "ok", "reason": ""}
+    return {**row, **changes}
+
+
+def test_read_manifest_refuses_rows_that_cannot_be_sampled(tmp_path: Path) -> None:
+    def manifest(*rows: dict[str, object]) -> Path:
+        path = tmp_path / "m.parquet"
+        pd.DataFrame(list(rows), columns=list(MANIFEST_COLUMNS)).to_parquet(path, index=False)
+        return path
+
+    quarantined = _row(path="/v/b.avi", num_frames=0, fps=0.0, status="quarantined", reason="empty")
+    assert len(read_manifest(manifest(_row(), quarantined))) == 2  # 0 frames is how quarantine looks
+    with pytest.raises(UserError, match="has no rows"):
+        read_manifest(manifest())
+    with pytest.raises(UserError, match=r"row 1 \(/v/c.avi\) has num_frames 0"):
+        read_manifest(manifest(_row(), _row(path="/v/c.avi", num_frames=0)))
+    with pytest.raises(UserError, match="has num_frames -3"):
+        read_manifest(manifest(_row(num_frames=-3)))
+    with pytest.raises(UserError, match="has num_frames -1"):
+        read_manifest(manifest(_row(), {**quarantined, "num_frames": -1}))
+    with pytest.raises(UserError, match="negative label"):
+        read_manifest(manifest(_row(label=-1)))
+    with pytest.raises(UserError, match="status 'maybe'"):
+        read_manifest(manifest(_row(status="maybe")))
+    with pytest.raises(UserError, match="wrong type"):
+        read_manifest(manifest(_row(num_frames=None)))

@@ -99,3 +99,14 @@ def test_render_video_shape_and_range() -> None:
     look = _appearance(np.random.default_rng(0), p)
     video = render_video("Spin", look, np.random.default_rng(1), p)
     assert video.shape == (6, 32, 32, 3) and video.dtype == np.uint8 and video.std() > 10
+
+
+def test_an_output_folder_that_is_a_file_is_refused_before_rendering(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("keep me")
+    with pytest.raises(UserError, match="exists and is not a folder"):
+        synthesize(tmp_path / "file", **SMALL)
+    with pytest.raises(UserError, match="which is not a folder"):
+        synthesize(tmp_path / "file" / "sub", **SMALL)
+    with pytest.raises(UserError, match="which is not a folder"):
+        ensure_synthetic(tmp_path / "file" / "cache", **SMALL)
+    assert (tmp_path / "file").read_text() == "keep me"

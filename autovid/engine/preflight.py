@@ -1,0 +1,89 @@
+"""Check a run before Ray starts: device, search space, model, genotype, one decoded frame, one forward pass.
+
+Whatever a trial would only discover after Ray is up (and report as a traceback per retry) is checked here
+in the driver, so bad input answers at once with one line and exit code 2:
+
+    config ─▶ device ─▶ search space ─▶ genotype fits it / model registered ─▶ manifest
+           ─▶ one frame decoded at data.resize ─▶ the network's forward on a meta-device clip
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+from autovid.config import ExperimentConfig
+from autovid.data.decoding import DecoderLimitation, read_frames
+from autovid.data.manifest import class_names
+from autovid.engine.setup import clip_shape, prepare_manifest, resolve_device
+from autovid.errors import UserError
+from autovid.nas.genotype import Genotype
+from autovid.nas.sampling import sample_genotype
+from autovid.nas.search_space import load_search_space
+
+RunKind = Literal["search", "train"]
+
+
+def preflight(cfg: ExperimentConfig, kind: RunKind, *, genotype_json: str | None = None, local: bool = True) -> None:
+    """Raise a one-line UserError if a `kind` run of `cfg` cannot start; `local`: trials run on this machine
+    (a cluster's workers may have the GPU the driver lacks, so the device is only checked locally)."""
+    from autovid.engine.session import build_network, build_supernet  # session imports the engine's heavy parts
+
+    if local:
+        resolve_device(cfg.device)
+    space = load_search_space(cfg.search_space)
+    manifest = prepare_manifest(cfg.data)
+    num_classes = check_manifest(manifest)
+    check_decoding(cfg, manifest)
+    if kind == "search":
+        model = build_supernet(cfg, num_classes=num_classes, space=space)
+    else:
+        genotype = None
+        if cfg.train.model is None:
+            if genotype_json is None:
+                raise UserError("retraining needs a genotype (--genotype FILE) or train.model=<registered model>")
+            genotype = Genotype.from_json(genotype_json)
+            space.check_genotype(genotype)
+        model = build_network(cfg, num_classes=num_classes, genotype=genotype, space=space)
+    check_forward(model, clip_shape(cfg.data), what=f"the {kind} network")
+
+
+def example_genotype(cfg: ExperimentConfig) -> str:
+    """A genotype of the configured space (JSON), to check the retrain's network before a search has run."""
+    return sample_genotype(load_search_space(cfg.search_space), np.random.default_rng(0)).to_json()
+
+
+def check_manifest(manifest: pd.DataFrame) -> int:
+    """The number of classes of a manifest that can be trained on (usable train and test videos)."""
+    usable = manifest[manifest["status"] == "ok"]
+    for split in ("train", "test"):
+        if not (usable["split"] == split).any():
+            raise UserError(f"the manifest has no usable videos in split {split!r}")
+    return len(class_names(manifest))
+
+
+def check_decoding(cfg: ExperimentConfig, manifest: pd.DataFrame) -> None:
+    """Decode one frame of one usable video at the configured size (decord refuses some output widths)."""
+    if cfg.data.resize is None:
+        return  # native size: every usable video was decoded at it when indexed
+    path = str(manifest.loc[manifest["status"] == "ok", "path"].iloc[0])
+    height, width = cfg.data.resize
+    try:
+        read_frames(path, np.zeros(1, dtype=np.int64), width=width, height=height)
+    except DecoderLimitation as exc:
+        raise UserError(f"data.resize={list(cfg.data.resize)}: {exc}") from None
+
+
+def check_forward(model: torch.nn.Module, shape: tuple[int, ...], *, what: str) -> None:
+    """Run `model` on a meta-device clip of `shape`: every layer's shapes are checked, nothing is computed.
+    The model is moved to the meta device: pass one built for the check."""
+    meta = model.to("meta")
+    try:
+        with torch.no_grad():
+            meta(torch.empty((2, *shape), device="meta"))
+    except (RuntimeError, ValueError) as exc:
+        first = " ".join(str(exc).split())[:240]
+        raise UserError(f"{what} cannot process clips of shape {list(shape)} (K, C, L, H, W): {first}") from None
