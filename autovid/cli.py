@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from autovid import __version__
-from autovid.errors import UserError
+from autovid.errors import RunFailed, UserError
 
 log = logging.getLogger("autovid")
 
@@ -344,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"autovid: error: {err}", file=sys.stderr)
         return 2
+    except RunFailed as err:
+        print(f"autovid: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("autovid: interrupted (resume with --resume)", file=sys.stderr)
         return 130

@@ -7,12 +7,15 @@ Two inputs, measured in the same run:
              (the issue's setting) and K=4 x L=2 (the paper's), decoded at 171x128, cropped to 112x112
              (train transforms: random resized crop + flip)
   synthetic  the embedded benchmark at its defaults (64x64, 32 frames); K=3 x L=8, crop 56
-For every clip the three contenders use the same frame indices:
-  autovid    VideoClipDataset.__getitem__: sampling, decord decode of only those frames, transforms
+For every clip the contenders use the same frame indices:
+  autovid    VideoClipDataset.__getitem__: sampling, decord decode of only those frames (in the persistent
+             decoding child process, the default), transforms
+  in_process the same with isolate=False: decord in the calling process (a decoder crash would kill it)
   naive      PyAV decodes the whole video, then indexes the frames and applies the same transforms
   decord     raw VideoReader(width, height, num_threads=1).get_batch(indices), no transforms (lower bound)
-Reported: clips/s (median over interleaved repeats, one process) and the ratios autovid/naive and
-autovid/decord, plus autovid through a DataLoader with 2 workers.
+Reported: clips/s (median over interleaved repeats, one process) and the ratios autovid/naive,
+autovid/decord and autovid/in_process (the cost of isolating the decoder), plus autovid and in_process
+through a DataLoader with 2 workers.
 """
 
 from __future__ import annotations
@@ -114,19 +117,23 @@ def loader_rate(ds: VideoClipDataset, workers: int, repeats: int) -> float:
 
 def measure(name: str, manifest: pd.DataFrame, *, k: int, l: int, crop: int, resize: tuple[int, int] | None,
             repeats: int) -> dict:
-    ds = VideoClipDataset(manifest, split=None, num_segments=k, frames_per_segment=l, crop_size=crop,
-                          resize=resize, train=True, seed=0)
+    args = dict(split=None, num_segments=k, frames_per_segment=l, crop_size=crop, resize=resize, train=True, seed=0)
+    ds = VideoClipDataset(manifest, **args)
+    inproc = VideoClipDataset(manifest, isolate=False, **args)
     n = len(ds)
-    ds[(0, 0)], naive_item(ds, 0, 0), decord_item(ds, 0, 0)  # warm-up: imports, page cache
+    ds[(0, 0)], inproc[(0, 0)], naive_item(ds, 0, 0), decord_item(ds, 0, 0)  # warm-up: child, imports, page cache
     rates = interleaved_rates({
         "autovid": lambda i, e: ds[(i, e)],
+        "in_process": lambda i, e: inproc[(i, e)],
         "naive_pyav": lambda i, e: naive_item(ds, i, e),
         "raw_decord": lambda i, e: decord_item(ds, i, e),
     }, n, repeats)
-    ours, naive, raw = rates["autovid"], rates["naive_pyav"], rates["raw_decord"]
-    dl2 = loader_rate(ds, 2, repeats)
-    return {"input": name, "K x L": f"{k} x {l}", "videos": n, "autovid": ours, "naive_pyav": naive, "raw_decord": raw,
-            "DataLoader": dl2, "vs_naive": ours / naive, "vs_decord": ours / raw}
+    ours, local, naive, raw = rates["autovid"], rates["in_process"], rates["naive_pyav"], rates["raw_decord"]
+    dl2, dl2_local = loader_rate(ds, 2, repeats), loader_rate(inproc, 2, repeats)
+    return {"input": name, "K x L": f"{k} x {l}", "videos": n, "autovid": ours, "in_process": local,
+            "naive_pyav": naive, "raw_decord": raw, "DataLoader": dl2, "DL_in_process": dl2_local,
+            "vs_naive": ours / naive, "vs_decord": ours / raw, "vs_in_process": ours / local,
+            "DL_vs_in_process": dl2 / dl2_local}
 
 
 def main() -> None:
@@ -159,9 +166,10 @@ def main() -> None:
 
     table = pd.DataFrame(rows).set_index(["input", "K x L"])
     with pd.option_context("display.float_format", "{:.2f}".format, "display.width", 160):
-        print(f"\nclips/s (median of {args.repeats}, one process; DataLoader: 2 workers, batch 2)")
+        print(f"\nclips/s (median of {args.repeats}, one process; DataLoader / DL_in_process: 2 workers, batch 2)")
         print(table.to_string())
     print("\nvs_naive = autovid / naive PyAV (target >= 10x); vs_decord = autovid / raw decord (target >= 0.90)")
+    print("vs_in_process, DL_vs_in_process = isolated decoding / in-process decoding (1.0 = isolation is free)")
 
 
 if __name__ == "__main__":

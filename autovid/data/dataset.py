@@ -10,7 +10,14 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from autovid.data.decoding import DecoderLimitation, ReaderCache, read_frames
+from autovid.data.decoding import (
+    DECODE_TIMEOUT,
+    DecoderLimitation,
+    DecodingProcess,
+    DecodingProcessError,
+    ReaderCache,
+    read_frames,
+)
 from autovid.data.sampling import SamplingMode, clip_indices
 from autovid.data.transforms import TestTransform, TrainTransform, rgb_difference
 
@@ -42,8 +49,14 @@ class VideoClipDataset(Dataset):
     not depend on worker count or order. The epoch comes from :meth:`set_epoch` or, preferably, from
     the index itself: ``dataset[(i, e)]`` (what :class:`autovid.data.loaders.EpochSampler` yields).
 
-    A file that fails to decode is logged and replaced by another video of the same class; the number
-    of failures, summed over worker processes, is :attr:`failures`.
+    Decoding runs in a persistent child process per decoding process (:class:`DecodingProcess`;
+    ``isolate=False`` decodes in-process, for benchmarks and trusted files only): a file on which decord
+    aborts or segfaults kills that child, not the training run or a DataLoader worker. A file that fails to
+    decode, natively or with a Python error, is logged once, marked bad for the dataset's lifetime (in
+    shared memory, so every worker skips it without decoding it again) and replaced by another video of
+    the same class. :attr:`substituted` counts those bad videos, :attr:`failures` the replacements made;
+    both sum over worker processes. The replacement and its frames come from ``rng([seed, e, i, attempt])``,
+    so they do not depend on whether a worker already knew the file was bad.
 
     ``modality="rgb_diff"`` (TSN's RGB difference) decodes one more frame per segment (per clip in dense
     mode) and returns the L differences of consecutive normalized frames, so the clip keeps its shape.
@@ -71,6 +84,8 @@ class VideoClipDataset(Dataset):
         scale: tuple[float, float] = (0.4, 1.0),
         modality: Modality = "rgb",
         cache_size: int = 0,  # open readers kept per worker; 0 = a fresh reader per item (faster, see ReaderCache)
+        isolate: bool = True,  # decode in a child process: a native decoder crash costs one video, not the run
+        decode_timeout: float = DECODE_TIMEOUT,  # seconds before an isolated decode counts as hung (file is bad)
     ) -> None:
         if mode not in ("segments", "dense"):
             raise ValueError(f"unknown sampling mode {mode!r}; valid: segments, dense")
@@ -84,6 +99,7 @@ class VideoClipDataset(Dataset):
         self.records = [
             VideoRecord(str(p), int(lab), int(n)) for p, lab, n in zip(rows["path"], rows["label"], rows["num_frames"])
         ]
+        self.split = split
         self.num_segments, self.frames_per_segment = num_segments, frames_per_segment
         self.stride, self.mode, self.train, self.seed, self.num_clips = stride, mode, train, seed, num_clips
         self.resize, self.modality = resize, modality
@@ -92,9 +108,11 @@ class VideoClipDataset(Dataset):
         for i, rec in enumerate(self.records):
             self.by_label.setdefault(rec.label, []).append(i)
         self.readers = ReaderCache(cache_size)
-        # shared-memory counters: visible across DataLoader worker processes (fork or spawn)
+        self.decoder = DecodingProcess(cache_size, timeout=decode_timeout) if isolate else None
+        # shared-memory state: visible across DataLoader worker processes (fork or spawn)
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._failures = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._bad = torch.zeros(len(self.records), dtype=torch.bool).share_memory_()
 
     # ------------------------------------------------------------------------------------------ state
 
@@ -115,11 +133,24 @@ class VideoClipDataset(Dataset):
 
     @property
     def failures(self) -> int:
-        """Clips that failed to decode so far (all workers) and were replaced."""
+        """Items so far (all workers) whose video could not be decoded, or was known bad, and was replaced."""
         return int(self._failures)
 
+    @property
+    def substituted(self) -> int:
+        """Distinct videos found undecodable so far (all workers): each is replaced whenever it is drawn."""
+        return int(self._bad.sum())
+
+    @property
+    def substituted_paths(self) -> list[str]:
+        """The files counted by :attr:`substituted`, in dataset order."""
+        return [self.records[i].path for i in torch.nonzero(self._bad).flatten().tolist()]
+
     def reset_readers(self) -> None:
-        """Forget open readers (called in each new worker: decoder state must not cross a fork)."""
+        """Forget open readers (called in each new worker: decoder state must not cross a fork).
+
+        The decoding child needs no reset: :class:`DecodingProcess` notices the fork and starts its own.
+        """
         self.readers.clear()
 
     # ------------------------------------------------------------------------------------------ items
@@ -135,23 +166,30 @@ class VideoClipDataset(Dataset):
 
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
         index, epoch = item if isinstance(item, tuple) else (item, self.epoch)
-        rng = np.random.default_rng([self.seed, epoch, index])
         candidate = index
-        for _ in range(MAX_REPLACEMENTS + 1):
-            record = self.records[candidate]
-            try:
-                return self._load(record, rng), record.label
-            except DecoderLimitation:
-                raise  # the configured size, not the file: replacing videos would not help
-            except Exception as exc:  # noqa: BLE001 - any decode failure: never kill the epoch
-                self.readers.discard(record.path)
-                with torch.no_grad():
-                    self._failures += 1
-                log.warning("failed to decode %s (%s); using another video of class %d",
-                            record.path, " ".join(str(exc).split())[:200], record.label)
-                peers = self.by_label[record.label]
+        for attempt in range(MAX_REPLACEMENTS + 1):
+            if attempt == 0:
+                rng = np.random.default_rng([self.seed, epoch, index])
+            else:
+                # A fresh stream per attempt: the replacement and its frames must not depend on how far the
+                # failed attempt got, which differs between decoding a bad file and skipping a known one.
+                rng = np.random.default_rng([self.seed, epoch, index, attempt])
+                peers = self.by_label[self.records[candidate].label]
                 others = [j for j in peers if j != candidate] or peers
                 candidate = others[int(rng.integers(len(others)))]
+            record = self.records[candidate]
+            if not self._bad[candidate]:
+                try:
+                    return self._load(record, rng), record.label
+                except (DecoderLimitation, DecodingProcessError):
+                    raise  # the configured size or the installation, not the file: replacing videos would not help
+                except Exception as exc:  # noqa: BLE001 - any decode failure: never kill the epoch
+                    self.readers.discard(record.path)
+                    self._bad[candidate] = True
+                    log.warning("failed to decode %s (%s); it is replaced by another video of class %d from now on",
+                                record.path, " ".join(str(exc).split())[:200], record.label)
+            with torch.no_grad():
+                self._failures += 1
         raise RuntimeError(f"{MAX_REPLACEMENTS + 1} videos of class {self.records[index].label} failed to decode")
 
     def _sampled_shape(self) -> tuple[int, int]:
@@ -172,7 +210,10 @@ class VideoClipDataset(Dataset):
             for m in range(self.num_clips)
         ])  # (M, K, L)
         h, w = self.resize if self.resize is not None else (None, None)
-        frames = read_frames(record.path, indices, width=w, height=h, cache=self.readers)
+        if self.decoder is not None:
+            frames = self.decoder.read_frames(record.path, indices, width=w, height=h)
+        else:
+            frames = read_frames(record.path, indices, width=w, height=h, cache=self.readers)
         frames = frames.reshape(*indices.shape, *frames.shape[1:])  # (M, K, L, H, W, 3)
         clips = [self.transform(frames[m], rng) for m in range(self.num_clips)]
         if self.modality == "rgb_diff":

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import signal
+import struct
+import subprocess
 import sys
+import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, NamedTuple, TextIO
+from typing import IO, Any, NamedTuple, TextIO
 
 import decord
 import numpy as np
@@ -220,3 +226,248 @@ def serve_probes(requests: TextIO | None = None, replies: TextIO | None = None) 
     for line in requests:
         replies.write(probe_outcome(json.loads(line)).to_json() + "\n")
         replies.flush()
+
+
+# ---------------------------------------------------------------------------------------- isolated decoding
+
+# Test-only hook: os.pathsep-separated file paths on which the decoding child calls os.abort() instead of
+# decoding, a real native crash on demand (read by the child, so set it before the child starts). Never set
+# it in a real run.
+TEST_ABORT_ENV = "AUTOVID_TEST_DECODE_ABORT"
+DECODE_TIMEOUT = 120.0  # seconds one clip may take, child start-up included, before the file counts as hung
+_HEADER = struct.Struct("<I")  # byte length of the JSON header that starts every reply
+_CHILD_DECODE = "import sys; from autovid.data.decoding import serve_decodes; serve_decodes(int(sys.argv[1]))"
+_PIPE_BYTES = 1 << 20  # Linux's default pipe-max-size: a 24-frame 128x171 clip (1.6 MB) in 2 reads, not 25
+
+
+class DecodeError(RuntimeError):
+    """The decoding process could not decode a clip (the file's fault; its message says why)."""
+
+
+class DecoderCrashed(DecodeError):
+    """The decoding process died (abort, segfault, killed) or hung on a file."""
+
+
+class DecodingProcessError(RuntimeError):
+    """The decoding process exited on its own (it could not start or serve): not the file's fault."""
+
+
+def _abort_paths() -> set[str]:
+    return {os.path.abspath(p) for p in os.environ.get(TEST_ABORT_ENV, "").split(os.pathsep) if p}
+
+
+def serve_decodes(capacity: int = 0, requests: IO[bytes] | None = None, replies: IO[bytes] | None = None) -> None:
+    """The decoding child's loop, run by :class:`DecodingProcess`: one request in, one reply out, until EOF.
+
+    Request: a JSON line ``{"path", "indices" (sorted, unique), "width", "height"}``. Reply: a 4-byte
+    little-endian length, a JSON header ``{"shape": [U, H, W, 3]}`` followed by the uint8 frames, or
+    ``{"error": <kind>, "message": ...}`` for a Python-level failure (``kind`` "limitation" for a
+    :class:`DecoderLimitation`). A native crash ends the process: the parent sees EOF instead of a reply.
+    """
+    if replies is None:
+        # Replies get a private copy of stdout and fd 1 becomes stderr: anything native code prints must
+        # not land in the middle of a frame payload.
+        replies = os.fdopen(os.dup(1), "wb", buffering=0)
+        os.dup2(2, 1)
+        # Ctrl-C reaches the whole process group: the parent decides what to do, the child ends at EOF.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            import resource
+
+            # a decoder crash is expected and handled: no core file per crashed child in the run folder
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        except (ImportError, ValueError, OSError):
+            pass
+    requests = requests or sys.stdin.buffer
+    cache = ReaderCache(capacity)
+    abort_on = _abort_paths()
+    for line in requests:
+        request = json.loads(line)
+        path = request["path"]
+        if abort_on and os.path.abspath(path) in abort_on:
+            os.abort()  # test hook (TEST_ABORT_ENV): a native crash, exactly as decord's std::bad_alloc
+        frames = None
+        try:
+            frames = read_frames(path, np.asarray(request["indices"], dtype=np.int64), width=request["width"],
+                                 height=request["height"], cache=cache)
+            header: dict[str, Any] = {"shape": list(frames.shape)}
+        except DecoderLimitation as exc:
+            header = {"error": "limitation", "message": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - reported to the parent, which replaces the video
+            cache.discard(path)
+            header = {"error": type(exc).__name__, "message": _one_line(exc)}
+        data = json.dumps(header).encode()
+        replies.write(_HEADER.pack(len(data)) + data)
+        if frames is not None:
+            replies.write(memoryview(np.ascontiguousarray(frames)).cast("B"))
+        replies.flush()
+
+
+class DecodingProcess:
+    """Decodes clips in a persistent child process, so that a file on which decord aborts or segfaults
+    (``std::bad_alloc`` on a bogus AVI header) costs one restarted child instead of the training run.
+
+        read_frames(path, indices) ─▶ JSON request ─▶ child: serve_decodes ─▶ header + uint8 frames ─▶ array
+                                                        │ dies / hangs past ``timeout``
+                                                        ▼
+                                     DecoderCrashed(path); the next call starts a fresh child
+
+    One child per decoding process (the main process, or each DataLoader worker), started on first use;
+    calls from several threads take turns. Python-level decode errors come back as :class:`DecodeError`
+    (:class:`DecoderLimitation` as itself) and keep the child; a child that exits with a status instead of a
+    signal raises :class:`DecodingProcessError` (a broken install, not a broken file). Like
+    :class:`ReaderCache`, an instance pickles as a fresh one and, used in a forked child, abandons the
+    decoding process it inherited (it belongs to the parent).
+    """
+
+    def __init__(self, capacity: int = 0, *, timeout: float = DECODE_TIMEOUT) -> None:
+        self.capacity = capacity
+        self.timeout = timeout
+        self.starts = 0  # children started by this process (1 + one per crash)
+        self._proc: subprocess.Popen | None = None
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+
+    def _after_fork(self) -> None:
+        if self._pid != os.getpid():
+            if self._proc is not None:
+                for stream in (self._proc.stdin, self._proc.stdout):
+                    try:
+                        stream.close()  # our copies of the parent's pipes only; its child lives on
+                    except OSError:
+                        pass
+            # a new lock too: the parent's may have been held by one of its threads at the fork
+            self._proc, self._pid, self.starts, self._lock = None, os.getpid(), 0, threading.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        """The running decoding child's process id (None before the first decode, or after a crash)."""
+        self._after_fork()
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    def _child(self) -> subprocess.Popen:
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc
+        self.close()
+        env = dict(os.environ)
+        package_root = str(Path(__file__).resolve().parents[2])  # importable without an install, too
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _CHILD_DECODE, str(self.capacity)], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, bufsize=0, env=env,
+        )
+        try:
+            import fcntl
+
+            fcntl.fcntl(self._proc.stdout.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), _PIPE_BYTES)
+        except (ImportError, OSError):
+            pass  # not Linux, or above /proc/sys/fs/pipe-max-size: the default 64 KiB pipe just takes more reads
+        self.starts += 1
+        return self._proc
+
+    def read_frames(self, path: str | Path, indices: np.ndarray, *, width: int | None = None,
+                    height: int | None = None) -> np.ndarray:
+        """:func:`read_frames` in the child; raises :class:`DecoderCrashed` when the child dies or hangs."""
+        _size(width, height)  # a bad size is the caller's error: raise it here, not as a bad file
+        flat = np.asarray(indices, dtype=np.int64).reshape(-1)
+        unique, inverse = np.unique(flat, return_inverse=True)
+        request = json.dumps({"path": str(path), "indices": unique.tolist(), "width": width, "height": height})
+        self._after_fork()
+        with self._lock:
+            frames = self._request(request.encode(), str(path))
+        return frames if unique.size == flat.size and np.array_equal(unique, flat) else frames[inverse]
+
+    def _request(self, request: bytes, path: str) -> np.ndarray:
+        proc = self._child()
+        deadline = time.monotonic() + self.timeout
+        try:
+            proc.stdin.write(request + b"\n")
+            (size,) = _HEADER.unpack(self._read(proc, _HEADER.size, deadline))
+            header = json.loads(self._read(proc, size, deadline))
+            if "error" in header:
+                cls = DecoderLimitation if header["error"] == "limitation" else DecodeError
+                raise cls(header["message"])
+            frames = np.empty(header["shape"], dtype=np.uint8)
+            self._read(proc, frames.nbytes, deadline, into=memoryview(frames).cast("B"))
+        except (DecodeError, DecoderLimitation):
+            raise
+        except (_ChildGone, BrokenPipeError, OSError):
+            code = self._reap(proc)
+            if code >= 0:  # no signal: the child failed by itself (its traceback is on stderr)
+                raise DecodingProcessError(f"the decoding process exited with code {code}; see its error "
+                                           f"output above") from None
+            if code == -signal.SIGKILL:
+                detail = f"the decoding process was killed (or hung for more than {self.timeout:g} s)"
+            else:
+                try:
+                    name = signal.Signals(-code).name
+                except ValueError:  # a real-time or platform-specific signal without a name
+                    name = f"signal {-code}"
+                detail = f"the decoder crashed ({name})"
+            raise DecoderCrashed(f"{detail} while decoding {path}") from None
+        except BaseException:
+            self.close()  # interrupted mid-reply (Ctrl-C): the pipe is out of step, start over next time
+            raise
+        return frames
+
+    def _read(self, proc: subprocess.Popen, n: int, deadline: float, into: memoryview | None = None) -> bytes:
+        """Exactly ``n`` bytes of reply (into ``into`` when given); :class:`_ChildGone` on EOF or timeout."""
+        buf = into if into is not None else memoryview(bytearray(n))
+        fd, got = proc.stdout.fileno(), 0
+        while got < n:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                proc.kill()
+                raise _ChildGone
+            count = os.readv(fd, [buf[got:]])
+            if count == 0:
+                raise _ChildGone
+            got += count
+        return bytes(buf) if into is None else b""
+
+    def _reap(self, proc: subprocess.Popen) -> int:
+        """The dead (or dying) child's return code, after which the next call starts a fresh one."""
+        try:
+            code = proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # it closed its pipe but lives on: not usable either
+            proc.kill()
+            code = proc.wait()
+        self.close()
+        return code
+
+    def close(self) -> None:
+        """End this process's child (it also ends by itself when its parent goes: its stdin closes).
+
+        Not for use while another thread decodes with this instance.
+        """
+        self._after_fork()
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        for stream in (proc.stdin, proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        if proc.poll() is None:
+            try:
+                proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown: the child ends at EOF anyway
+            pass
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"capacity": self.capacity, "timeout": self.timeout}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["capacity"], timeout=state["timeout"])
+
+
+class _ChildGone(Exception):
+    """The decoding child closed its end (it died) or did not answer in time (it was killed)."""

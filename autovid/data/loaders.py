@@ -113,8 +113,33 @@ class LoaderBundle:
     @property
     def failures(self) -> int:
         """Clips that failed to decode and were replaced, over all loaders so far."""
-        datasets = {id(dl.dataset): dl.dataset for dl in (self.train, self.search_w, self.search_a, self.test) if dl}
-        return sum(ds.failures for ds in datasets.values())
+        return sum(ds.failures for ds in _datasets(self.train, self.search_w, self.search_a, self.test))
+
+    @property
+    def substituted(self) -> dict[str, int]:
+        """Per split: distinct videos found undecodable so far, each replaced by another of its class."""
+        return {_split_name(ds): ds.substituted for ds in _datasets(self.train, self.test)}
+
+    def substitution_metrics(self, *loaders: DataLoader | None) -> dict[str, int]:
+        """``data/substituted/<split>`` for the splits behind ``loaders``: what a session reports per epoch.
+
+        The count covers the videos decoded so far, so the test split's is exact once it has been
+        evaluated: a non-zero value means the test set was not the manifest's (bad videos were replaced).
+        """
+        return {f"data/substituted/{_split_name(ds)}": ds.substituted for ds in _datasets(*loaders)}
+
+
+def _datasets(*loaders: DataLoader | None) -> list[VideoClipDataset]:
+    """The distinct datasets behind ``loaders`` (the train split's loaders share one), in order."""
+    found: dict[int, VideoClipDataset] = {}
+    for loader in loaders:
+        if loader is not None:
+            found.setdefault(id(loader.dataset), loader.dataset)
+    return list(found.values())
+
+
+def _split_name(ds: VideoClipDataset) -> str:
+    return ds.split if ds.split is not None else "all"
 
 
 def _loader(dataset: VideoClipDataset, indices: Sequence[int], *, shuffle: bool, seed: int, batch_size: int,
@@ -146,12 +171,17 @@ def build_loaders(
     hflip: bool = True,
     crop_scale: tuple[float, float] = (0.4, 1.0),
     modality: Modality = "rgb",
+    isolate_decoding: bool = True,
 ) -> LoaderBundle:
     """Build the experiment's loaders from a manifest (only ``status == "ok"`` rows are used).
 
     Batches are ``(clips, labels)``: clips float32 [B, K, C, L, crop, crop] (``[B, M, K, ...]`` for the
     test loader when ``test_clips = M > 1``), labels int64 [B]. Shuffling uses ``torch.Generator``s
     seeded from ``seed``; pin_memory only when CUDA is available.
+
+    Each decoding process (this one, or each worker) decodes in a persistent child process unless
+    ``isolate_decoding=False``: a video on which decord aborts or segfaults is then replaced like any
+    undecodable file instead of ending the run (see :class:`VideoClipDataset`).
     """
     splits = set(manifest.loc[manifest["status"] == "ok", "split"])
     for name in ("train", val_split):
@@ -160,7 +190,7 @@ def build_loaders(
     names = tuple(manifest_class_names(manifest))
     common: dict[str, Any] = dict(
         num_segments=num_segments, frames_per_segment=frames_per_segment, crop_size=crop_size, stride=stride,
-        mode=mode, resize=resize, modality=modality,
+        mode=mode, resize=resize, modality=modality, isolate=isolate_decoding,
     )
     train_ds = VideoClipDataset(manifest, split="train", train=True, seed=seed, hflip=hflip, scale=crop_scale, **common)
     test_ds = VideoClipDataset(manifest, split=val_split, train=False, seed=seed, num_clips=test_clips, **common)

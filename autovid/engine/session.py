@@ -26,7 +26,7 @@ from autovid.engine.accounting import count_flops, count_parameters
 from autovid.engine.init import temporal_difference_init
 from autovid.engine.setup import build_data, clip_shape, resolve_device
 from autovid.engine.trainer import alpha_entropy, evaluate, recalibrate_bn, search_epoch, train_epoch
-from autovid.errors import UserError
+from autovid.errors import TrainingDiverged, UserError
 from autovid.nas.architect import Architect
 from autovid.nas.genotype import Genotype
 from autovid.nas.network import Network
@@ -227,10 +227,13 @@ class SearchSession:
                 autocast_dtype=self.autocast_dtype,
             )
         )
+        check_finite(metrics, epoch=self.epoch + 1, lrs=f"search.w_lr={s.w_lr}, search.alpha_lr={s.alpha_lr}")
         self.scheduler.step()
         self.model.set_path(None)
         recalibrate_bn(self.model, self.data.search_w, batches=s.precise_bn_batches, device=self.device)
         metrics.update(_scalars(evaluate(self.model, self.data.search_a, device=self.device, num_classes=self.data.num_classes, prefix="val")))
+        # videos that failed to decode (native crashes included) and were replaced by another of their class
+        metrics.update(self.data.substitution_metrics(self.data.search_w, self.data.search_a))
         self.epoch += 1
         if s.strategy == "random_ws" and self.done:
             rng = np.random.default_rng(_epoch_seed(self.cfg.seed, 0, 6))
@@ -359,11 +362,13 @@ class TrainSession:
                 autocast_dtype=self.autocast_dtype,
             )
         )
+        check_finite(metrics, epoch=self.epoch + 1, lrs=f"train.lr={self.cfg.train.lr}")
         self.scheduler.step()
         self.epoch += 1
         recalibrate_bn(self.model, self.train_loader, batches=self.cfg.train.precise_bn_batches, device=self.device)
         self.last_eval = self.evaluate()
         metrics.update(_scalars(self.last_eval))
+        metrics.update(self.data.substitution_metrics(self.train_loader))  # the eval split's count is in last_eval
         metrics.update({"epoch": self.epoch, "params": self.cost["params"], "flops": self.cost["flops"]})
         if self.done:  # the final per-video hits: ablations compare arms video by video on the same test set
             metrics[f"{self.eval_prefix}/correct"] = self.last_eval[f"{self.eval_prefix}/correct"]
@@ -375,7 +380,10 @@ class TrainSession:
     def evaluate(self) -> dict[str, Any]:
         """Test-split (or holdout) evaluation, multi-clip when data.test_clips > 1, with per-class and confusion."""
         _reseed_loader(self.eval_loader, _epoch_seed(self.cfg.seed, 0, 9), 0)
-        return evaluate(self.model, self.eval_loader, device=self.device, num_classes=self.data.num_classes, prefix=self.eval_prefix)
+        result = evaluate(self.model, self.eval_loader, device=self.device, num_classes=self.data.num_classes, prefix=self.eval_prefix)
+        # replaced test videos change the test set: every evaluation says how many (data/substituted/<split>)
+        result.update(self.data.substitution_metrics(self.eval_loader))
+        return result
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -396,6 +404,15 @@ class TrainSession:
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = int(state["epoch"])
         torch.set_rng_state(state["torch_rng"])
+
+
+def check_finite(metrics: dict[str, Any], *, epoch: int, lrs: str) -> None:
+    """Stop a run whose training loss became NaN or infinite: it cannot recover, and finishing it would report
+    chance accuracy as a result. Checked once per epoch (the epoch's mean), not per step: no extra device sync."""
+    bad = {k: v for k, v in metrics.items() if k.endswith("loss") and isinstance(v, float) and not math.isfinite(v)}
+    if bad:
+        raise TrainingDiverged(f"training diverged in epoch {epoch}: " + ", ".join(f"{k} = {v}" for k, v in bad.items())
+                               + f" (learning rates {lrs}; try lower ones)")
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -27,12 +27,12 @@ from autovid.engine.accounting import count_flops
 from autovid.engine.checkpoint import load_state
 from autovid.engine.session import SearchSession, build_network, build_supernet
 from autovid.engine.setup import clip_shape, prepare_manifest
-from autovid.errors import UserError
+from autovid.errors import RunFailed, UserError
 from autovid.nas.genotype import Genotype
 from autovid.nas.sampling import sample_genotype
 from autovid.nas.search_space import load_search_space
 from autovid.engine.preflight import example_genotype, preflight
-from autovid.tune.runner import _callbacks, _tuner, is_local, resolve_run, run_retrain, start_run
+from autovid.tune.runner import _callbacks, _tuner, error_line, is_local, resolve_run, run_retrain, start_run
 from autovid.tune.trainables import BASE_KEY, GENOTYPE_KEY, STATE_FILE, SearchTrainable, TrainTrainable
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def find_architecture(ctx: _Context, arm: ArmConfig, cfg: ExperimentConfig) -> t
                           max_t=cfg.search.epochs, scheduler=FIFOScheduler())
         result = results[0]
         if result.error or not (result.metrics or {}).get("genotype"):
-            raise RuntimeError(f"arm {arm.name}: the search failed: {result.error}")
+            raise RunFailed(f"arm {arm.name}: the search failed: {error_line(result.error)}")
         return result.metrics["genotype"], _cpu_seconds(results, cfg)
     # random: uniform genotypes trained standalone on the weight half, early-stopped by ASHA on the α half.
     genotypes = [g.to_json() for g in random_arm_genotypes(cfg, arm)]
@@ -127,7 +127,7 @@ def find_architecture(ctx: _Context, arm: ArmConfig, cfg: ExperimentConfig) -> t
     )
     scored = [(r.metrics.get("val/acc", -1.0), r.config[GENOTYPE_KEY]) for r in results if r.metrics and not r.error]
     if not scored:
-        raise RuntimeError(f"arm {arm.name}: every random-search trial failed")
+        raise RunFailed(f"arm {arm.name}: every random-search trial failed")
     return max(scored, key=lambda pair: pair[0])[1], _cpu_seconds(results, cfg)
 
 
@@ -272,7 +272,7 @@ def run_rank_check(cfg: ExperimentConfig, *, resume: bool = False, address: str 
     supernet = ctx.fit(SearchTrainable, cfg, {BASE_KEY: cfg.model_dump(mode="json")}, name=f"{cfg.name}-rank-supernet",
                        max_t=cfg.search.epochs, scheduler=FIFOScheduler())[0]
     if supernet.error or supernet.checkpoint is None:
-        raise RuntimeError(f"the weight-sharing supernet failed: {supernet.error}")
+        raise RunFailed(f"the weight-sharing supernet failed: {error_line(supernet.error)}")
     session = SearchSession(cfg)
     session.load_state_dict(load_state(Path(supernet.checkpoint.path) / STATE_FILE))
     rng = np.random.default_rng([cfg.seed, 7])
@@ -321,7 +321,7 @@ def run_versus_random(cfg: ExperimentConfig, genotype_json: str, *, samples: int
                       scheduler=FIFOScheduler())
     by_genotype = {r.config[GENOTYPE_KEY]: r.metrics for r in results if r.metrics and not r.error}
     if genotypes[0] not in by_genotype or sum(g in by_genotype for g in randoms) < 2:
-        raise RuntimeError("versus-random: the searched genotype or too many random ones failed to train")
+        raise RunFailed("versus-random: the searched genotype or too many random ones failed to train")
     rows = [{"genotype_hash": Genotype.from_json(g).hash, "kind": "searched" if i == 0 else "random",
              "test_acc": by_genotype[g]["test/acc"], "params": by_genotype[g].get("params"),
              "correct": by_genotype[g]["test/correct"]} for i, g in enumerate(genotypes) if g in by_genotype]

@@ -128,3 +128,18 @@ def test_evaluate_checkpoint_reproduces_the_sessions_evaluation(tmp_path: Path) 
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="not an autovid checkpoint"):
         evaluate_checkpoint(path)
+
+
+@pytest.mark.parametrize("kind", ["search", "train"])
+def test_diverged_training_stops_with_a_clear_error(tmp_path: Path, kind: str) -> None:
+    from autovid.engine.preflight import example_genotype
+    from autovid.errors import TrainingDiverged
+
+    huge = {"grad_clip": 1e30}
+    cfg = tiny_config(tmp_path, search={"epochs": 2, "warmup_epochs": 1, "w_lr": 1e12, **huge},
+                      train={"epochs": 2, "channels": 4, "cells": 2, "lr": 1e12, **huge})
+    session = SearchSession(cfg) if kind == "search" else TrainSession(cfg, Genotype.from_json(example_genotype(cfg)))
+    lr_key = "search.w_lr=1000000000000.0" if kind == "search" else "train.lr=1000000000000.0"
+    with pytest.raises(TrainingDiverged, match=rf"training diverged in epoch 1: train/loss = nan .*{lr_key}"):
+        session.step()
+    assert session.epoch == 0  # not counted as a finished epoch

@@ -73,3 +73,15 @@ def test_intact_state_resumes(finished_experiment) -> None:
     assert len(outcome.summary) == 1 and set(outcome.summary["status"]) == {"OK"}
     assert outcome.summary.loc[0, "epoch"] == 1  # the finished trial, restored, not trained again
     assert _trial_folders(path) == before
+
+
+def test_a_diverged_retrain_fails_in_one_line(finished_experiment, tmp_path: Path) -> None:
+    from autovid.engine.preflight import example_genotype
+    from autovid.errors import RunFailed
+    from autovid.tune.runner import run_retrain
+
+    cfg, _ = finished_experiment
+    cfg = cfg.with_overrides({"train.lr": 1e12, "train.grad_clip": 1e30, "train.epochs": 1, "tune.max_failures": 0})
+    with pytest.raises(RunFailed, match=r"retraining failed: TrainingDiverged: training diverged in epoch 1") as err:
+        run_retrain(cfg, example_genotype(cfg), name="diverges")
+    assert "\n" not in str(err.value)
