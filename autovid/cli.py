@@ -171,7 +171,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
         shown = {k: v for k, v in outcome.retrain.items() if k != "test/correct"}  # per-video hits: too long
         print("retrained best genotype: " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()))
     print(f"results: {outcome.experiment_path}")
-    print(f"MLflow: parent run {outcome.parent_run_id}; open the UI with `autovid ui` (http://127.0.0.1:5000)")
+    if outcome.parent_run_id:
+        print(f"MLflow: parent run {outcome.parent_run_id}; open the UI with `autovid ui` (http://127.0.0.1:5000)")
+    else:
+        print("MLflow: the tracking store was unavailable; its events wait in the experiment folder's "
+              "mlflow_spool.jsonl and are replayed by the next --resume")
     return 0 if outcome.best_genotype else 1
 
 

@@ -145,6 +145,9 @@ class TrainConfig(_Frozen):
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
     weight_decay: NonNegFloat = 3e-4
     grad_clip: PositiveFloat = 5.0
+    # DARTS' retrained stem is 3C wide (its search stem too; ours searches with model.stem_multiplier=2, cheaper)
+    stem_multiplier: PositiveInt = 3
+    # final drop-path probability: DARTS ramps it linearly from 0 at the first epoch to this at the last
     drop_path: Annotated[float, Field(ge=0, lt=1)] = 0.0
     holdout: bool = False  # train on the weight half, report val/* on the α half (architecture selection)
     model: str | None = None  # a registered hand-designed network instead of a genotype (e.g. r3d_18)

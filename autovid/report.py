@@ -281,7 +281,7 @@ def rank_correlation(
     """Kendall τ (with its 95 % bootstrap CI) and Spearman ρ, with two-sided p-values, between two scorings.
 
     Returns ``{"kendall_tau", "kendall_p", "kendall_ci_low", "kendall_ci_high", "spearman_rho", "spearman_p",
-    "n"}``; NaN where a scoring is constant (the CI also where too few resamples are usable, see
+    "n", "note"}``; NaN (and a note saying why) where a scoring is constant (the CI also where too few resamples are usable, see
     ``autovid.stats.kendall_tau_ci``). Deterministic: ``rng`` defaults to ``np.random.default_rng(0)``.
     """
     tau = kendall_tau_ci(np.asarray(a, dtype=float), np.asarray(b, dtype=float), confidence=CONFIDENCE,
@@ -295,6 +295,8 @@ def rank_correlation(
         "spearman_rho": float(rho.statistic),
         "spearman_p": float(rho.pvalue),
         "n": int(len(a)),
+        "note": ("correlation undefined: one side scored every genotype the same (raise the budget)"
+                 if len(set(a)) < 2 or len(set(b)) < 2 else ""),
     }
 
 

@@ -11,15 +11,23 @@ mlflow's global "active run" state, so one driver can log many concurrent Tune t
       └─ end(run_id, status)
 
 Runs are re-found by tag on resume (`find_run`) instead of being created twice.
+
+An unusable store fails fast: `check_store` refuses an SQLite file that cannot be opened for writing at once
+(MLflow itself retries opening a database for about 100 s), `fail_fast()` bounds MLflow's HTTP retries
+(by default about 4 minutes per call against a dead server), and `store_unavailable` tells such a failure
+from a rejected value, so callers can stop calling a store that is down instead of stalling on every call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import numbers
+import os
 import re
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -57,6 +65,14 @@ TAG_TRIAL_ID = "autovid.trial_id"
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING")
 ALPHA_COLUMNS = ("epoch", "cell", "edge", "op", "weight")
 
+# Bounded MLflow HTTP retries for callers that must not stall (MLflow's defaults, 7 retries with backoff
+# factor 2 and a 120 s timeout, spend minutes on every call to a dead server). A value the user exported wins.
+FAIL_FAST_HTTP_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+
 # Keys MLflow accepts: alphanumerics, _ - . space / (and : off Windows); see mlflow.utils.validation.
 _VALID_KEY = re.compile(r"^[\w\-. /:]+$")
 
@@ -82,6 +98,102 @@ def sqlite_path(uri: str) -> Path | None:
         return None
     # sqlite:///rel.db -> path "/rel.db" (relative), sqlite:////abs.db -> "//abs.db" (absolute)
     return Path(path[1:])
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking store cannot be reached or written (as opposed to MLflow rejecting a value)."""
+
+
+def check_store(tracking_uri: str) -> None:
+    """Raise TrackingUnavailable at once when the SQLite store behind `tracking_uri` cannot be written.
+
+    MLflow retries opening a database ten times with backoff (about 100 s) before it gives up, which for a
+    read-only folder or a file that is not a database is a stall, not a recovery. Other stores pass.
+    """
+    db = sqlite_path(tracking_uri)
+    if db is None:
+        return
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TrackingUnavailable(f"cannot create the folder of {db}: {exc}") from exc
+    # SQLite writes a journal beside the database: the folder must take a new file, not just the database.
+    try:
+        with tempfile.NamedTemporaryFile(dir=db.parent, prefix=".mlflow-write-check-"):
+            pass
+    except OSError as exc:
+        raise TrackingUnavailable(f"folder of {db} is not writable: {exc}") from exc
+    if not db.exists():
+        return
+    if not os.access(db, os.R_OK | os.W_OK):
+        raise TrackingUnavailable(f"{db} is not writable")
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=rw", uri=True, timeout=5)) as con:
+            con.execute("PRAGMA schema_version").fetchone()  # reads the header: "file is not a database"
+    except sqlite3.Error as exc:
+        raise TrackingUnavailable(f"{db}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def fail_fast() -> Iterator[None]:
+    """Within the block, MLflow HTTP calls retry a bounded number of times (FAIL_FAST_HTTP_ENV) unless the user set
+    those variables; MLflow reads them on every request."""
+    added = [key for key in FAIL_FAST_HTTP_ENV if key not in os.environ]
+    for key in added:
+        os.environ[key] = FAIL_FAST_HTTP_ENV[key]
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+def store_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` means the store cannot be reached or written (network, I/O, locked/full/corrupt database)."""
+    from mlflow.exceptions import MlflowException, RestException
+
+    outage: tuple[type[BaseException], ...] = (TrackingUnavailable, OSError, sqlite3.OperationalError)
+    try:  # mlflow-skinny comes without SQLAlchemy
+        import sqlalchemy.exc
+        outage += (sqlalchemy.exc.OperationalError,)
+    except ImportError:
+        pass
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, outage):
+            return True  # requests' ConnectionError and Timeout are OSErrors too
+        if type(current) is sqlite3.DatabaseError:  # "file is not a database", not an IntegrityError
+            return True
+        if isinstance(current, RestException) and current.get_http_status_code() >= 500:
+            return True
+        if isinstance(current, MlflowException) and (
+                current.error_code == "TEMPORARILY_UNAVAILABLE"
+                or str(current.message).startswith("API request to")):  # the REST client gave up
+            return True
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return False
+
+
+def describe(exc: BaseException) -> str:
+    """`Type: first line of the message`, at most 300 characters: one warning stays one line."""
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0] if lines else ''}"
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def open_parent(tracking_uri: str, experiment: str, experiment_key: str) -> tuple[Tracker | None, str | None]:
+    """A Tracker and the parent run tagged `experiment_key`, or (None, None) after one warning when the store
+    is unavailable: callers write their results to disk first and treat MLflow as a copy."""
+    try:
+        with fail_fast():
+            tracker = Tracker(tracking_uri, experiment)
+            return tracker, tracker.find_run(TAG_EXPERIMENT_ID, experiment_key)
+    except Exception as exc:  # noqa: BLE001 - tracking must never cost the caller its results
+        logger.warning("MLflow tracking: store %s unavailable (%s); results are written to disk only",
+                       tracking_uri, describe(exc))
+        return None, None
 
 
 def git_commit(repo_dir: str | Path | None = None) -> str:
@@ -236,9 +348,9 @@ class Tracker:
     def __init__(self, tracking_uri: str, experiment: str, *, artifact_location: str | None = None) -> None:
         from mlflow import MlflowClient
 
+        check_store(tracking_uri)  # fail at once, not after MLflow's own retries
         db = sqlite_path(tracking_uri)
         if db is not None:
-            db.parent.mkdir(parents=True, exist_ok=True)
             if artifact_location is None:  # beside the database, not in whatever cwd the driver has
                 artifact_location = (db.resolve().parent / "mlruns").as_uri()
         self.tracking_uri = tracking_uri
@@ -310,6 +422,15 @@ class Tracker:
         """Largest step logged for metric `key` in `run_id`, or None when it was never logged."""
         history = self.client.get_metric_history(run_id, key)
         return max((m.step for m in history), default=None)
+
+    def last_steps(self, run_id: str) -> dict[str, int]:
+        """Largest step logged for every metric key of `run_id`."""
+        steps = {key: self.last_step(run_id, key) for key in self.client.get_run(run_id).data.metrics}
+        return {key: step for key, step in steps.items() if step is not None}
+
+    def status(self, run_id: str) -> str:
+        """RUNNING, FINISHED, FAILED, KILLED or SCHEDULED."""
+        return self.client.get_run(run_id).info.status
 
     # -- values ----------------------------------------------------------------------------------
     def log_metrics(self, run_id: str, metrics: Mapping[str, Any], step: int) -> dict[str, float]:

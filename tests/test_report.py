@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -164,6 +166,13 @@ def test_rank_correlation_ci_and_determinism():
     assert corr["kendall_p"] < 0.001
     assert report.rank_correlation(a, a + 0.2 * rng.random(30)) != corr
     assert report.rank_correlation(a, a[::-1]) == report.rank_correlation(a, a[::-1])
+
+
+def test_rank_correlation_of_a_constant_scoring_is_undefined_and_says_so():
+    corr = report.rank_correlation([0.25, 0.25, 0.25], [0.1, 0.2, 0.3])
+    assert math.isnan(corr["kendall_tau"]) and math.isnan(corr["spearman_rho"])
+    assert "undefined" in corr["note"]
+    assert report.rank_correlation([1.0, 2.0, 3.0], [0.1, 0.2, 0.3])["note"] == ""
 
 
 def test_rank_correlation_rejects_mismatched_lengths():

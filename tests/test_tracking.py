@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
+import stat
 from pathlib import Path
 
 import pandas as pd
@@ -82,6 +85,8 @@ def test_metrics_with_steps_numeric_only(tracker: Tracker) -> None:
     assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(1, 1.0), (2, 0.5), (3, 1 / 3)]
     assert tracker.last_step(run_id, "val/acc") == 3
     assert tracker.last_step(run_id, "never") is None
+    assert tracker.last_steps(run_id) == {"train/loss": 3, "val/acc": 3, "epoch": 3, "collapse/flag": 3}
+    assert tracker.status(run_id) == "RUNNING"
     metrics = tracker.client.get_run(run_id).data.metrics
     assert "bad" not in metrics and "inf" not in metrics and "done" not in metrics
 
@@ -161,3 +166,68 @@ def test_helpers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert tags[tracking.TAG_VERSION] and tags["search_space"] == "p3d" and tags["genotype_hash"] == "abc"
     assert tracking.git_commit(tmp_path) == "unknown"  # not a repository
     assert tracking.flatten_params({"a": {"b": None, "c": (1, 2)}}) == {"a.b": "None", "a.c": "[1, 2]"}
+
+
+# -- an unusable store fails at once ---------------------------------------------------------------------
+def test_sqlite_file_that_is_not_a_database_fails_at_once(tmp_path: Path) -> None:
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(b"not a database " * 64)
+    with pytest.raises(tracking.TrackingUnavailable, match="not a database"):
+        tracking.check_store(f"sqlite:///{db}")
+    # raised by the check, before MLflow's own ten retries of opening the engine
+    with pytest.raises(tracking.TrackingUnavailable):
+        Tracker(f"sqlite:///{db}", "x")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(tracking.TrackingUnavailable, match="cannot create"):
+        Tracker(f"sqlite:///{blocker}/sub/mlflow.db", "x")
+    tracking.check_store("http://127.0.0.1:1")  # only SQLite is checked up front
+    tracking.check_store(f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}")  # a new database may be created
+    assert not (tmp_path / "new" / "mlflow.db").exists() and not list((tmp_path / "new").iterdir())
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder anyway")
+def test_read_only_folder_fails_at_once(tmp_path: Path) -> None:
+    locked = tmp_path / "cwd"
+    locked.mkdir()
+    locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        with pytest.raises(tracking.TrackingUnavailable, match="not writable"):
+            Tracker(f"sqlite:///{locked / 'mlflow.db'}", "x")
+    finally:
+        locked.chmod(stat.S_IRWXU)
+
+
+def test_store_unavailable_tells_an_outage_from_a_rejected_value(tracker: Tracker) -> None:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed when the block ends: nothing listens there
+    with tracking.fail_fast(), pytest.raises(MlflowException) as refused:
+        MlflowClient(f"http://127.0.0.1:{port}").get_experiment_by_name("x")
+    assert tracking.store_unavailable(refused.value)
+    run_id = tracker.start_parent("rejected", {"lr": 0.1})
+    with pytest.raises(MlflowException) as rejected:  # a param may not change its value
+        tracker.log_params(run_id, {"lr": 0.2})
+    assert not tracking.store_unavailable(rejected.value)
+    assert not tracking.store_unavailable(ValueError("bad genotype"))
+    assert tracking.store_unavailable(tracking.TrackingUnavailable("down"))
+    line = tracking.describe(refused.value)
+    assert line.startswith("MlflowException: API request to") and "\n" not in line and len(line) <= 300
+
+
+def test_fail_fast_bounds_http_retries_unless_the_user_set_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in tracking.FAIL_FAST_HTTP_ENV:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "99")
+    with tracking.fail_fast():
+        with tracking.fail_fast():  # nested: the outer block's values stay
+            assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2"
+        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2"
+        assert os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] == "1"
+        assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "99"  # the user's value wins
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ
+    assert "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR" not in os.environ
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "99"

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Sampler, get_worker_info
 
 from autovid.data.dataset import Modality, VideoClipDataset
 from autovid.data.manifest import class_names as manifest_class_names
+from autovid.data.manifest import group_of
 from autovid.data.sampling import SamplingMode
 from autovid.errors import UserError
 
@@ -42,10 +43,14 @@ class EpochSampler(Sampler[tuple[int, int]]):
         return iter([(self.indices[i], epoch) for i in order])
 
 
-def split_stratified(labels: Sequence[int], portion: float, seed: int) -> tuple[list[int], list[int]]:
-    """Split positions per class: ``round(portion * n_c)`` of each class to the first part, the rest to the second.
+def split_stratified(labels: Sequence[int], portion: float, seed: int,
+                     groups: Sequence[str] | None = None) -> tuple[list[int], list[int]]:
+    """Split positions per class: about ``portion`` of each class's videos to the first part, the rest to the second.
 
-    Deterministic for ``seed``; each class keeps at least one video on each side when it has two.
+    With ``groups`` (UCF101/HMDB51's ``_gNN_``: clips cut from one long video), whole groups go to one side,
+    so the α half never validates on clips of a video the weights trained on; a class with a single group
+    falls back to splitting its videos. Deterministic for ``seed``; each class keeps at least one video (one
+    group) on each side when it has two.
     """
     if not 0.0 < portion < 1.0:
         raise UserError(f"train_portion must be in (0, 1), got {portion}")
@@ -54,13 +59,28 @@ def split_stratified(labels: Sequence[int], portion: float, seed: int) -> tuple[
     first: list[int] = []
     second: list[int] = []
     for label in np.unique(labels_arr):
-        members = rng.permutation(np.flatnonzero(labels_arr == label))
-        cut = int(round(portion * len(members)))
+        positions = np.flatnonzero(labels_arr == label)
+        units = _units(positions, groups)
+        members = [units[i] for i in rng.permutation(len(units))]
+        sizes = np.cumsum([len(unit) for unit in members])
+        # the cut (in units) whose share of the class's videos is closest to `portion`
+        cut = int(np.argmin(np.abs(sizes - portion * len(positions)))) + 1
         if len(members) >= 2:
             cut = min(max(cut, 1), len(members) - 1)
-        first += members[:cut].tolist()
-        second += members[cut:].tolist()
+        first += [i for unit in members[:cut] for i in unit]
+        second += [i for unit in members[cut:] for i in unit]
     return sorted(first), sorted(second)
+
+
+def _units(positions: np.ndarray, groups: Sequence[str] | None) -> list[list[int]]:
+    """What a class is split by: its groups when it has two or more, else its single videos."""
+    if groups is not None:
+        by_group: dict[str, list[int]] = {}
+        for i in positions.tolist():
+            by_group.setdefault(groups[i], []).append(i)
+        if len(by_group) >= 2:
+            return list(by_group.values())  # in order of first appearance: deterministic
+    return [[i] for i in positions.tolist()]
 
 
 def worker_init(worker_id: int) -> None:
@@ -98,7 +118,7 @@ class LoaderBundle:
     """The loaders of one experiment. ``search_w``/``search_a`` are None when no search split was asked for.
 
         train split ─┬─────────────────────────────▶ train     (retraining on all train videos)
-                     └─ stratified by train_portion ─▶ search_w  (network weights)
+                     └─ by class and group, train_portion ─▶ search_w  (network weights)
                                                    └▶ search_a  (architecture α)
         val_split   ───────────────────────────────▶ test      (centre crops, test_clips per video)
     """
@@ -199,7 +219,8 @@ def build_loaders(
     test = _loader(test_ds, range(len(test_ds)), shuffle=False, seed=seed, **opts)
     search_w = search_a = None
     if train_portion is not None:
-        w_idx, a_idx = split_stratified(train_ds.labels, train_portion, seed)
+        groups = [group_of(record.path) for record in train_ds.records]
+        w_idx, a_idx = split_stratified(train_ds.labels, train_portion, seed, groups=groups)
         search_w = _loader(train_ds, w_idx, shuffle=True, seed=seed + 1, **opts)
         search_a = _loader(train_ds, a_idx, shuffle=True, seed=seed + 2, **opts)
     return LoaderBundle(train, search_w, search_a, test, num_classes=len(names), class_names=names)

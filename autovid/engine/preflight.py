@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from autovid.config import ExperimentConfig
-from autovid.data.decoding import DecoderLimitation, read_frames
+from autovid.data.decoding import DecodeError, DecoderLimitation, DecodingProcess
 from autovid.data.manifest import class_names
 from autovid.engine.setup import clip_shape, prepare_manifest, resolve_device
 from autovid.errors import UserError
@@ -25,6 +25,7 @@ from autovid.nas.sampling import sample_genotype
 from autovid.nas.search_space import load_search_space
 
 RunKind = Literal["search", "train"]
+PROBE_VIDEOS = 5  # usable videos tried for the decode-size check before giving up on finding a good one
 
 
 def preflight(cfg: ExperimentConfig, kind: RunKind, *, genotype_json: str | None = None, local: bool = True) -> None:
@@ -69,12 +70,19 @@ def check_decoding(cfg: ExperimentConfig, manifest: pd.DataFrame) -> None:
     """Decode one frame of one usable video at the configured size (decord refuses some output widths)."""
     if cfg.data.resize is None:
         return  # native size: every usable video was decoded at it when indexed
-    path = str(manifest.loc[manifest["status"] == "ok", "path"].iloc[0])
     height, width = cfg.data.resize
+    decoder = DecodingProcess()  # a file swapped for one that crashes decord must not take the driver down
     try:
-        read_frames(path, np.zeros(1, dtype=np.int64), width=width, height=height)
-    except DecoderLimitation as exc:
-        raise UserError(f"data.resize={list(cfg.data.resize)}: {exc}") from None
+        for path in manifest.loc[manifest["status"] == "ok", "path"].head(PROBE_VIDEOS):
+            try:
+                decoder.read_frames(str(path), np.zeros(1, dtype=np.int64), width=width, height=height)
+                return
+            except DecoderLimitation as exc:
+                raise UserError(f"data.resize={list(cfg.data.resize)}: {exc}") from None
+            except DecodeError:
+                continue  # a bad file: training replaces it; try the next one
+    finally:
+        decoder.close()
 
 
 def check_forward(model: torch.nn.Module, shape: tuple[int, ...], *, what: str) -> None:

@@ -84,6 +84,7 @@ def build_network(
         cells=cfg.train.cells,
         consensus=cfg.model.consensus,
         drop_path=cfg.train.drop_path,
+        stem_multiplier=cfg.train.stem_multiplier,
     )
 
 
@@ -107,6 +108,11 @@ def apply_init(cfg: ExperimentConfig, model: nn.Module) -> None:
     """The configured initialisation beyond each layer's default (``model.stem_init``)."""
     if cfg.model.stem_init == "temporal_difference":
         temporal_difference_init(model)
+
+
+def drop_path_at(final: float, epoch: int, epochs: int) -> float:
+    """The drop-path probability of 0-based `epoch`: a linear ramp from 0 to `final` at the last epoch."""
+    return final * epoch / max(epochs - 1, 1)
 
 
 def make_optimizer(kind: str, params: Any, *, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -352,6 +358,8 @@ class TrainSession:
         started = time.perf_counter()
         _reseed_loader(self.train_loader, _epoch_seed(self.cfg.seed, self.epoch, 0), self.epoch)
         torch.manual_seed(_epoch_seed(self.cfg.seed, self.epoch, 2))
+        if hasattr(self.model, "drop_path_prob"):  # DARTS' ramp: 0 in the first epoch, train.drop_path at the end
+            self.model.drop_path_prob = drop_path_at(self.cfg.train.drop_path, self.epoch, self.cfg.train.epochs)
         metrics: dict[str, Any] = dict(
             train_epoch(
                 self.model,

@@ -8,10 +8,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,8 @@ from autovid import tracking
 from autovid.config import Distribution, ExperimentConfig
 from autovid.engine.preflight import example_genotype, preflight
 from autovid.engine.setup import prepare_manifest
-from autovid.errors import UserError
+from autovid.errors import RunFailed, UserError
+from autovid.tune import watchdog
 from autovid.tune.mlflow_callback import MLflowTrialCallback
 from autovid.tune.progress import ConsoleReporter
 from autovid.tune.trainables import (
@@ -42,6 +45,7 @@ from autovid.tune.trainables import (
 log = logging.getLogger(__name__)
 
 OBJECTIVE = "objective"
+SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # Ray's name for "this node may join a cluster"
 LR_KEYS = ("search.w_lr", "search.alpha_lr")
 
 
@@ -62,15 +66,41 @@ class TuneOutcome:
 def init_ray(address: str | None) -> None:
     """Start local Ray (embedded default) or connect to a cluster (`auto`, `ray://host:port`, RAY_ADDRESS).
 
-    The dashboard stays off locally (it costs memory on a laptop) and binds to 127.0.0.1 when a cluster
-    is started by us; Ray's token authentication is left as Ray configures it (on by default)."""
+    A local Ray listens on 127.0.0.1 only, keeps its dashboard off, and is stopped by a watchdog process if
+    this driver dies without shutting it down (SIGKILL). Ray's token authentication is left as Ray
+    configures it (on by default)."""
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=True)
-    else:
+        return
+    with single_machine_ray():
         ray.init(include_dashboard=False, dashboard_host="127.0.0.1", log_to_driver=True)
+    watchdog.start()
+
+
+@contextlib.contextmanager
+def single_machine_ray() -> Iterator[None]:
+    """Make the Ray started inside bind its servers to the loopback address.
+
+    Ray binds to the node IP, which on Linux is the machine's network address; on macOS and Windows, where
+    Ray clusters are off by default, it is 127.0.0.1. Ray's own switch for that (read when `ray` is imported,
+    and by Ray's child processes from the environment) makes a local run a single-machine one; it is set only
+    while the node starts, so that a later connection to a real cluster from this process still works."""
+    from ray._private import ray_constants
+
+    saved = (os.environ.get(SINGLE_MACHINE_ENV), ray_constants.ENABLE_RAY_CLUSTER)
+    os.environ[SINGLE_MACHINE_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        if saved[0] is None:
+            os.environ.pop(SINGLE_MACHINE_ENV, None)
+        else:
+            os.environ[SINGLE_MACHINE_ENV] = saved[0]
+        ray_constants.ENABLE_RAY_CLUSTER = saved[1]
 
 
 def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
@@ -270,6 +300,12 @@ def _tuner(
     )
 
 
+def error_line(error: BaseException | None) -> str:
+    """A trial's error in one line: the exception raised inside the trial, not Ray's wrapping traceback."""
+    cause = getattr(error, "cause", None) or error
+    return f"{type(cause).__name__}: {' '.join(str(cause).split())[:300]}"
+
+
 def check_resumable(path: str) -> None:
     """Refuse to resume from a damaged experiment state (say, written to a full disk) with one line.
 
@@ -372,8 +408,8 @@ def run_search_experiment(
     results = tuner.fit()
     summary = summarize(results, cfg)
     outcome = TuneOutcome(experiment_path, summary, None, None, None)
-    tracker = tracking.Tracker(tracking_uri, cfg.tracking.experiment)
-    outcome.parent_run_id = tracker.find_run("autovid.experiment_id", experiment_path)
+    # MLflow is best effort from here on: summary.csv and best_genotype.json reach disk whatever the store does
+    tracker, outcome.parent_run_id = tracking.open_parent(tracking_uri, cfg.tracking.experiment, experiment_path)
     ok = summary[summary["status"] == "OK"].dropna(subset=["objective"]) if not summary.empty else summary
     if ok.empty:
         log.error("no trial finished successfully; see %s", experiment_path)
@@ -384,7 +420,7 @@ def run_search_experiment(
     outcome.best_genotype = best["genotype"]
     outcome.best_config = dict(best_result.config)
     outcome.best_alphas = (best_result.metrics or {}).get("alphas")
-    _write_outputs(outcome, tracker)
+    tracker = _write_outputs(outcome, tracker)
     if retrain and outcome.best_genotype:
         outcome.retrain = run_retrain(
             resolve_trial_config(outcome.best_config),
@@ -394,25 +430,46 @@ def run_search_experiment(
             tracking_uri=tracking_uri,
             experiment_key=experiment_path,
         )
-        if outcome.parent_run_id:
-            tracker.log_dict(outcome.parent_run_id, outcome.retrain, "retrain_best.json")
-            tracker.log_metrics(outcome.parent_run_id, {f"best/{k}": v for k, v in outcome.retrain.items()}, step=0)
+        if tracker is not None and outcome.parent_run_id:
+            try:
+                with tracking.fail_fast():
+                    tracker.log_dict(outcome.parent_run_id, outcome.retrain, "retrain_best.json")
+                    tracker.log_metrics(outcome.parent_run_id, {f"best/{k}": v for k, v in outcome.retrain.items()},
+                                        step=0)
+            except Exception as exc:  # noqa: BLE001 - final_metrics.json holds them; MLflow is a copy
+                log.warning("MLflow tracking: retrain results not logged to run %s (%s); they are in "
+                            "final_metrics.json", outcome.parent_run_id, tracking.describe(exc))
     return outcome
 
 
-def _write_outputs(outcome: TuneOutcome, tracker: tracking.Tracker) -> None:
-    """summary.csv and best_genotype.json beside the experiment, and on the MLflow parent run."""
+def _write_outputs(outcome: TuneOutcome, tracker: tracking.Tracker | None) -> tracking.Tracker | None:
+    """summary.csv and best_genotype.json beside the experiment, then on the MLflow parent run.
+
+    Returns `tracker`, or None once MLflow failed (after one warning): the files are the results, MLflow a copy.
+    """
     out = Path(outcome.experiment_path)
     table = outcome.summary.drop(columns=["genotype"])  # genotypes travel as JSON files, not table cells
     if "://" not in outcome.experiment_path:
         out.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out / "summary.csv", index=False)
-        (out / "best_genotype.json").write_text(outcome.best_genotype or "")
-    if outcome.parent_run_id:
-        tracker.log_table(outcome.parent_run_id, table, "summary")
-        if outcome.best_genotype:
-            tracker.log_genotype(outcome.parent_run_id, outcome.best_genotype, prefix="best_")
-        tracker.end(outcome.parent_run_id)
+        for name, text in (("summary.csv", table.to_csv(index=False)),
+                           ("best_genotype.json", outcome.best_genotype or "")):
+            # written beside and renamed: a crash or a full disk never leaves a truncated file in place
+            tmp = out / f".{name}.tmp"
+            tmp.write_text(text)
+            os.replace(tmp, out / name)
+    if tracker is None or not outcome.parent_run_id:
+        return tracker
+    try:
+        with tracking.fail_fast():
+            tracker.log_table(outcome.parent_run_id, table, "summary")
+            if outcome.best_genotype:
+                tracker.log_genotype(outcome.parent_run_id, outcome.best_genotype, prefix="best_")
+            tracker.end(outcome.parent_run_id)
+    except Exception as exc:  # noqa: BLE001 - a broken store must not cost the results already on disk
+        log.warning("MLflow tracking: summary not logged to run %s (%s); summary.csv and best_genotype.json "
+                    "are in %s", outcome.parent_run_id, tracking.describe(exc), outcome.experiment_path)
+        return None
+    return tracker
 
 
 def run_retrain(
@@ -447,7 +504,7 @@ def run_retrain(
     )
     result = tuner.fit()[0]
     if result.error:
-        raise RuntimeError(f"retraining failed: {result.error}")
+        raise RunFailed(f"retraining failed: {error_line(result.error)} (details: {result.path}/error.txt)")
     metrics = result.metrics or {}
     keep = ("test/acc", "test/top5", "test/loss", "test/correct", "params", "flops", "epoch", "time_total_s")
     final = {k: metrics[k] for k in keep if k in metrics}

@@ -93,6 +93,24 @@ def test_split_stratified_is_deterministic() -> None:
     assert 13 in w or 13 in a
 
 
+def test_split_keeps_groups_on_one_side() -> None:
+    # class 0: 4 groups of 3 clips; class 1: 2 groups; class 2: one group (falls back to splitting videos)
+    labels = [0] * 12 + [1] * 6 + [2] * 4
+    groups = [f"g{i // 3}" for i in range(12)] + ["g1"] * 3 + ["g2"] * 3 + ["g9"] * 4
+    for seed in range(5):
+        w, a = split_stratified(labels, 0.5, seed=seed, groups=groups)
+        assert sorted(w + a) == list(range(len(labels)))
+        for label in (0, 1):
+            w_groups = {groups[i] for i in w if labels[i] == label}
+            a_groups = {groups[i] for i in a if labels[i] == label}
+            assert w_groups and a_groups and not w_groups & a_groups  # no group straddles the halves
+        assert [labels[i] for i in w].count(0) == 6  # 2 of 4 groups: half the class
+        assert [labels[i] for i in w].count(2) == 2 and [labels[i] for i in a].count(2) == 2
+    # videos that are their own group split exactly as without groups
+    assert split_stratified(labels, 0.7, seed=3, groups=[str(i) for i in range(len(labels))]) == \
+        split_stratified(labels, 0.7, seed=3)
+
+
 def test_measure_throughput_counts_clips_after_the_first_batch(manifest) -> None:
     b = bundle(manifest)
     result = measure_throughput(b.train)  # 9 train videos, batches of 4: the first is not timed

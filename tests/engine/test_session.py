@@ -143,3 +143,29 @@ def test_diverged_training_stops_with_a_clear_error(tmp_path: Path, kind: str) -
     with pytest.raises(TrainingDiverged, match=rf"training diverged in epoch 1: train/loss = nan .*{lr_key}"):
         session.step()
     assert session.epoch == 0  # not counted as a finished epoch
+
+
+def test_retrain_stem_width_follows_its_config(tmp_path: Path) -> None:
+    from autovid.engine.preflight import example_genotype
+    from autovid.engine.session import build_network
+
+    cfg = tiny_config(tmp_path)
+    genotype = Genotype.from_json(example_genotype(cfg))
+    for multiplier in (3, 2):
+        net = build_network(cfg.with_overrides({"train.stem_multiplier": multiplier}), num_classes=4, genotype=genotype)
+        bn = [m for m in net.stem.modules() if isinstance(m, torch.nn.BatchNorm3d)][-1]
+        assert bn.num_features == multiplier * cfg.train.channels
+
+
+def test_drop_path_ramps_from_zero_to_its_final_value(tmp_path: Path) -> None:
+    from autovid.engine.preflight import example_genotype
+    from autovid.engine.session import drop_path_at
+
+    assert [drop_path_at(0.3, e, 4) for e in range(4)] == pytest.approx([0.0, 0.1, 0.2, 0.3])
+    cfg = tiny_config(tmp_path, train={"epochs": 3, "channels": 4, "cells": 2, "drop_path": 0.2})
+    session = TrainSession(cfg, Genotype.from_json(example_genotype(cfg)))
+    seen = []
+    for _ in range(3):
+        session.step()
+        seen.append(session.model.drop_path_prob)
+    assert seen == pytest.approx([0.0, 0.1, 0.2])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
@@ -85,10 +84,12 @@ def test_rank_check_reports_kendall_and_spearman(tmp_path: Path, local_ray) -> N
     table = pd.read_csv(result["table"])
     assert len(table) == 3 and table["standalone_val_acc"].between(0, 1).all()
     assert table["inherited_val_acc"].between(0, 1).all()
+    # same seed, same scores on CPU: this budget separates the genotypes on both sides, so a NaN is a failure
+    # (the undefined case has its own test in tests/test_report.py)
+    assert table["inherited_val_acc"].nunique() >= 2 and table["standalone_val_acc"].nunique() >= 2
     for key in ("kendall_tau", "spearman_rho"):
-        # a tiny budget can leave every genotype at the same accuracy: then the correlation is undefined
-        constant = table["inherited_val_acc"].nunique() == 1 or table["standalone_val_acc"].nunique() == 1
-        assert (math.isnan(result[key]) and constant and "undefined" in result["note"]) or -1.0 <= result[key] <= 1.0
+        assert -1.0 <= result[key] <= 1.0, result
+    assert result["note"] == "" and result["n"] == 3
     assert Path(result["plot"]).stat().st_size > 0
 
 

@@ -1,9 +1,15 @@
-"""MLflowTrialCallback with a real Tuner (concurrent trials, an errored trial, Tuner.restore) and real MLflow."""
+"""MLflowTrialCallback with a real Tuner (concurrent trials, an errored trial, Tuner.restore) and real MLflow;
+an unavailable store (closed port, read-only folder, not a database) spooled once and replayed on resume."""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
+import shutil
+import socket
+import stat
 import sys
 import tempfile
 import time
@@ -17,7 +23,8 @@ import ray.cloudpickle
 from ray import tune
 
 from autovid import tracking
-from autovid.tune.mlflow_callback import MLflowTrialCallback
+from autovid.tune import runner
+from autovid.tune.mlflow_callback import SPOOL_NAME, MLflowTrialCallback, read_spool
 
 OPS = ["zero", "skip", "max_pool_3", "avg_pool_3", "conv_1", "conv_3", "sep_conv_3", "dil_conv_3"]
 EPOCHS = 3
@@ -133,7 +140,7 @@ def experiment(ray_local: Any, tmp_path_factory: pytest.TempPathFactory) -> dict
     second = _fit(restored)
     assert all(r.error is None for r in second)
     return {"uri": uri, "tracker": tracker, "key": cb.experiment_key, "first_cb": cb, "snapshot": snapshot,
-            "results": second}
+            "results": second, "root": root}
 
 
 def _child_by_lr(tracker: tracking.Tracker, parent: str) -> dict[float, Any]:
@@ -215,6 +222,9 @@ def test_callback_pickles_without_client(experiment: dict[str, Any]) -> None:
     fresh = MLflowTrialCallback(experiment["uri"], "tune-test", "study")
     fresh.set_state(state)
     assert fresh.parent_run_id == cb.parent_run_id and fresh.run_ids == cb.run_ids
+    # the spool was placed in Tune's experiment folder from the first trial, and never needed
+    spool = experiment["root"] / "runs" / "exp" / SPOOL_NAME
+    assert state["spool_path"] == str(spool) and not spool.exists()
 
 
 def test_tracking_failure_is_only_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -246,3 +256,284 @@ def test_resume_finds_runs_by_tag_without_state(experiment: dict[str, Any]) -> N
     assert len(tracker.client.get_metric_history(run.info.run_id, "val/acc")) == EPOCHS
     assert len(tracker.children(parent)) == len(LRS) + 1
     cb.on_experiment_end(trials=[trial])
+
+
+# -- an unavailable store: fail fast once, spool, replay ------------------------------------------------
+CALLBACK_LOGGER = "autovid.tune.mlflow_callback"
+
+
+def _stub(trial_id: str, lr: float) -> Any:
+    from ray.tune.experiment import Trial
+
+    return Trial("search_trainable", config={"lr": lr}, trial_id=trial_id, stub=True)
+
+
+def _report(cb: MLflowTrialCallback, trial: Any, lr: float, epoch: int, scale: float = 1.0) -> None:
+    """One epoch of the fake search, as Tune hands it to the callback (scale tells apart a replayed epoch)."""
+    result = {**{k: v * scale for k, v in expected(lr, epoch).items()}, "training_iteration": epoch,
+              "genotype": _genotypes()[epoch % 2], "genotype_hash": f"hash{epoch % 2}", "alphas": alphas(epoch),
+              "pid": 1, "done": False}
+    cb.on_trial_result(iteration=epoch, trials=[trial], trial=trial, result=result)
+
+
+@pytest.fixture
+def tracker_builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every Tracker construction (its URI), counted by a real Tracker subclass."""
+    built: list[str] = []
+
+    class CountingTracker(tracking.Tracker):
+        def __init__(self, tracking_uri: str, experiment: str, **kwargs: Any) -> None:
+            built.append(tracking_uri)
+            super().__init__(tracking_uri, experiment, **kwargs)
+
+    monkeypatch.setattr(tracking, "Tracker", CountingTracker)
+    return built
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on: bound, read, closed."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _study_against(uri: str, spool: Path, caplog: pytest.LogCaptureFixture) -> MLflowTrialCallback:
+    """A whole two-trial study (one completes, one is interrupted after two epochs) against `uri`."""
+    cb = MLflowTrialCallback(uri, "tune-test", "study", config_resolver=resolve_params, spool_path=spool)
+    done, cut = _stub("t_done", LRS[0]), _stub("t_cut", LRS[1])
+    with caplog.at_level(logging.WARNING, logger=CALLBACK_LOGGER):
+        cb.setup()
+        for trial in (done, cut):
+            cb.on_trial_start(iteration=0, trials=[done, cut], trial=trial)
+        for epoch in range(1, EPOCHS + 1):
+            _report(cb, done, LRS[0], epoch)
+            if epoch < EPOCHS:
+                _report(cb, cut, LRS[1], epoch)
+        done.set_status(done.TERMINATED)
+        cb.on_trial_complete(iteration=9, trials=[done, cut], trial=done)
+        cut.set_status(cut.RUNNING)
+        cb.on_experiment_end(trials=[done, cut])
+    return cb
+
+
+def _assert_spooled_once(cb: MLflowTrialCallback, builds: list[str], spool: Path,
+                         caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    assert cb.offline
+    assert len(builds) == 1  # one attempt at the store for the whole session, not one per hook
+    warnings = [r for r in caplog.records if r.name == CALLBACK_LOGGER and r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    message = warnings[0].getMessage()
+    assert "unavailable" in message and str(spool) in message and "\n" not in message
+    events = read_spool(spool)
+    assert [e["op"] for e in events] == ["start", "start"] + ["result"] * (2 * EPOCHS - 1) + ["finish", "end"]
+    results = [e for e in events if e["op"] == "result" and e["trial"] == "t_done"]
+    assert [e["step"] for e in results] == list(range(1, EPOCHS + 1))
+    assert results[-1]["metrics"] == pytest.approx({k: float(v) for k, v in expected(LRS[0], EPOCHS).items()})
+    assert "pid" not in results[-1]["metrics"] and "done" not in results[-1]["metrics"]
+    finish = next(e for e in events if e["op"] == "finish")
+    assert finish["status"] == "FINISHED" and sorted(finish["alphas"], key=int) == ["1", "2", "3"]
+    assert events[0]["params"] == {"optim.lr": str(LRS[0]), "model.channels": "8", "model.cells": "2"}
+    assert events[-1]["statuses"] == {"t_done": "TERMINATED", "t_cut": "RUNNING"}
+    return events
+
+
+def test_closed_port_fails_once_and_spools(tmp_path: Path, tracker_builds: list[str],
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    spool = tmp_path / "exp" / SPOOL_NAME
+    cb = _study_against(f"http://127.0.0.1:{_closed_port()}", spool, caplog)
+    _assert_spooled_once(cb, tracker_builds, spool, caplog)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder anyway")
+def test_read_only_sqlite_folder_fails_once_and_spools(tmp_path: Path, tracker_builds: list[str],
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    locked = tmp_path / "cwd"
+    locked.mkdir()
+    locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        spool = tmp_path / "exp" / SPOOL_NAME
+        cb = _study_against(f"sqlite:///{locked / 'mlflow.db'}", spool, caplog)
+        _assert_spooled_once(cb, tracker_builds, spool, caplog)
+    finally:
+        locked.chmod(stat.S_IRWXU)
+
+
+def _histories(tracker: tracking.Tracker, run_id: str) -> dict[str, list[tuple[int, float]]]:
+    return {key: sorted((m.step, m.value) for m in tracker.client.get_metric_history(run_id, key))
+            for key in tracker.client.get_run(run_id).data.metrics}
+
+
+def test_spool_replayed_on_resume_idempotently(tmp_path: Path, tracker_builds: list[str],
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    """A store that is not a database spools the study; once the file is fixed, resuming replays it, twice
+    if a replay was cut short, and MLflow ends with every step exactly once."""
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(b"this is not an SQLite database " * 64)
+    uri, spool = f"sqlite:///{db}", tmp_path / "exp" / SPOOL_NAME
+    cb = _study_against(uri, spool, caplog)
+    _assert_spooled_once(cb, tracker_builds, spool, caplog)
+    saved = tmp_path / "spool.copy"
+    shutil.copy(spool, saved)
+
+    db.unlink()  # the store is back
+    histories: list[dict[str, Any]] = []
+    for _ in range(2):  # the second replay stands for one cut short and replayed again
+        resumed = ray.cloudpickle.loads(ray.cloudpickle.dumps(cb))  # what Tuner.restore does
+        resumed.set_state(cb.get_state())
+        resumed.setup()
+        assert not resumed.offline and not spool.exists()
+        tracker = tracking.Tracker(uri, "tune-test")
+        parent = tracker.find_run(tracking.TAG_EXPERIMENT_ID, cb.experiment_key)
+        assert parent == resumed.parent_run_id and tracker.status(parent) == "RUNNING"  # reopened by setup
+        runs = {tracker.client.get_run(r).data.tags[tracking.TAG_TRIAL_ID]: r for r in tracker.children(parent)}
+        assert set(runs) == {"t_done", "t_cut"} and resumed.run_ids == runs
+        assert tracker.status(runs["t_done"]) == "FINISHED" and tracker.status(runs["t_cut"]) == "KILLED"
+        done, cut = _histories(tracker, runs["t_done"]), _histories(tracker, runs["t_cut"])
+        for key in NUMERIC_KEYS:
+            assert [s for s, _ in done[key]] == list(range(1, EPOCHS + 1)), key
+            assert [s for s, _ in cut[key]] == list(range(1, EPOCHS)), key
+            assert math.isclose(done[key][-1][1], expected(LRS[0], EPOCHS)[key]), key
+        names = {f.path for f in tracker.client.list_artifacts(runs["t_done"])}
+        assert {"genotype.json", "alpha_history.parquet", "config.yaml"} <= names
+        assert tracker.client.get_run(runs["t_done"]).data.params["optim.lr"] == str(LRS[0])
+        histories.append({"done": done, "cut": cut})
+        shutil.copy(saved, spool)
+    assert histories[0] == histories[1]
+
+
+def test_stale_state_after_restore_never_duplicates_steps(tmp_path: Path) -> None:
+    """Tune restores the state of the last experiment snapshot, older than what MLflow holds: steps already in
+    MLflow are not logged again, whatever that state says."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cb = MLflowTrialCallback(uri, "tune-test", "study", config_resolver=resolve_params)
+    pickled = ray.cloudpickle.dumps(cb)  # as in the experiment folder: pickled before the run started
+    trial = _stub("t0", LRS[0])
+    cb.setup()
+    cb.on_trial_start(iteration=0, trials=[trial], trial=trial)
+    for epoch in (1, 2):
+        _report(cb, trial, LRS[0], epoch)
+    stale = cb.get_state()  # the last snapshot Tune wrote before the driver was killed
+    for epoch in (3, 4, 5):
+        _report(cb, trial, LRS[0], epoch)
+
+    for _ in range(2):  # resuming twice from the same stale snapshot changes nothing more
+        resumed = ray.cloudpickle.loads(pickled)
+        resumed.set_state({**stale, "last_step": {"t0": 2}})  # older snapshots also carried a stale last_step
+        resumed.setup()
+        resumed.on_trial_start(iteration=0, trials=[trial], trial=trial)
+        for epoch in (3, 4, 5, 6):  # the trial restarts from its epoch-2 checkpoint, values now differ
+            _report(resumed, trial, LRS[0], epoch, scale=2.0)
+    trial.set_status(trial.TERMINATED)
+    resumed.on_trial_complete(iteration=9, trials=[trial], trial=trial)
+    resumed.on_experiment_end(trials=[trial])
+
+    tracker = tracking.Tracker(uri, "tune-test")
+    assert resumed.parent_run_id == cb.parent_run_id and resumed.run_ids == cb.run_ids
+    run_id = cb.run_ids["t0"]
+    for key in NUMERIC_KEYS:
+        history = sorted((m.step, m.value) for m in tracker.client.get_metric_history(run_id, key))
+        assert [s for s, _ in history] == [1, 2, 3, 4, 5, 6], key  # one point per step
+        for step, value in history:  # the first value logged for a step is the one MLflow keeps
+            want = expected(LRS[0], step)[key] * (2.0 if step == 6 else 1.0)
+            assert math.isclose(value, want), (key, step)
+    assert tracker.status(run_id) == "FINISHED" and tracker.status(cb.parent_run_id) == "FINISHED"
+
+
+# -- run summary on disk whatever the store does ----------------------------------------------------------
+def _outcome(folder: Path) -> runner.TuneOutcome:
+    summary = pd.DataFrame([{"trial": "t0", "status": "OK", "objective": 0.5, "val/acc": 0.5,
+                             "genotype": _genotypes()[0]}])
+    return runner.TuneOutcome(str(folder), summary, "t0", _genotypes()[0], {"lr": 0.1})
+
+
+def _assert_outputs(folder: Path) -> None:
+    table = pd.read_csv(folder / "summary.csv")
+    assert list(table["trial"]) == ["t0"] and "genotype" not in table
+    assert (folder / "best_genotype.json").read_text() == _genotypes()[0]
+    assert sorted(p.name for p in folder.iterdir()) == ["best_genotype.json", "summary.csv"]  # no temp left
+
+
+def test_summary_written_when_store_is_not_a_database(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(b"garbage " * 512)
+    with caplog.at_level(logging.WARNING):
+        tracker, parent = tracking.open_parent(f"sqlite:///{db}", "tune-test", "exp-key")
+        assert tracker is None and parent is None
+        outcome = _outcome(tmp_path / "exp")
+        outcome.parent_run_id = parent
+        assert runner._write_outputs(outcome, tracker) is None
+    _assert_outputs(tmp_path / "exp")
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and "MLflow tracking" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_summary_written_when_store_breaks_after_training(tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    db = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    early = tracking.Tracker(uri, "tune-test")
+    early.start_parent("study", tags={tracking.TAG_EXPERIMENT_ID: "exp-key"})
+    tracker, parent = tracking.open_parent(uri, "tune-test", "exp-key")
+    assert tracker is not None and parent is not None
+    db.write_bytes(b"garbage " * 4096)  # the database is destroyed while the experiment finishes
+    outcome = _outcome(tmp_path / "exp")
+    outcome.parent_run_id = parent
+    with caplog.at_level(logging.WARNING):
+        assert runner._write_outputs(outcome, tracker) is None  # no further MLflow calls after this one
+    _assert_outputs(tmp_path / "exp")
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and "MLflow tracking" in r.getMessage()]
+    assert len(warnings) == 1 and "summary.csv" in warnings[0].getMessage()
+
+
+def test_summary_logged_to_mlflow_when_store_works(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking.Tracker(uri, "tune-test").start_parent("study", tags={tracking.TAG_EXPERIMENT_ID: "exp-key"})
+    tracker, parent = tracking.open_parent(uri, "tune-test", "exp-key")
+    outcome = _outcome(tmp_path / "exp")
+    outcome.parent_run_id = parent
+    assert runner._write_outputs(outcome, tracker) is tracker
+    _assert_outputs(tmp_path / "exp")
+    assert {"summary.parquet", "best_genotype.json"} <= {f.path for f in tracker.client.list_artifacts(parent)}
+    assert tracker.status(parent) == "FINISHED"
+
+
+def test_tuner_spools_while_store_is_broken_and_restore_replays(ray_local: Any, tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """A real Tuner against a database file that is not one: the study runs, its events go to the experiment
+    folder; Tuner.restore after the file is fixed replays them, then logs the resumed trial on top."""
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(b"this is not an SQLite database " * 64)
+    uri, flag = f"sqlite:///{db}", tmp_path / "let_it_pass"
+    cb = MLflowTrialCallback(uri, "tune-test", "study", config_resolver=resolve_params)
+    space = {"lr": tune.grid_search([LRS[0], FAIL_LR]), "flag": str(flag), "genotypes": _genotypes(),
+             "rendezvous": str(tmp_path / "rendezvous")}
+    tuner = tune.Tuner(
+        search_trainable, param_space=space, tune_config=tune.TuneConfig(max_concurrent_trials=2),
+        run_config=tune.RunConfig(name="exp", storage_path=str(tmp_path / "runs"), callbacks=[cb], verbose=0),
+    )
+    with caplog.at_level(logging.WARNING, logger=CALLBACK_LOGGER):
+        first = tuner.fit()
+    assert sum(r.error is not None for r in first) == 1
+    warnings = [r for r in caplog.records if r.name == CALLBACK_LOGGER and r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "unavailable" in warnings[0].getMessage()
+    spool = tmp_path / "runs" / "exp" / SPOOL_NAME
+    ops = [e["op"] for e in read_spool(spool)]
+    assert ops.count("start") == 2 and ops.count("result") == EPOCHS + 1 and ops.count("finish") == 2
+    assert ops[-1] == "end"
+
+    db.unlink()  # the store is back
+    flag.touch()
+    second = tune.Tuner.restore(str(tmp_path / "runs" / "exp"), search_trainable, resume_errored=True).fit()
+    assert all(r.error is None for r in second)
+    assert not spool.exists()
+    tracker = tracking.Tracker(uri, "tune-test")
+    parent = tracker.find_run(tracking.TAG_EXPERIMENT_ID, cb.experiment_key)
+    assert tracker.status(parent) == "FINISHED"
+    runs = _child_by_lr(tracker, parent)
+    assert set(runs) == {LRS[0], FAIL_LR}
+    for lr, run in runs.items():
+        assert run.info.status == "FINISHED", lr
+        for key in NUMERIC_KEYS:
+            history = sorted((m.step, m.value) for m in tracker.client.get_metric_history(run.info.run_id, key))
+            assert [s for s, _ in history] == list(range(1, EPOCHS + 1)), (lr, key)
+            assert all(math.isclose(v, expected(lr, s)[key]) for s, v in history), (lr, key)
