@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from scipy import stats
 
+from autovid.files import write_csv_atomic, write_text_atomic
 from autovid.stats import bootstrap_accuracy_ci, kendall_tau_ci, min_detectable_difference, paired_comparison
 
 __all__ = [
@@ -126,7 +127,7 @@ def write_ablation_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": out / "report.md", "csv": out / "report.csv", "plot": out / "accuracy_vs_params.png"}
-    table.to_csv(paths["csv"], index=False)
+    write_csv_atomic(table, paths["csv"])
     n_videos = int(table["test_videos"].iloc[0])
     mdd = min_detectable_difference(n_videos, alpha=alpha, power=POWER)
     budget_lines = [f"Budget: {budget.strip()}"] if budget.strip() else []
@@ -134,7 +135,8 @@ def write_ablation_report(
         f"Measured compute: {results['search_cost_s'].sum() / 3600:.2f} CPU-hours of search and "
         f"{results['retrain_cost_s'].sum() / 3600:.2f} CPU-hours of retraining over {len(results)} runs (arm × seed)."
     )
-    paths["markdown"].write_text(
+    write_text_atomic(
+        paths["markdown"],
         f"Test set: {n_videos} videos; the minimum detectable difference between two arms "
         f"(α = {alpha:g}, power {POWER:g}) is {100 * mdd:.1f} points.\n\n"
         + "\n".join(budget_lines) + "\n\n" + budget_note.strip() + "\n\n"

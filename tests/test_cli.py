@@ -28,6 +28,7 @@ def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
         (("data", "index", "no/such/root", "--format", "ucf101", "--out", "m.parquet"), "no/such/root"),
         (("evaluate", "missing.pt"), "missing.pt"),
         (("models", "--input", "16x112"), "--input"),
+        (("models", "--input", "0x0x0"), "must be positive"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path: Path, args: tuple[str, ...], needle: str) -> None:

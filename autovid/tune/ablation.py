@@ -28,11 +28,12 @@ from autovid.engine.checkpoint import load_state
 from autovid.engine.session import SearchSession, build_network, build_supernet
 from autovid.engine.setup import clip_shape, prepare_manifest
 from autovid.errors import RunFailed, UserError
+from autovid.files import write_csv_atomic
 from autovid.nas.genotype import Genotype
 from autovid.nas.sampling import sample_genotype
 from autovid.nas.search_space import load_search_space
 from autovid.engine.preflight import example_genotype, preflight
-from autovid.tune.runner import _callbacks, _tuner, error_line, is_local, resolve_run, run_retrain, start_run
+from autovid.tune.runner import _callbacks, _tuner, error_line, fit, is_local, resolve_run, run_retrain, start_run
 from autovid.tune.trainables import BASE_KEY, GENOTYPE_KEY, STATE_FILE, SearchTrainable, TrainTrainable
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class _Context:
             callbacks=_callbacks(cfg, self.key, self.tracking_uri, self.cfg.name),
             resume=self.resume and tune.Tuner.can_restore(path),
         )
-        return tuner.fit()
+        return fit(tuner, path)
 
 
 def train_standalone(ctx: _Context, cfg: ExperimentConfig, genotypes: list[str], *, epochs: int, name: str,
@@ -242,7 +243,7 @@ def run_ablation(cfg: ExperimentConfig, *, resume: bool = False, address: str | 
             log.info("ablation: %s seed %d", arm.name, seed)
             row = run_arm(ctx, arm, seed)
             done = pd.concat([done, pd.DataFrame([row])], ignore_index=True)
-            done.to_csv(results_path, index=False)  # after every arm × seed: an interruption loses nothing
+            write_csv_atomic(done, results_path)  # after every arm × seed: an interruption loses nothing
     correct = {(str(a), int(s)): hits_array(hits) for a, s, hits in zip(done["arm"], done["seed"], done["correct"])}
     paths = report.write_ablation_report(done, ctx.root, budget_note=budget_note(cfg, arms), correct=correct,
                                          reference=cfg.ablation.reference, alpha=cfg.ablation.alpha)
@@ -288,7 +289,7 @@ def run_rank_check(cfg: ExperimentConfig, *, resume: bool = False, address: str 
     table = pd.DataFrame({"genotype_hash": [g.hash for g in genotypes], "inherited_val_acc": inherited,
                           "standalone_val_acc": standalone})
     ctx.root.mkdir(parents=True, exist_ok=True)
-    table.to_csv(ctx.root / "rank.csv", index=False)
+    write_csv_atomic(table, ctx.root / "rank.csv")
     valid = table.dropna()
     result: dict[str, Any] = report.rank_correlation(valid["inherited_val_acc"].to_numpy(), valid["standalone_val_acc"].to_numpy())
     report.plot_rank_scatter(valid["inherited_val_acc"].to_numpy(), valid["standalone_val_acc"].to_numpy(),
@@ -325,7 +326,7 @@ def run_versus_random(cfg: ExperimentConfig, genotype_json: str, *, samples: int
              "correct": by_genotype[g]["test/correct"]} for i, g in enumerate(genotypes) if g in by_genotype]
     table = pd.DataFrame(rows)
     ctx.root.mkdir(parents=True, exist_ok=True)
-    table.to_csv(ctx.root / "versus_random.csv", index=False)
+    write_csv_atomic(table, ctx.root / "versus_random.csv")
     hits = {row["genotype_hash"]: hits_array(row["correct"]) for row in rows}
     random_rows = table[table["kind"] == "random"]
     best_random = random_rows.loc[random_rows["test_acc"].idxmax()]
@@ -366,6 +367,6 @@ def run_segments_sweep(cfg: ExperimentConfig, genotype_json: str | None, *, segm
     frame = pd.DataFrame(rows)
     ctx.root.mkdir(parents=True, exist_ok=True)
     table = report.segments_table(frame)
-    table.to_csv(ctx.root / "segments.csv", index=False)
+    write_csv_atomic(table, ctx.root / "segments.csv")
     report.plot_segments(frame, ctx.root / "segments.png")
     return {"table": table, "csv": ctx.root / "segments.csv", "plot": ctx.root / "segments.png"}

@@ -30,9 +30,11 @@ from autovid.config import Distribution, ExperimentConfig
 from autovid.engine.preflight import example_genotype, preflight
 from autovid.engine.setup import prepare_manifest
 from autovid.errors import RunFailed, UserError
+from autovid.files import write_text_atomic
 from autovid.tune import watchdog
 from autovid.tune.mlflow_callback import MLflowTrialCallback
 from autovid.tune.progress import ConsoleReporter
+from autovid.tune.resume_logs import dedupe_trial_logs, fail_orphaned_trials
 from autovid.tune.trainables import (
     BASE_KEY,
     GENOTYPE_KEY,
@@ -282,6 +284,9 @@ def _tuner(
             time_budget_s=cfg.tune.time_budget_s,
             trial_dirname_creator=trial_dirname,
             trial_name_creator=trial_name,
+            # PBT: an exploited trial keeps its actor and gets the explored config through reset_config
+            # (a fresh actor would work too: after_restore re-applies the config's learning rates)
+            reuse_actors=isinstance(scheduler, PopulationBasedTraining),
         ),
         run_config=tune.RunConfig(
             name=name,
@@ -298,6 +303,13 @@ def _tuner(
             verbose=0,
         ),
     )
+
+
+def fit(tuner: tune.Tuner, experiment_path: str) -> tune.ResultGrid:
+    """`tuner.fit()`, then the trial logs rewound to one row per epoch (a resumed trial repeats some)."""
+    results = tuner.fit()
+    dedupe_trial_logs(experiment_path)
+    return results
 
 
 def error_line(error: BaseException | None) -> str:
@@ -405,7 +417,9 @@ def run_search_experiment(
         callbacks=_callbacks(cfg, experiment_path, tracking_uri, cfg.name),
         resume=resume,
     )
-    results = tuner.fit()
+    results = fit(tuner, experiment_path)
+    if resume:
+        fail_orphaned_trials(Path(experiment_path) / "optuna.journal", cfg.name)
     summary = summarize(results, cfg)
     outcome = TuneOutcome(experiment_path, summary, None, None, None)
     # MLflow is best effort from here on: summary.csv and best_genotype.json reach disk whatever the store does
@@ -453,10 +467,7 @@ def _write_outputs(outcome: TuneOutcome, tracker: tracking.Tracker | None) -> tr
         out.mkdir(parents=True, exist_ok=True)
         for name, text in (("summary.csv", table.to_csv(index=False)),
                            ("best_genotype.json", outcome.best_genotype or "")):
-            # written beside and renamed: a crash or a full disk never leaves a truncated file in place
-            tmp = out / f".{name}.tmp"
-            tmp.write_text(text)
-            os.replace(tmp, out / name)
+            write_text_atomic(out / name, text)  # a crash or a full disk never leaves a truncated file
     if tracker is None or not outcome.parent_run_id:
         return tracker
     try:
@@ -502,7 +513,7 @@ def run_retrain(
         callbacks=_callbacks(cfg, experiment_key or experiment_path, tracking_uri, name),
         resume=resume,
     )
-    result = tuner.fit()[0]
+    result = fit(tuner, experiment_path)[0]
     if result.error:
         raise RunFailed(f"retraining failed: {error_line(result.error)} (details: {result.path}/error.txt)")
     metrics = result.metrics or {}
@@ -511,7 +522,7 @@ def run_retrain(
     final["trial_cpus"] = cfg.tune.resources.cpu
     if "://" not in experiment_path:
         Path(experiment_path).mkdir(parents=True, exist_ok=True)
-        (Path(experiment_path) / "final_metrics.json").write_text(json.dumps(final, indent=2))
+        write_text_atomic(Path(experiment_path) / "final_metrics.json", json.dumps(final, indent=2))
         if result.checkpoint is not None:
             final["checkpoint"] = str(Path(result.checkpoint.path) / "state.pt")
     return final

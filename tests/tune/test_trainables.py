@@ -1,0 +1,43 @@
+"""Both trainables pass Ray's own save/restore check, and a restored actor continues exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import ray
+from ray.tune.utils import validate_save_restore
+
+from autovid.engine.preflight import example_genotype
+from autovid.tune.trainables import BASE_KEY, GENOTYPE_KEY, SearchTrainable, TrainTrainable
+from tests.tiny import tiny_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.parametrize("trainable", [SearchTrainable, TrainTrainable])
+def test_validate_save_restore_and_exact_continuation(tmp_path: Path, local_ray, trainable: type) -> None:
+    cfg = tiny_config(tmp_path, search={"epochs": 6, "warmup_epochs": 1},
+                      train={"epochs": 6, "channels": 4, "cells": 2})
+    config = {BASE_KEY: cfg.model_dump(mode="json")}
+    if trainable is TrainTrainable:
+        config[GENOTYPE_KEY] = example_genotype(cfg)
+    assert validate_save_restore(trainable, config)
+
+    # beyond Ray's check (iteration counts): the restored actor reports what the uninterrupted one does
+    actor = ray.remote(trainable)
+    first, second = actor.remote(config=config), actor.remote(config=config)
+    for _ in range(3):
+        ray.get(first.train.remote())
+    ray.get(second.restore.remote(first.save.remote()))
+    key = "val/acc" if trainable is SearchTrainable else "test/acc"
+    a, b = ray.get(first.train.remote()), ray.get(second.train.remote())
+    assert a["training_iteration"] == b["training_iteration"] == 4
+    assert (a[key], a["train/loss"]) == (b[key], b["train/loss"])
