@@ -74,12 +74,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     experiment("search", "one DARTS search (a single Tune trial), then print the genotype")
     tune_p = experiment("tune", "an Optuna study over the NAS hyperparameters, then retrain the best")
-    tune_p.add_argument("--no-retrain", action="store_true", help="skip retraining the best genotype")
+    tune_p.add_argument("--no-retrain", action="store_true",
+                        help="skip the retrain after the study (as tune.retrain=none)")
     train = experiment("train", "retrain a genotype (or a registered network) from scratch and evaluate it")
     train.add_argument("--genotype", type=Path, default=None, help="genotype.json (omit with train.model=<name>)")
+    for command in (tune_p, train):
+        command.add_argument("--register", metavar="NAME", default=None,
+                             help="register the retrained network in the MLflow Model Registry as NAME "
+                                  "(a new version each time)")
     evaluate = sub.add_parser("evaluate", help="re-evaluate a trained network checkpoint (multi-clip)")
     evaluate.add_argument("checkpoint", type=Path, help="state.pt of a retrain (printed by `autovid train`)")
     evaluate.add_argument("--clips", type=int, default=None, help="test clips per video (default: as trained)")
+    export = sub.add_parser("export", help="export a retrained network as a .pt2 or ONNX model that runs without autovid")
+    export.add_argument("state", type=Path, help="state.pt of a retrain (printed by `autovid train`)")
+    export.add_argument("--format", required=True, choices=("pt2", "onnx"))
+    export.add_argument("--out", type=Path, default=None, help="output file (default: STATE with the format's suffix)")
+    predict = sub.add_parser("predict", help="top-k classes of video files (TSN multi-clip, as at test time)")
+    predict.add_argument("model", help="a retrain's state.pt, an exported .pt2 / .onnx, or an MLflow model URI "
+                                       "(runs:/<run>/<name>, models:/<id>, models:/<name>/<version>)")
+    predict.add_argument("videos", nargs="+", metavar="VIDEO", help="video files (any size, frame rate, container)")
+    predict.add_argument("--clips", type=int, default=None, help="clips per video, evenly spaced (default: as trained)")
+    predict.add_argument("--topk", type=int, default=5, help="classes shown per video (default 5)")
+    predict.add_argument("--out", type=Path, default=None, help="also write the predictions to this CSV file")
+    predict.add_argument("--tracking-uri", default=None, help="MLflow store of a runs:/ or models:/ MODEL "
+                                                              "(default: MLFLOW_TRACKING_URI, else mlflow.db here)")
     experiment("ablate", "run ablation arms (DARTS, random, random-WS, fixed networks) and report")
     experiment("rank", "does weight sharing rank architectures right? (Kendall tau, Spearman rho)")
     versus = experiment("vs-random", "did the search beat chance? the searched genotype vs random ones, retrained alike")
@@ -91,10 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list registered networks with params and FLOPs per clip")
     models.add_argument("--num-classes", type=int, default=101)
     models.add_argument("--input", default="16x112x112", help="frames x height x width of one clip (default 16x112x112)")
-    ui = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for the default database")
+    ui = sub.add_parser("ui", help="start the MLflow UI (or, with --optuna, optuna-dashboard) on 127.0.0.1")
     ui.add_argument("--host", default="127.0.0.1")
-    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--port", type=int, default=None, help="default 5000 (MLflow) or 8080 (--optuna)")
     ui.add_argument("--tracking-uri", default=None)
+    ui.add_argument("--optuna", metavar="EXPERIMENT", default=None,
+                    help="optuna-dashboard on EXPERIMENT's study: a name under --storage-path, or its folder")
+    ui.add_argument("--storage-path", type=Path, default=Path("autovid_runs"),
+                    help="where experiments live (the config's storage_path; default autovid_runs)")
     return parser
 
 
@@ -155,10 +177,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     print(f"dataset ({cfg.data.dataset}):\n{format_summary(summarize_manifest(prepare_manifest(cfg.data)))}")
     if args.command == "search":  # one search, no outer hyperparameter sampling
-        cfg = cfg.with_overrides({"tune.num_samples": 1, "tune.param_space": {}, "tune.scheduler.name": "none"}, source="search")
+        cfg = cfg.with_overrides({"tune.num_samples": 1, "tune.param_space": {}, "tune.scheduler.name": "none",
+                                  "tune.points_to_evaluate": [], "tune.objectives": [], "tune.retrain": "none"},
+                                 source="search")
     outcome = run_search_experiment(
         cfg, resume=args.resume, retrain=not getattr(args, "no_retrain", args.command == "search"),
-        address=args.address, tracking_uri=args.tracking_uri,
+        address=args.address, tracking_uri=args.tracking_uri, register=getattr(args, "register", None),
     )
     if not outcome.summary.empty:
         columns = [c for c in outcome.summary.columns if c not in ("genotype",)]
@@ -167,6 +191,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
         _print_genotype(outcome.best_genotype, outcome.summary.iloc[0].to_dict())
     if outcome.best_alphas:
         _print_alphas(outcome.best_alphas, outcome.summary.iloc[0].to_dict())
+    if outcome.pareto is not None:
+        front = [c for c in outcome.pareto.columns if c not in ("genotype", "status")]
+        print(f"Pareto front ({len(outcome.pareto)} of {len(outcome.summary)} trials; pareto.csv, pareto.png):")
+        print(summary_table(outcome.pareto.to_dict("records"), front))
+    if outcome.pareto_retrained is not None:
+        print("retrained Pareto front, test accuracy against cost (pareto_retrained.csv):")
+        print(summary_table(outcome.pareto_retrained.to_dict("records"), list(outcome.pareto_retrained.columns)))
     if outcome.retrain:
         shown = {k: v for k, v in outcome.retrain.items() if k != "test/correct"}  # per-video hits: too long
         print("retrained best genotype: " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()))
@@ -210,7 +241,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     genotype_json = _genotype_arg(args.genotype, cfg)
     from autovid.tune.runner import run_retrain
 
-    final = run_retrain(cfg, genotype_json, name=f"{cfg.name}-train", resume=args.resume, tracking_uri=args.tracking_uri, address=args.address)
+    final = run_retrain(cfg, genotype_json, name=f"{cfg.name}-train", resume=args.resume, tracking_uri=args.tracking_uri,
+                        address=args.address, register=args.register)
     print("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in final.items() if k != "test/correct"))
     return 0
 
@@ -223,6 +255,46 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_checkpoint(args.checkpoint, test_clips=args.clips)
     print(json.dumps({k: v for k, v in result.items() if k not in ("test/confusion", "test/correct")}, indent=2))
     return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from autovid.export import PARITY_TOLERANCE, export_model
+
+    result = export_model(args.state, args.format, args.out)
+    print(f"exported {result.path} ({args.format}, dynamic batch) in {result.seconds:.1f}s; metadata: {result.sidecar}")
+    print(f"parity with eager PyTorch on {result.parity_clips} real test clips of {result.parity_video}: "
+          f"max |Δlogit| = {result.max_abs_diff:.2g} (tolerance {PARITY_TOLERANCE:g})")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    if args.topk < 1:
+        raise UserError(f"--topk {args.topk}: give at least 1")
+    if args.clips is not None and args.clips < 1:
+        raise UserError(f"--clips {args.clips}: give at least 1")
+    from autovid.export import check_destination
+    from autovid.predict import load_predictor, predict_videos
+    from autovid.report import summary_table
+
+    if args.out is not None:
+        check_destination(args.out)
+    predictor = load_predictor(args.model, tracking_uri=args.tracking_uri)
+    clips = args.clips or int(predictor.spec.get("test_clips", 1))
+
+    def unreadable(video: str, reason: str) -> None:
+        print(f"autovid: cannot read {video}: {reason}", file=sys.stderr, flush=True)
+
+    run = predict_videos(predictor, args.videos, clips=clips, topk=args.topk, on_failure=unreadable)
+    if run.predictions:
+        print(summary_table(run.rows(), ["video", "rank", "class", "probability"]))
+    if args.out is not None:
+        from autovid.files import write_csv_atomic
+
+        write_csv_atomic(run.frame(), args.out)
+        print(f"predictions: {args.out}")
+    print(f"predicted {len(run.predictions)} of {len(args.videos)} videos ({run.clips} clips, {clips} per video) in "
+          f"{run.seconds:.2f}s: {run.clips_per_s:.1f} clips/s, decoding included ({predictor.source} model)")
+    return 1 if run.failures else 0
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
@@ -314,16 +386,30 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_ui(args: argparse.Namespace) -> int:
+def ui_invocation(args: argparse.Namespace) -> tuple[list[str], str]:
+    """The argv `autovid ui` runs and the line it prints first (the MLflow UI, or optuna-dashboard)."""
+    if args.optuna is not None:
+        from autovid.tune.study import dashboard_command, find_journal
+
+        journal = find_journal(args.optuna, args.storage_path)
+        port = args.port or 8080
+        return (dashboard_command(journal, host=args.host, port=port),
+                f"optuna-dashboard at http://{args.host}:{port} (study {journal}); Ctrl-C stops it")
     from autovid import tracking
 
     uri = args.tracking_uri or tracking.default_tracking_uri()
-    command = tracking.ui_command(uri, host=args.host, port=args.port)
-    print(f"MLflow UI at http://{args.host}:{args.port} (store {uri}); Ctrl-C stops it")
+    port = args.port or 5000
+    return tracking.ui_command(uri, host=args.host, port=port), f"MLflow UI at http://{args.host}:{port} (store {uri}); Ctrl-C stops it"
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    command, banner = ui_invocation(args)
+    print(banner)
     return subprocess.call(command)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "export": cmd_export, "predict": cmd_predict,
     "vs-random": cmd_vs_random, "data": cmd_data, "search": cmd_tune, "tune": cmd_tune, "train": cmd_train, "evaluate": cmd_evaluate,
     "ablate": cmd_ablate, "rank": cmd_rank, "segments": cmd_segments, "models": cmd_models, "ui": cmd_ui,
 }

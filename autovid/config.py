@@ -99,6 +99,9 @@ class ModelConfig(_Frozen):
     # temporal_difference: the first time-mixing convolution (the stem) starts as a difference of consecutive
     # frames (autovid.engine.init), for the supernet, the retrained network and hand-designed baselines alike
     stem_init: Literal["random", "temporal_difference"] = "random"
+    # the supernet's mixed op: DARTS' plain sum (reference), the same values with less work (fused, faster on
+    # CPU), or auto: fused on CPU, reference on CUDA where it was measured faster
+    mixed_op: Literal["auto", "reference", "fused"] = "auto"
 
 
 class SearchConfig(_Frozen):
@@ -177,15 +180,21 @@ class Distribution(_Frozen):
 
 class SearcherConfig(_Frozen):
     name: Literal["optuna", "random"] = "optuna"
-    sampler: Literal["tpe", "random", "cmaes", "qmc"] = "tpe"
+    # tpe handles one or several objectives; nsga2 is Optuna's genetic multi-objective sampler (its first
+    # generation, population_size trials, is random); cmaes is single-objective only
+    sampler: Literal["tpe", "random", "cmaes", "qmc", "nsga2"] = "tpe"
     seed: Seed = 0
+    population_size: Annotated[int, Field(ge=2)] = 50  # nsga2 only: trials per generation
 
 
 class SchedulerConfig(_Frozen):
-    name: Literal["asha", "none", "pbt"] = "asha"
-    grace_period: PositiveInt = 1
-    reduction_factor: Annotated[float, Field(gt=1)] = 2.0
+    """Early stopping of trials on the scalar objective (none = every trial runs all its epochs)."""
+
+    name: Literal["asha", "none", "pbt", "hyperband", "median"] = "asha"
+    grace_period: PositiveInt = 1  # asha, median: epochs before a trial may be stopped
+    reduction_factor: Annotated[float, Field(gt=1)] = 2.0  # asha, hyperband
     perturbation_interval: PositiveInt = 2  # PBT only: epochs between exploit/explore
+    min_samples: PositiveInt = 3  # median only: trials that must have reached an epoch before it compares
 
 
 class ObjectiveConfig(_Frozen):
@@ -195,6 +204,24 @@ class ObjectiveConfig(_Frozen):
     cost: Literal["params", "flops"] = "params"
     weight: NonNegFloat = 0.05  # penalty per doubling of cost above the reference
     reference: PositiveFloat = 1e5  # cost (params or FLOPs) at which the penalty is zero
+
+
+# Metrics a multi-objective study may optimise: what every SearchTrainable step reports (latency only when an
+# objective asks for it, see ExperimentConfig.measures_latency), with their natural direction for reference.
+OBJECTIVE_METRICS: dict[str, str] = {
+    "val/acc": "max", "val/top5": "max", "val/loss": "min", "objective": "max",
+    "genotype/params": "min", "genotype/flops": "min",
+    "genotype/latency_ms": "min",  # median forward time of the derived network at retrain size, batch 1
+    "genotype/latency_ms_b": "min",  # the same at batch data.batch_size
+}
+LATENCY_METRICS = ("genotype/latency_ms", "genotype/latency_ms_b")
+
+
+class ObjectiveSpec(_Frozen):
+    """One objective of a multi-objective study: a reported metric and its direction."""
+
+    metric: Literal[tuple(OBJECTIVE_METRICS)]  # type: ignore[valid-type]
+    mode: Literal["max", "min"]
 
 
 class ResourcesConfig(_Frozen):
@@ -215,9 +242,68 @@ class TuneConfig(_Frozen):
     checkpoint_frequency: PositiveInt = 1
     time_budget_s: PositiveFloat | None = None
     param_space: dict[str, Distribution] = {}
-    retrain_best: bool = True
+    # several objectives = a multi-objective study (Pareto front); the scalar `objective` above then only
+    # orders the summary and picks the trial `retrain: best` retrains
+    objectives: list[ObjectiveSpec] = []
+    # warm start: whole param_space assignments run first (each replaces one of num_samples)
+    points_to_evaluate: list[dict[str, Any]] = []
+    # after the study: retrain the best trial, every trial of the Pareto front, or nothing
+    retrain: Literal["best", "pareto", "none"] = "best"
     # CPUs of the single retrain trial: "node" = every CPU of the largest live Ray node (it runs alone)
     retrain_cpu: PositiveFloat | Literal["node"] = "node"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "retrain_best" in data:
+            raise ValueError(f"tune.retrain_best was replaced by tune.retrain: use retrain: "
+                             f"{'best' if data['retrain_best'] else 'none'} (or pareto)")
+        return data
+
+    @model_validator(mode="after")
+    def _check_study(self) -> "TuneConfig":
+        metrics = [o.metric for o in self.objectives]
+        if len(metrics) == 1:
+            raise ValueError("tune.objectives needs two or more entries (one objective: use tune.objective)")
+        if len(set(metrics)) != len(metrics):
+            raise ValueError(f"tune.objectives names a metric twice: {metrics}")
+        if metrics and self.scheduler.name != "none":
+            raise ValueError(f"tune.objectives (multi-objective) needs tune.scheduler.name=none: "
+                             f"{self.scheduler.name} stops or exploits trials on one metric")
+        if metrics and self.searcher.sampler == "cmaes" and self.searcher.name == "optuna":
+            raise ValueError("tune.searcher.sampler=cmaes is single-objective: use tpe or nsga2 with tune.objectives")
+        if self.retrain == "pareto" and not metrics:
+            raise ValueError("tune.retrain=pareto needs tune.objectives (a Pareto front)")
+        if len(self.points_to_evaluate) > self.num_samples:
+            raise ValueError(f"tune.points_to_evaluate has {len(self.points_to_evaluate)} points, more than "
+                             f"tune.num_samples={self.num_samples}")
+        for i, point in enumerate(self.points_to_evaluate):
+            _check_point(point, self.param_space, f"tune.points_to_evaluate[{i}]")
+        return self
+
+    @property
+    def multi_objective(self) -> bool:
+        return bool(self.objectives)
+
+
+def _check_point(point: dict[str, Any], space: dict[str, Distribution], where: str) -> None:
+    """A warm-start point assigns every param_space key a value its distribution can produce."""
+    if set(point) != set(space):
+        missing, extra = sorted(set(space) - set(point)), sorted(set(point) - set(space))
+        raise ValueError(f"{where} must assign exactly the tune.param_space keys"
+                         + (f"; missing {missing}" if missing else "") + (f"; not in param_space {extra}" if extra else ""))
+    for key, value in point.items():
+        dist = space[key]
+        if dist.type == "choice":
+            if value not in (dist.values or []):
+                raise ValueError(f"{where}: {key}={value!r} is not one of {dist.values}")
+            continue
+        assert dist.low is not None and dist.high is not None
+        integral = dist.type in ("int", "logint")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (integral and value != int(value)):
+            raise ValueError(f"{where}: {key}={value!r} is not {'an integer' if integral else 'a number'}")
+        if not dist.low <= value <= dist.high:
+            raise ValueError(f"{where}: {key}={value!r} is outside [{dist.low:g}, {dist.high:g}]")
 
 
 class TrackingConfig(_Frozen):
@@ -286,6 +372,11 @@ class ExperimentConfig(_Frozen):
                 raise ValueError(f"tune.param_space key {key!r} is not a config key")
         return self
 
+    @property
+    def measures_latency(self) -> bool:
+        """Searches time the derived network (costly) only when an objective asks for a latency."""
+        return any(o.metric in LATENCY_METRICS for o in self.tune.objectives)
+
     def flat(self) -> dict[str, Any]:
         """The resolved config as a flat `{dotted.key: value}` dict (JSON-compatible values)."""
         return flatten(self.model_dump(mode="json"))
@@ -299,6 +390,9 @@ class ExperimentConfig(_Frozen):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+RENAMED_KEYS = {"tune.retrain_best": "tune.retrain (best | pareto | none)"}
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -319,6 +413,8 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any, source: str) -> None
     for i, part in enumerate(parts):
         path = ".".join(parts[: i + 1])
         if not isinstance(node, dict) or part not in node:
+            if path in RENAMED_KEYS:
+                raise UserError(f"{source}: {path} was replaced by {RENAMED_KEYS[path]}")
             raise UserError(f"{source}: unknown config key {path!r}")
         if i == len(parts) - 1:
             node[part] = value
@@ -333,7 +429,8 @@ def _format_error(exc: ValidationError, source: str) -> str:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-        problems.append(f"{key}: {msg}")
+        # a model-level check that names its keys in full (tune.objectives ...) needs no "tune: " before it
+        problems.append(msg if msg.startswith(f"{key}.") else f"{key}: {msg}")
     return f"{source}: " + "; ".join(problems)
 
 

@@ -25,7 +25,6 @@ __all__ = [
     "SEGMENTS_COLUMNS",
     "SEGMENTS_INPUT_COLUMNS",
     "ablation_table",
-    "alpha_heatmap",
     "plot_accuracy_vs_params",
     "plot_rank_scatter",
     "plot_segments",
@@ -417,58 +416,6 @@ def _cell(v: object) -> str:
     return str(v)
 
 
-# --------------------------------------------------------------------------------------------- alphas
-
-
-def alpha_heatmap(
-    alphas: np.ndarray,
-    ops: Sequence[str],
-    path: str | Path,
-    *,
-    title: str = "softmax(α)",
-    row_labels: Sequence[str] | None = None,
-) -> Path:
-    """Heatmap of architecture weights.
-
-    ``alphas`` is ``[edges, ops]`` (one map, rows labelled ``row_labels`` or ``edge i``) or
-    ``[epochs, edges, ops]`` (one panel per op: epoch on x, edge on y, how each op's weight evolves).
-    """
-    a = np.asarray(alphas, dtype=float)
-    if a.ndim not in (2, 3) or a.shape[-1] != len(ops):
-        raise ValueError(f"alphas must be [edges, ops] or [epochs, edges, ops] with {len(ops)} ops, got shape {a.shape}")
-    vmax = float(np.nanmax(a)) if a.size else 1.0
-    if a.ndim == 2:
-        edges = a.shape[0]
-        fig = _figure(1.0 + 0.8 * len(ops), 1.2 + 0.35 * edges)
-        ax = fig.add_subplot()
-        im = ax.imshow(a, aspect="auto", cmap="viridis", vmin=0.0, vmax=vmax)
-        ax.set_xticks(range(len(ops)), list(ops), rotation=45, ha="right", fontsize=8)
-        ax.set_yticks(range(edges), list(row_labels) if row_labels is not None else [f"edge {i}" for i in range(edges)], fontsize=8)
-        if a.size <= 200:  # numbers stay readable only on small maps
-            for (i, j), v in np.ndenumerate(a):
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="w" if v < 0.6 * vmax else "k")
-        ax.set_title(title)
-        fig.colorbar(im, ax=ax)
-        return _save(fig, path)
-
-    epochs, edges, _ = a.shape
-    cols = min(4, len(ops))
-    nrows = math.ceil(len(ops) / cols)
-    fig = _figure(3.2 * cols, 2.4 * nrows + 0.6)
-    axes = fig.subplots(nrows, cols, squeeze=False)
-    for k, ax in enumerate(axes.flat):
-        if k >= len(ops):
-            ax.set_visible(False)
-            continue
-        im = ax.imshow(a[:, :, k].T, aspect="auto", cmap="viridis", vmin=0.0, vmax=vmax, origin="lower")
-        ax.set_title(ops[k], fontsize=9)
-        ax.set_xlabel("epoch", fontsize=8)
-        ax.set_ylabel("edge", fontsize=8)
-    fig.suptitle(title)
-    fig.colorbar(im, ax=axes.ravel().tolist())
-    return _save(fig, path)
-
-
 # --------------------------------------------------------------------------------------------- helpers
 
 
@@ -543,3 +490,60 @@ def operator_agreement(genotypes: Sequence[str]) -> float:
         shared = sum(sum((x & y).values()) for x, y in zip(a, b, strict=True))
         scores.append(shared / sum(sum(x.values()) for x in a))
     return float(np.mean(scores))
+
+
+# --------------------------------------------------------------------------------------------- Pareto front
+
+
+def pareto_figure(frame: pd.DataFrame, objectives: Sequence[tuple[str, str]], *, label: str = "trial") -> Figure:
+    """Every trial as a grey point and the Pareto front highlighted, one panel per pair of objectives.
+
+    Front members are labelled by their `label` column and joined by a staircase in panels of two objectives
+    (for three or more, a member of the front may look dominated in a single 2-D projection)."""
+    from itertools import combinations
+
+    from autovid.pareto import pareto_mask
+
+    if len(objectives) < 2:
+        raise ValueError("a Pareto plot needs two or more objectives")
+    values = frame[[m for m, _ in objectives]].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float) \
+        if len(frame) else np.empty((0, len(objectives)))
+    on_front = pareto_mask(values, [mode for _, mode in objectives])
+    pairs = list(combinations(range(len(objectives)), 2))
+    cols = min(len(pairs), 3)
+    rows = -(-len(pairs) // cols)
+    fig = _figure(4.6 * cols, 3.8 * rows)
+    labels = frame[label].astype(str).tolist() if label in frame else [str(i) for i in range(len(frame))]
+    for n, (i, j) in enumerate(pairs):
+        ax = fig.add_subplot(rows, cols, n + 1)
+        (xm, xmode), (ym, ymode) = objectives[i], objectives[j]
+        ax.scatter(values[~on_front, i], values[~on_front, j], color="0.6", s=22, label="dominated")
+        ax.scatter(values[on_front, i], values[on_front, j], color="C3", s=34, zorder=3, label="Pareto front")
+        for k in np.flatnonzero(on_front):
+            ax.annotate(labels[k], (values[k, i], values[k, j]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        if len(objectives) == 2 and on_front.sum() > 1:
+            order = np.argsort(values[on_front, i])
+            ax.step(values[on_front, i][order], values[on_front, j][order], where="post", color="C3", lw=1, alpha=0.6)
+        ax.set_xlabel(f"{xm} ({xmode})")
+        ax.set_ylabel(f"{ym} ({ymode})")
+        ax.grid(True, alpha=0.3)
+        if n == 0:
+            ax.legend(fontsize=7, loc="best")
+    fig.suptitle(f"Pareto front: {int(on_front.sum())} of {len(frame)} trials")
+    return fig
+
+
+def write_pareto(frame: pd.DataFrame, objectives: Sequence[tuple[str, str]], out_dir: str | Path) -> tuple[Path, Path]:
+    """`pareto.csv` (exactly the non-dominated rows of `frame`) and `pareto.png` in `out_dir`, atomically."""
+    import io
+
+    from autovid.files import write_bytes_atomic
+    from autovid.pareto import pareto_front
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv = write_csv_atomic(pareto_front(frame, objectives), out / "pareto.csv")
+    buffer = io.BytesIO()
+    pareto_figure(frame, objectives).savefig(buffer, dpi=110, format="png")
+    png = write_bytes_atomic(out / "pareto.png", buffer.getvalue())
+    return csv, png

@@ -8,6 +8,8 @@ mlflow's global "active run" state, so one driver can log many concurrent Tune t
       │    └─ start_child(parent_id, ...)         -> child run id    (one per trial, tag mlflow.parentRunId)
       ├─ log_metrics(run_id, {"val/acc": .5}, step) / log_params / set_tags
       ├─ log_genotype / log_alpha_history / log_table / log_text / log_dict / log_artifact / log_figure
+      ├─ log_network(run_id, model, ...)      -> LoggedModel id  (MLflow 3 model, pt2, run's final metrics)
+      │    └─ register_model(model_id, name)  -> registry version
       └─ end(run_id, status)
 
 Runs are re-found by tag on resume (`find_run`) instead of being created twice.
@@ -41,7 +43,9 @@ import autovid
 
 if TYPE_CHECKING:  # heavy imports stay out of module import time
     import pandas as pd
+    import torch
     from matplotlib.figure import Figure
+    from torch import nn
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +65,7 @@ TAG_SEARCH_SPACE = "search_space"
 TAG_GENOTYPE_HASH = "genotype_hash"
 TAG_EXPERIMENT_ID = "autovid.experiment_id"
 TAG_TRIAL_ID = "autovid.trial_id"
+TAG_MODEL_ID = "autovid.model_id"  # on a registered model version: the LoggedModel it was made from
 
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING")
 ALPHA_COLUMNS = ("epoch", "cell", "edge", "op", "weight")
@@ -75,6 +80,9 @@ FAIL_FAST_HTTP_ENV = {
 
 # Keys MLflow accepts: alphanumerics, _ - . space / (and : off Windows); see mlflow.utils.validation.
 _VALID_KEY = re.compile(r"^[\w\-. /:]+$")
+# Characters a LoggedModel name may not hold (mlflow.utils.validation._validate_logged_model_name).
+_LOGGED_MODEL_NAME_BAD = re.compile(r"[/:.%\"']")
+MODEL_TYPE = "video-classifier"  # LoggedModel model_type: searchable in the MLflow UI
 
 
 def default_tracking_uri() -> str:
@@ -542,3 +550,133 @@ class Tracker:
             self.log_figure(run_id, alpha_heatmap(df), f"{name}.png")
             self.log_figure(run_id, alpha_trajectory(df), f"{name}_trajectory.png")
         return df
+
+    # -- models ----------------------------------------------------------------------------------
+    def log_network(self, run_id: str, model: nn.Module, *, name: str, input_example: torch.Tensor,
+                    metadata: Mapping[str, Any] | None = None, tags: Mapping[str, Any] | None = None,
+                    step: int | None = None) -> str:
+        """Log `model` as an MLflow 3 LoggedModel produced by run `run_id`; returns its model id.
+
+        The pytorch flavor saves a torch.export archive (`serialization_format="pt2"`): a traced graph and its
+        tensors, which loads (`mlflow.pytorch.load_model("models:/<id>")`) without autovid's code; with
+        MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false MLflow first checks that every record of the archive is plain
+        tensors and data (torch's weights-only unpickler), so loading runs no code from it. `input_example` (a CPU batch
+        of clips) traces the graph and, with the logits it gives, makes the signature; torch.export keeps the
+        batch dimension dynamic only when the example's batch is larger than 1. The run's metrics at `step`
+        (default: its last step) are linked to the model, and the run lists the model as an output.
+
+        Everything goes through this Tracker's client: no active run, experiment or tracking URI is set
+        globally (`mlflow.pytorch.log_model` would resolve all three from global state).
+        """
+        import mlflow.pytorch
+        import torch
+        from mlflow.entities import LoggedModelOutput, Metric
+        from mlflow.models import Model, infer_signature
+
+        model = model.eval()
+        with torch.no_grad():
+            logits = model(input_example)
+        example = input_example.detach().cpu().numpy()
+        signature = infer_signature(example, logits.detach().cpu().numpy())
+        run = self.client.get_run(run_id)
+        logged = self.client.create_logged_model(
+            run.info.experiment_id, name=_LOGGED_MODEL_NAME_BAD.sub("-", name) or "model", source_run_id=run_id,
+            tags={k: str(v)[:MAX_TAG_VALUE_LEN] for k, v in (tags or {}).items()},
+            params=dict(run.data.params),  # the run's resolved config, as mlflow's log_model copies it
+            model_type=MODEL_TYPE)
+        model_id = logged.model_id
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                local = Path(tmp) / "model"
+                mlflow.pytorch.save_model(
+                    model, str(local), signature=signature, input_example=example,
+                    metadata=dict(metadata or {}), serialization_format="pt2",
+                    mlflow_model=Model(artifact_path=logged.artifact_location, run_id=run_id,
+                                       model_uuid=model_id, model_id=model_id),
+                    # given, not inferred: inference loads the model again in a subprocess to watch its imports
+                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+                self.client.log_model_artifacts(model_id, str(local))
+            if step is None:
+                step = max(self.last_steps(run_id).values(), default=0)
+            self.client.log_outputs(run_id, [LoggedModelOutput(model_id, step=int(step))])
+            # The model's metrics are the run's at that step, logged again with the model id (what
+            # mlflow's log_model does); the run keeps one point per (key, step, timestamp, value).
+            linked = [Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id)
+                      for key in run.data.metrics for m in self.client.get_metric_history(run_id, key)
+                      if m.step == step and m.model_id is None]
+            for chunk in _chunks(linked, MAX_METRICS_PER_BATCH):
+                self.client.log_batch(run_id, metrics=chunk, synchronous=True)
+            self.client.finalize_logged_model(model_id, "READY")
+        except BaseException:
+            with contextlib.suppress(Exception):  # the original error is the one worth raising
+                self.client.finalize_logged_model(model_id, "FAILED")
+            raise
+        return model_id
+
+    def model_at(self, run_id: str, step: int) -> str | None:
+        """Id of a READY LoggedModel that run `run_id` lists as its output at `step`, if any: a resumed
+        experiment whose retrain had already finished finds its model instead of logging it twice."""
+        from mlflow.entities import LoggedModelStatus
+
+        outputs = self.client.get_run(run_id).outputs
+        for output in outputs.model_outputs if outputs is not None else []:
+            if output.step == step and self.client.get_logged_model(output.model_id).status == LoggedModelStatus.READY:
+                return output.model_id
+        return None
+
+    def register_model(self, model_id: str, name: str) -> int:
+        """Register LoggedModel `model_id` in the Model Registry as a new version of `name` (created on first
+        use); returns the version number. The LoggedModel's `mlflow.modelVersions` tag lists its versions."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+        logged = self.client.get_logged_model(model_id)
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                raise
+        # The model's artifact location, not `models:/<id>`: MLflow's SQL registry resolves such a URI
+        # through the global tracking URI, which this Tracker never sets.
+        version = self.client.create_model_version(name, source=logged.artifact_location,
+                                                   run_id=logged.source_run_id, model_id=model_id,
+                                                   tags={TAG_MODEL_ID: model_id})
+        versions = json.loads(logged.tags.get(MLFLOW_MODEL_VERSIONS) or "[]")
+        versions.append({"name": version.name, "version": version.version})
+        self.client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(versions)})
+        return int(version.version)
+
+
+def load_pytorch_model(uri: str, *, tracking_uri: str | None = None) -> tuple[Any, dict[str, Any]]:
+    """The network logged at an MLflow model URI (`runs:/<run>/<name>`, `models:/<id>` or `models:/<name>/<version>`)
+    and the `metadata` dict it was logged with (`{}` when none), from `tracking_uri` (default: MLFLOW_TRACKING_URI,
+    else `mlflow.db` here). MLflow refuses pickled models unless MLFLOW_ALLOW_PICKLE_DESERIALIZATION is set, and
+    checks a pt2 archive for pickles before loading it; autovid never sets that variable. Errors are UserErrors.
+    """
+    import mlflow
+    import mlflow.pytorch
+
+    from autovid.errors import UserError
+
+    store = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    db = sqlite_path(store)
+    if db is not None and not db.is_file():  # MLflow would create an empty store and then not find the model
+        raise UserError(f"{uri}: no MLflow store at {db} (give --tracking-uri)")
+    # Model URIs resolve through the global tracking URI only. MLflow mirrors it in MLFLOW_TRACKING_URI, so the
+    # variable's old value (None: unset) is what to restore.
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(store)
+    quiet = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ
+    if quiet:  # download progress bars would bury the command's one-line messages on stderr
+        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    try:
+        with fail_fast():
+            info = mlflow.models.get_model_info(uri)
+            model = mlflow.pytorch.load_model(uri)
+    except Exception as exc:  # noqa: BLE001 - unknown run or model, refused pickle, store down: one line
+        raise UserError(f"cannot load {uri} from {store}: {describe(exc)}") from None
+    finally:
+        mlflow.set_tracking_uri(previous)
+        if quiet:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+    return model, dict(info.metadata or {})

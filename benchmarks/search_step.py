@@ -70,7 +70,7 @@ def make_naive(model: torch.nn.Module) -> None:
     import torch.nn.functional as F
 
     from autovid.nas import ops
-    from autovid.nas.supernet import MixedOp
+    from autovid.nas.fused import FusedMixedOp
 
     class NaivePool3(ops.Pool3):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -92,7 +92,7 @@ def make_naive(model: torch.nn.Module) -> None:
         edges = getattr(m, "edges", None)
         if isinstance(edges, torch.nn.ModuleList):
             for e, edge in enumerate(edges):
-                if isinstance(edge, MixedOp):
+                if isinstance(edge, FusedMixedOp):
                     edges[e] = NaiveMixedOp(edge)
 
 

@@ -223,17 +223,6 @@ def test_summary_table_is_fixed_width():
     assert lines[2].index("670,000") + len("670,000") == lines[3].index("12") + 2
 
 
-def test_alpha_heatmap_2d_and_history(tmp_path):
-    ops = ["zero", "skip", "conv_3", "max_pool_3"]
-    rng = np.random.default_rng(0)
-    alphas = rng.dirichlet(np.ones(len(ops)), size=6)  # [edges, ops]
-    assert _is_png(report.alpha_heatmap(alphas, ops, tmp_path / "alphas.png"))
-    history = rng.dirichlet(np.ones(len(ops)), size=(5, 6))  # [epochs, edges, ops]
-    assert _is_png(report.alpha_heatmap(history, ops, tmp_path / "history.png"))
-    with pytest.raises(ValueError):
-        report.alpha_heatmap(alphas, ops[:3], tmp_path / "bad.png")
-
-
 def test_count_labels_for_log_axes() -> None:
     from autovid.report import _count_label
 

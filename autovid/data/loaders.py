@@ -15,6 +15,8 @@ from torch.utils.data import DataLoader, Sampler, get_worker_info
 from autovid.data.dataset import Modality, VideoClipDataset
 from autovid.data.manifest import class_names as manifest_class_names
 from autovid.data.manifest import group_of
+from autovid.rng import Stream
+from autovid.rng import generator as rng_stream
 from autovid.data.sampling import SamplingMode
 from autovid.errors import UserError
 
@@ -54,7 +56,7 @@ def split_stratified(labels: Sequence[int], portion: float, seed: int,
     """
     if not 0.0 < portion < 1.0:
         raise UserError(f"train_portion must be in (0, 1), got {portion}")
-    rng = np.random.default_rng([seed, 0x5EA])
+    rng = rng_stream(seed, Stream.HALVES)
     labels_arr = np.asarray(labels)
     first: list[int] = []
     second: list[int] = []
@@ -221,6 +223,7 @@ def build_loaders(
     if train_portion is not None:
         groups = [group_of(record.path) for record in train_ds.records]
         w_idx, a_idx = split_stratified(train_ds.labels, train_portion, seed, groups=groups)
+        # initial shuffling seeds of the halves; a session reseeds every loader per epoch (autovid.rng streams)
         search_w = _loader(train_ds, w_idx, shuffle=True, seed=seed + 1, **opts)
         search_a = _loader(train_ds, a_idx, shuffle=True, seed=seed + 2, **opts)
     return LoaderBundle(train, search_w, search_a, test, num_classes=len(names), class_names=names)

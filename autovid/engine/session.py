@@ -22,11 +22,12 @@ import torch
 from torch import nn
 
 from autovid.config import ExperimentConfig
-from autovid.engine.accounting import count_flops, count_parameters
+from autovid.engine.accounting import count_flops, count_parameters, measure_latency
 from autovid.engine.init import temporal_difference_init
 from autovid.engine.setup import build_data, clip_shape, resolve_device
 from autovid.engine.trainer import alpha_entropy, evaluate, recalibrate_bn, search_epoch, train_epoch
 from autovid.errors import TrainingDiverged, UserError
+from autovid.rng import Stream, epoch_seed
 from autovid.nas.architect import Architect
 from autovid.nas.genotype import Genotype
 from autovid.nas.network import Network
@@ -35,15 +36,6 @@ from autovid.nas.search_space import SearchSpace, load_search_space
 from autovid.nas.supernet import SuperNet
 
 log = logging.getLogger(__name__)
-
-PARAM_FREE_OPS = frozenset({"zero", "skip", "max_pool_3", "avg_pool_3"})
-
-
-def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
-    # One independent, reproducible stream per (run seed, epoch, purpose): a restored run reseeds
-    # exactly as an uninterrupted one would, without saving generator states.
-    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0])
-
 
 def _reseed_loader(loader: Any, seed: int, epoch: int) -> None:
     """Put a loader's shuffling and per-clip sampling in the state of `epoch`, whatever ran before:
@@ -88,8 +80,12 @@ def build_network(
     )
 
 
-def build_supernet(cfg: ExperimentConfig, *, num_classes: int, space: SearchSpace | None = None) -> SuperNet:
-    """The supernet a search trains, at search depth and width, with the configured initialisation."""
+def build_supernet(cfg: ExperimentConfig, *, num_classes: int, space: SearchSpace | None = None,
+                   device: torch.device | None = None) -> SuperNet:
+    """The supernet a search trains (on `device`), at search depth and width, with the configured init."""
+    mixed_op = cfg.model.mixed_op
+    if mixed_op == "auto":
+        mixed_op = "reference" if device is not None and device.type == "cuda" else "fused"
     model = SuperNet(
         space or load_search_space(cfg.search_space),
         generator=torch.Generator().manual_seed(cfg.seed),  # weights and α: same seed, same init
@@ -99,6 +95,7 @@ def build_supernet(cfg: ExperimentConfig, *, num_classes: int, space: SearchSpac
         stem_multiplier=cfg.model.stem_multiplier,
         pc_k=cfg.model.pc_k,
         consensus=cfg.model.consensus,
+        mixed_op=mixed_op,
     )
     apply_init(cfg, model)
     return model
@@ -157,7 +154,8 @@ class SearchSession:
         self.data = build_data(cfg.data, seed=cfg.seed, train_portion=cfg.search.train_portion)
         torch.manual_seed(cfg.seed)  # anything that still draws from the global generator
         s = cfg.search
-        self.model = build_supernet(cfg, num_classes=self.data.num_classes, space=self.space).to(self.device)
+        self.model = build_supernet(cfg, num_classes=self.data.num_classes, space=self.space,
+                                    device=self.device).to(self.device)
         self.w_optimizer = make_optimizer(s.w_optimizer, self.model.weight_parameters(), lr=s.w_lr,
                                           momentum=s.w_momentum, weight_decay=s.w_weight_decay)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_optimizer, T_max=s.epochs, eta_min=s.w_lr_min)
@@ -175,6 +173,7 @@ class SearchSession:
         self.alpha_history: list[dict[str, Any]] = []
         self.ws_choice: Genotype | None = None
         self._cost_cache: dict[str, dict[str, int]] = {}
+        self._latency_cache: dict[str, dict[str, float]] = {}
 
     @property
     def done(self) -> bool:
@@ -184,7 +183,7 @@ class SearchSession:
         """DARTS: derived from α. Random-WS: the best candidate scored so far (a fixed sample before that)."""
         if self.cfg.search.strategy == "random_ws":
             if self.ws_choice is None:
-                return sample_genotype(self.space, np.random.default_rng(_epoch_seed(self.cfg.seed, 0, 4)))
+                return sample_genotype(self.space, np.random.default_rng(epoch_seed(self.cfg.seed, 0, Stream.WS_FALLBACK)))
             return self.ws_choice
         return self.model.genotype()
 
@@ -194,7 +193,7 @@ class SearchSession:
         for genotype in genotypes:
             self.model.set_path(genotype)  # a single path has its own BN statistics: recompute them first
             recalibrate_bn(self.model, self.data.search_w, batches=self.cfg.search.precise_bn_batches, device=self.device)
-            _reseed_loader(self.data.search_a, _epoch_seed(self.cfg.seed, 0, 5), 0)
+            _reseed_loader(self.data.search_a, epoch_seed(self.cfg.seed, 0, Stream.WS_SCORING), 0)
             result = evaluate(self.model, self.data.search_a, device=self.device, num_classes=self.data.num_classes, prefix="val")
             scores.append(float(result["val/acc"]))
         self.model.set_path(None)
@@ -207,17 +206,31 @@ class SearchSession:
             self._cost_cache[genotype.hash] = network_cost(self.cfg, net)
         return self._cost_cache[genotype.hash]
 
+    def derived_latency(self, genotype: Genotype) -> dict[str, float]:
+        """Median forward time (ms) of the retrain-size network on this trial's device, at batch 1
+        (`genotype/latency_ms`) and batch data.batch_size (`genotype/latency_ms_b`); cached per genotype."""
+        key = genotype.hash
+        if key not in self._latency_cache:
+            net = build_network(self.cfg, num_classes=self.data.num_classes, genotype=genotype, space=self.space)
+            net.to(self.device)
+            shape = clip_shape(self.cfg.data)
+            self._latency_cache[key] = {
+                "genotype/latency_ms": measure_latency(net, (1, *shape), device=self.device),
+                "genotype/latency_ms_b": measure_latency(net, (self.cfg.data.batch_size, *shape), device=self.device),
+            }
+        return self._latency_cache[key]
+
     def step(self) -> dict[str, Any]:
         """One search epoch: weight and α updates, validation on the α half, the derived genotype."""
         s = self.cfg.search
         started = time.perf_counter()
-        _reseed_loader(self.data.search_w, _epoch_seed(self.cfg.seed, self.epoch, 0), self.epoch)
-        _reseed_loader(self.data.search_a, _epoch_seed(self.cfg.seed, self.epoch, 1), self.epoch)
-        torch.manual_seed(_epoch_seed(self.cfg.seed, self.epoch, 2))
+        _reseed_loader(self.data.search_w, epoch_seed(self.cfg.seed, self.epoch, Stream.TRAIN_BATCHES), self.epoch)
+        _reseed_loader(self.data.search_a, epoch_seed(self.cfg.seed, self.epoch, Stream.ALPHA_BATCHES), self.epoch)
+        torch.manual_seed(epoch_seed(self.cfg.seed, self.epoch, Stream.TORCH_GLOBAL))
         update_alpha = s.strategy == "darts" and self.epoch >= s.warmup_epochs
         w_loader = self.data.search_w
         if s.strategy == "random_ws":
-            rng = np.random.default_rng(_epoch_seed(self.cfg.seed, self.epoch, 3))
+            rng = np.random.default_rng(epoch_seed(self.cfg.seed, self.epoch, Stream.SINGLE_PATHS))
             w_loader = SinglePathBatches(w_loader, self.model, self.space, rng)
         metrics: dict[str, Any] = dict(
             search_epoch(
@@ -242,7 +255,7 @@ class SearchSession:
         metrics.update(self.data.substitution_metrics(self.data.search_w, self.data.search_a))
         self.epoch += 1
         if s.strategy == "random_ws" and self.done:
-            rng = np.random.default_rng(_epoch_seed(self.cfg.seed, 0, 6))
+            rng = np.random.default_rng(epoch_seed(self.cfg.seed, 0, Stream.WS_CANDIDATES))
             candidates = [sample_genotype(self.space, rng) for _ in range(s.ws_candidates)]
             scores = self.score_genotypes(candidates)
             best = int(np.argmax(scores))
@@ -272,6 +285,8 @@ class SearchSession:
                 "alphas": json.dumps(alphas),
             }
         )
+        if self.cfg.measures_latency:  # timed forwards cost seconds: only when an objective asks for them
+            metrics.update(self.derived_latency(genotype))
         if metrics["collapse/flag"]:
             log.warning("collapse guard: derived normal cell has %d skip connections (max %d)", skips, s.max_skips)
         return metrics
@@ -356,8 +371,8 @@ class TrainSession:
 
     def step(self) -> dict[str, Any]:
         started = time.perf_counter()
-        _reseed_loader(self.train_loader, _epoch_seed(self.cfg.seed, self.epoch, 0), self.epoch)
-        torch.manual_seed(_epoch_seed(self.cfg.seed, self.epoch, 2))
+        _reseed_loader(self.train_loader, epoch_seed(self.cfg.seed, self.epoch, Stream.TRAIN_BATCHES), self.epoch)
+        torch.manual_seed(epoch_seed(self.cfg.seed, self.epoch, Stream.TORCH_GLOBAL))
         if hasattr(self.model, "drop_path_prob"):  # DARTS' ramp: 0 in the first epoch, train.drop_path at the end
             self.model.drop_path_prob = drop_path_at(self.cfg.train.drop_path, self.epoch, self.cfg.train.epochs)
         metrics: dict[str, Any] = dict(
@@ -387,7 +402,7 @@ class TrainSession:
 
     def evaluate(self) -> dict[str, Any]:
         """Test-split (or holdout) evaluation, multi-clip when data.test_clips > 1, with per-class and confusion."""
-        _reseed_loader(self.eval_loader, _epoch_seed(self.cfg.seed, 0, 9), 0)
+        _reseed_loader(self.eval_loader, epoch_seed(self.cfg.seed, 0, Stream.EVALUATION), 0)
         result = evaluate(self.model, self.eval_loader, device=self.device, num_classes=self.data.num_classes, prefix=self.eval_prefix)
         # replaced test videos change the test set: every evaluation says how many (data/substituted/<split>)
         result.update(self.data.substitution_metrics(self.eval_loader))

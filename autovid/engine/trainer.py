@@ -106,14 +106,13 @@ def train_epoch(
     *,
     device: str | torch.device,
     grad_clip: float | None,
-    scaler: torch.amp.GradScaler | None = None,
     autocast_dtype: torch.dtype | None = None,
     progress: bool = False,
 ) -> dict[str, float]:
     """One epoch of plain supervised training; returns ``train/loss``, ``train/acc``, ``train/clips_per_s``.
 
     Gradients of the optimizer's parameters are clipped to ``grad_clip`` (``None``/0: off). ``autocast_dtype``
-    (e.g. ``torch.bfloat16`` on CUDA) runs the forward under autocast; pass a ``GradScaler`` for float16.
+    (``torch.bfloat16`` on CUDA; bf16 needs no loss scaling) runs the forward under autocast.
     """
     device = torch.device(device)
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -127,16 +126,9 @@ def train_epoch(
         with _autocast(device, autocast_dtype):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            _clip(params, grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            _clip(params, grad_clip)
-            optimizer.step()
+        loss.backward()
+        _clip(params, grad_clip)
+        optimizer.step()
         meter.add(loss, logits, y)
         if progress and step % _POSTFIX_EVERY == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")

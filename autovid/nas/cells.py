@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from autovid.nas.fused import Terms, channel_shuffle_merge, fused_sum, shared_relu
 from autovid.nas.ops import FactorizedReduce, PreActOp, ReLUConvBN, conv_stack
 from autovid.nas.search_space import SearchSpace
 
@@ -24,136 +25,12 @@ class CellLayout(NamedTuple):
     concat: tuple[int, ...]
 
 
-class Terms(NamedTuple):
-    """An edge's contribution as terms the cell sums over the whole node in one fused pass (``fused_sum``).
-
-    Plain: ``Σ units + Σ weights[i] · tensors[i]`` — units are op outputs already scaled by their α weight
-    (folded into their last BatchNorm), tensors the outputs shared between edges or weight-free (skip,
-    pools). Partial channels (PC-DARTS, ``groups`` = pc_k > 1): the edge is ``channel_shuffle_merge(<plain
-    sum>, Σ bypass_weights[i] · bypass[i], groups)``; shuffle and concatenation are linear and the same for
-    every edge of a node, so the cell sums the processed parts and the bypass parts of all edges first and
-    merges once per node instead of once per edge.
-    """
-
-    units: list[torch.Tensor]
-    tensors: list[torch.Tensor]
-    weights: torch.Tensor  # [len(tensors)]
-    bypass: list[torch.Tensor] | None = None
-    bypass_weights: torch.Tensor | None = None  # [len(bypass)]
-    groups: int = 1
-
-
-def channel_shuffle_merge(processed: torch.Tensor, bypass: torch.Tensor, groups: int) -> torch.Tensor:
-    """``channel_shuffle(cat([processed, bypass], 1), groups)`` of PC-DARTS in a single copy.
-
-    The shuffle sends channel ``g·(C/groups) + j`` to ``j·groups + g``: stacking the ``groups`` chunks on a new
-    axis right after the channel axis and flattening does exactly that. On NDHWC input the stack is done in
-    memory order (channels last) so that the result stays channels_last_3d.
-    """
-    parts = [processed, *bypass.chunk(groups - 1, dim=1)]
-    if processed.dim() == 5 and processed.is_contiguous(memory_format=torch.channels_last_3d):
-        merged = torch.stack([p.permute(0, 2, 3, 4, 1) for p in parts], dim=-1).flatten(-2)  # [N, T, H, W, C]
-        return merged.permute(0, 4, 1, 2, 3)
-    return torch.stack(parts, dim=2).flatten(1, 2)
-
-
 # (cell_type, edge_index, C, stride, temporal_stride) -> edge module. Edge modules are called as
 # ``edge(x, arg, cache)``: x the input state, arg the per-edge argument handed to Cell.forward (α row, op
 # index, drop path), cache a dict shared by every edge reading the same state in this forward (see
 # ``shared_relu``). They return a tensor or Terms. An edge may define ``share_from(other_edge)``: the cell
 # calls it with the first edge reading the same input, so that parameter-free work can be shared.
 EdgeBuilder = Callable[[str, int, int, int, int], nn.Module]
-
-
-def shared_relu(x: torch.Tensor, channels: int, cache: dict[Any, torch.Tensor]) -> torch.Tensor:
-    """``relu(x[:, :channels])``, computed once per state and forward for all edges reading that state.
-
-    Every ReLU-first operator on every edge fed by a state would otherwise compute and keep (for backward)
-    its own copy: ~16 per state in a DARTS cell. Exact: ReLU is deterministic and not in place.
-    """
-    key = ("relu", channels)
-    out = cache.get(key)
-    if out is None:
-        out = cache[key] = F.relu(x if channels == x.shape[1] else x[:, :channels])
-    return out
-
-
-def _layout(t: torch.Tensor) -> torch.memory_format:
-    """channels_last_3d for a dense NDHWC tensor, else contiguous_format."""
-    if t.dim() == 5 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last_3d):
-        return torch.channels_last_3d
-    return torch.contiguous_format
-
-
-def _flat(t: torch.Tensor) -> torch.Tensor | None:
-    """A 1D view of a dense tensor in memory order (NCDHW or NDHWC), or None."""
-    if t.is_contiguous():
-        return t.view(-1)
-    if t.dim() == 5 and t.is_contiguous(memory_format=torch.channels_last_3d):
-        return t.permute(0, 2, 3, 4, 1).reshape(-1)
-    return None
-
-
-def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Σ a·b in one pass without a temporary when both share a dense layout and dtype."""
-    if a.stride() == b.stride() and a.dtype == b.dtype:
-        fa, fb = _flat(a), _flat(b)
-        if fa is not None and fb is not None:
-            return torch.dot(fa, fb)
-    return (a * b).sum()
-
-
-class _FusedSum(torch.autograd.Function):
-    """``Σ units + Σ_i w[i] · ys[i]`` accumulated in place into one buffer (one pass per term instead of a
-    product and a sum each); backward: every unit gets ``g`` itself, ``∂ys[i] = w[i] · g`` and
-    ``∂w[i] = <g, ys[i]>`` as dot products (no temporaries)."""
-
-    @staticmethod
-    def forward(ctx: Any, n_units: int, w: torch.Tensor, *terms: torch.Tensor) -> torch.Tensor:
-        units, ys = terms[:n_units], terms[n_units:]
-        if len(units) >= 2:
-            out, rest = torch.add(units[0], units[1]), units[2:]
-        elif units:
-            out, rest = units[0].clone(), ()
-        else:
-            out, rest = ys[0] * w[0], ()
-        for u in rest:
-            out.add_(u)
-        for i in range(0 if units else 1, len(ys)):
-            out.addcmul_(ys[i], w[i])
-        ctx.n_units = n_units
-        ctx.dtypes = [t.dtype for t in terms]  # autocast may mix bf16 and fp32 terms
-        ctx.layout = _layout(out)
-        ctx.save_for_backward(w, *ys)
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        w, *ys = ctx.saved_tensors
-        n = ctx.n_units
-        if not g.is_contiguous(memory_format=ctx.layout):
-            # e.g. a channel slice of the concatenation's gradient: densify once here rather than let every
-            # consumer (BN backward kernels, dot products) fall back to slow strided paths.
-            g = g.contiguous(memory_format=ctx.layout)
-        dt = ctx.dtypes
-        grad_w = torch.stack([_dot(g, y) for y in ys]).to(w.dtype) if ctx.needs_input_grad[1] and ys else None
-        grad_units = [g.to(dt[i]) if ctx.needs_input_grad[2 + i] else None for i in range(n)]
-        grad_ys = [(g * w[i]).to(dt[n + i]) if ctx.needs_input_grad[2 + n + i] else None for i in range(len(ys))]
-        return (None, grad_w, *grad_units, *grad_ys)
-
-
-def fused_sum(
-    units: Sequence[torch.Tensor], tensors: Sequence[torch.Tensor] = (), weights: torch.Tensor | None = None
-) -> torch.Tensor:
-    """``Σ units + Σ weights[i] · tensors[i]`` (all the same shape) through ``_FusedSum``."""
-    if tensors and (weights is None or len(tensors) != weights.shape[0]):
-        raise ValueError(f"{len(tensors)} weighted tensors need as many weights")
-    if not units and not tensors:
-        raise ValueError("nothing to sum")
-    if len(units) == 1 and not tensors:
-        return units[0]
-    w = weights if weights is not None else torch.zeros(0, device=(units or tensors)[0].device)
-    return _FusedSum.apply(len(units), w, *units, *tensors)
 
 
 def reduction_positions(cells: int) -> tuple[int, ...]:

@@ -373,3 +373,14 @@ def check_op(name: str) -> str:
 def create_op(name: str, C: int, stride: int, affine: bool, kernel: str, temporal_stride: int = 1) -> nn.Module:
     """Build operator ``name`` (UserError listing the valid names if unknown)."""
     return OPS[check_op(name)](C, stride, affine, kernel, temporal_stride=temporal_stride)
+
+
+def edge_ops(ops: tuple[str, ...], C: int, stride: int, temporal_stride: int, kernel: str) -> nn.ModuleList:
+    """The operators of one edge, zero excluded (its term is w·0), pools followed by a non-affine BN (DARTS)."""
+    modules = []
+    for name in ops:
+        if name == "zero":
+            continue
+        op = OPS[name](C, stride, False, kernel, temporal_stride=temporal_stride)
+        modules.append(nn.Sequential(op, nn.BatchNorm3d(C, affine=False)) if "pool" in name else op)
+    return nn.ModuleList(modules)

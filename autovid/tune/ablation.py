@@ -29,6 +29,8 @@ from autovid.engine.session import SearchSession, build_network, build_supernet
 from autovid.engine.setup import clip_shape, prepare_manifest
 from autovid.errors import RunFailed, UserError
 from autovid.files import write_csv_atomic
+from autovid.rng import Stream
+from autovid.rng import generator as rng_stream
 from autovid.nas.genotype import Genotype
 from autovid.nas.sampling import sample_genotype
 from autovid.nas.search_space import load_search_space
@@ -276,7 +278,7 @@ def run_rank_check(cfg: ExperimentConfig, *, resume: bool = False, address: str 
         raise RunFailed(f"the weight-sharing supernet failed: {error_line(supernet.error)}")
     session = SearchSession(cfg)
     session.load_state_dict(load_state(Path(supernet.checkpoint.path) / STATE_FILE))
-    rng = np.random.default_rng([cfg.seed, 7])
+    rng = rng_stream(cfg.seed, Stream.RANK_GENOTYPES)
     space = load_search_space(cfg.search_space)
     genotypes = [sample_genotype(space, rng) for _ in range(n)]
     inherited = session.score_genotypes(genotypes)
@@ -311,7 +313,7 @@ def run_versus_random(cfg: ExperimentConfig, genotype_json: str, *, samples: int
     ctx = _Context(cfg, resume=resume, tracking_uri=tracking_uri)
     preflight(cfg, "train", genotype_json=genotype_json, local=is_local(address))
     start_run(cfg, address)
-    rng = np.random.default_rng([cfg.seed, 8])  # its own stream: not the random arms' or the rank check's draws
+    rng = rng_stream(cfg.seed, Stream.VERSUS_RANDOM)  # not the random arms' or the rank check's draws
     space = load_search_space(cfg.search_space)
     randoms = [sample_genotype(space, rng).to_json() for _ in range(samples)]
     genotypes = [searched.to_json(), *randoms]

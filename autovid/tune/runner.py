@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +22,17 @@ import pandas as pd
 import ray
 from ray import tune
 from ray.tune import Callback
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+from ray.tune.schedulers import (
+    ASHAScheduler,
+    FIFOScheduler,
+    HyperBandScheduler,
+    MedianStoppingRule,
+    PopulationBasedTraining,
+)
 from ray.tune.search import BasicVariantGenerator
 
 from autovid import tracking
-from autovid.config import Distribution, ExperimentConfig
+from autovid.config import LATENCY_METRICS, PLAIN_NAME, Distribution, ExperimentConfig
 from autovid.engine.preflight import example_genotype, preflight
 from autovid.engine.setup import prepare_manifest
 from autovid.errors import RunFailed, UserError
@@ -63,6 +69,8 @@ class TuneOutcome:
     retrain: dict[str, Any] = field(default_factory=dict)
     parent_run_id: str | None = None
     best_alphas: str | None = None  # the winner's final softmax(α) as JSON ({"ops": [...], "normal": [[...]]})
+    pareto: pd.DataFrame | None = None  # multi-objective studies: the non-dominated trials (summary rows)
+    pareto_retrained: pd.DataFrame | None = None  # tune.retrain=pareto: each front member's retrain results
 
 
 def init_ray(address: str | None) -> None:
@@ -187,11 +195,20 @@ def param_space(cfg: ExperimentConfig) -> dict[str, Any]:
     return space
 
 
+def objectives(cfg: ExperimentConfig) -> list[tuple[str, str]]:
+    """(metric, mode) pairs the study optimises: tune.objectives, or the scalar objective maximised."""
+    return [(o.metric, o.mode) for o in cfg.tune.objectives] or [(OBJECTIVE, "max")]
+
+
 def make_searcher(cfg: ExperimentConfig, experiment_dir: Path) -> Any:
-    """OptunaSearch with its study in a journal file beside the run (inspectable with Optuna's tools)."""
+    """OptunaSearch with its study in a journal file beside the run (inspectable with Optuna's tools).
+
+    A multi-objective study hands Optuna every (metric, mode) pair; Tune itself then gets no metric (see
+    `_tuner`). Warm-start points run first with either searcher."""
     searcher = cfg.tune.searcher
+    points = [dict(p) for p in cfg.tune.points_to_evaluate] or None
     if searcher.name == "random" or not cfg.tune.param_space or cfg.tune.scheduler.name == "pbt":
-        return BasicVariantGenerator(random_state=searcher.seed)
+        return BasicVariantGenerator(random_state=searcher.seed, points_to_evaluate=points)
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
@@ -200,6 +217,7 @@ def make_searcher(cfg: ExperimentConfig, experiment_dir: Path) -> Any:
         "random": lambda: optuna.samplers.RandomSampler(seed=searcher.seed),
         "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=searcher.seed),
         "qmc": lambda: optuna.samplers.QMCSampler(seed=searcher.seed),
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=searcher.seed, population_size=searcher.population_size),
     }
     storage = None
     if "://" not in str(experiment_dir):
@@ -208,8 +226,12 @@ def make_searcher(cfg: ExperimentConfig, experiment_dir: Path) -> Any:
 
         experiment_dir.mkdir(parents=True, exist_ok=True)
         storage = JournalStorage(JournalFileBackend(str(experiment_dir / "optuna.journal")))
+    pairs = objectives(cfg)
+    metric: str | list[str] = [m for m, _ in pairs] if cfg.tune.multi_objective else OBJECTIVE
+    mode: str | list[str] = [d for _, d in pairs] if cfg.tune.multi_objective else "max"
     return OptunaSearch(
-        metric=OBJECTIVE, mode="max", sampler=samplers[searcher.sampler](), study_name=cfg.name, storage=storage
+        metric=metric, mode=mode, sampler=samplers[searcher.sampler](), study_name=cfg.name, storage=storage,
+        points_to_evaluate=points,
     )
 
 
@@ -220,6 +242,12 @@ def make_scheduler(cfg: ExperimentConfig, max_t: int) -> Any:
             time_attr="training_iteration", max_t=max_t, grace_period=min(sched.grace_period, max_t),
             reduction_factor=sched.reduction_factor,
         )
+    if sched.name == "hyperband":
+        # synchronous brackets: a trial pauses (checkpointed) at each rung until its bracket decides
+        return HyperBandScheduler(time_attr="training_iteration", max_t=max_t, reduction_factor=sched.reduction_factor)
+    if sched.name == "median":
+        return MedianStoppingRule(time_attr="training_iteration", grace_period=min(sched.grace_period, max_t),
+                                  min_samples_required=sched.min_samples)
     if sched.name == "pbt":
         mutations = {key: to_tune_domain(cfg.tune.param_space[key]) for key in LR_KEYS if key in cfg.tune.param_space}
         if not mutations:
@@ -275,8 +303,9 @@ def _tuner(
         wrapped,
         param_space=space,
         tune_config=tune.TuneConfig(
-            metric=OBJECTIVE,
-            mode="max",
+            # multi-objective: the searcher holds its metric list; a Tune-level metric would replace it
+            metric=None if cfg.tune.multi_objective else OBJECTIVE,
+            mode=None if cfg.tune.multi_objective else "max",
             search_alg=searcher,
             scheduler=scheduler,
             num_samples=num_samples,
@@ -375,11 +404,15 @@ SUMMARY_COLUMNS = ("val/acc", "objective", "alpha/entropy", "genotype/params", "
 def summarize(results: tune.ResultGrid, cfg: ExperimentConfig) -> pd.DataFrame:
     """One row per trial: its sampled hyperparameters and its last reported metrics."""
     rows = []
+    # the objectives of a multi-objective study, and both latencies whenever they are measured
+    objective_columns = [m for m in dict.fromkeys([o.metric for o in cfg.tune.objectives]
+                                                  + (list(LATENCY_METRICS) if cfg.measures_latency else []))
+                         if m not in SUMMARY_COLUMNS]
     for result in results:
         metrics = result.metrics or {}
         row: dict[str, Any] = {"trial": metrics.get("trial_id", "?"), "status": "ERROR" if result.error else "OK"}
         row.update({key: (result.config or {}).get(key) for key in cfg.tune.param_space})
-        row.update({key: metrics.get(key) for key in SUMMARY_COLUMNS})
+        row.update({key: metrics.get(key) for key in (*SUMMARY_COLUMNS, *objective_columns)})
         row["genotype"] = metrics.get("genotype")
         rows.append(row)
     frame = pd.DataFrame(rows)
@@ -395,12 +428,15 @@ def run_search_experiment(
     retrain: bool = True,
     address: str | None = None,
     tracking_uri: str | None = None,
+    register: str | None = None,
 ) -> TuneOutcome:
-    """`autovid tune`/`autovid search`: the outer search over NAS hyperparameters, then retrain the best."""
+    """`autovid tune`/`autovid search`: the outer search over NAS hyperparameters, then retrain the best trial
+    or every trial of the Pareto front (tune.retrain; `retrain=False`, i.e. --no-retrain, retrains nothing)."""
+    check_registered_name(register)  # --register NAME: the retrained model's registry name
     cfg, tracking_uri = resolve_run(cfg, tracking_uri)
-    retrain = retrain and cfg.tune.retrain_best
+    retrain_mode = cfg.tune.retrain if retrain else "none"
     preflight(cfg, "search", local=is_local(address))
-    if retrain:
+    if retrain_mode != "none":
         # the retrain's network: a genotype of the space at retrain depth and width, before hours of search
         preflight(cfg, "train", genotype_json=example_genotype(cfg), local=is_local(address))
     start_run(cfg, address)
@@ -435,7 +471,11 @@ def run_search_experiment(
     outcome.best_config = dict(best_result.config)
     outcome.best_alphas = (best_result.metrics or {}).get("alphas")
     tracker = _write_outputs(outcome, tracker)
-    if retrain and outcome.best_genotype:
+    tracker = _write_study_outputs(outcome, cfg, ok, tracker)
+    if retrain_mode == "pareto" and outcome.pareto is not None:
+        outcome.pareto_retrained = retrain_front(outcome, results, cfg, tracker, resume=resume,
+                                                 tracking_uri=tracking_uri)
+    if retrain_mode == "best" and outcome.best_genotype:
         outcome.retrain = run_retrain(
             resolve_trial_config(outcome.best_config),
             outcome.best_genotype,
@@ -443,6 +483,7 @@ def run_search_experiment(
             resume=resume and tune.Tuner.can_restore(f"{experiment_path}-retrain"),
             tracking_uri=tracking_uri,
             experiment_key=experiment_path,
+            register=register,
         )
         if tracker is not None and outcome.parent_run_id:
             try:
@@ -483,6 +524,99 @@ def _write_outputs(outcome: TuneOutcome, tracker: tracking.Tracker | None) -> tr
     return tracker
 
 
+def _write_study_outputs(
+    outcome: TuneOutcome, cfg: ExperimentConfig, ok: pd.DataFrame, tracker: tracking.Tracker | None
+) -> tracking.Tracker | None:
+    """Multi-objective: `pareto.csv` and `pareto.png` (the non-dominated trials among the finished ones) beside
+    the experiment. Then, on the MLflow parent run, those two and Optuna's plots of the study's journal.
+
+    Returns `tracker`, or None once MLflow failed (after one warning), as `_write_outputs` does."""
+    from autovid.pareto import pareto_front
+    from autovid.report import pareto_figure, write_pareto
+
+    pairs = objectives(cfg)
+    table = ok.drop(columns=["genotype"], errors="ignore")
+    if cfg.tune.multi_objective:
+        outcome.pareto = pareto_front(ok, pairs)
+        if "://" not in outcome.experiment_path:
+            write_pareto(table, pairs, outcome.experiment_path)
+    if tracker is None or not outcome.parent_run_id:
+        return tracker
+    from autovid.tune.study import load_study, study_figures
+
+    try:
+        with tracking.fail_fast():
+            if outcome.pareto is not None:
+                tracker.log_text(outcome.parent_run_id, pareto_front(table, pairs).to_csv(index=False), "pareto.csv")
+                tracker.log_figure(outcome.parent_run_id, pareto_figure(table, pairs), "pareto.png")
+            study = load_study(outcome.experiment_path, cfg.name)
+            if study is not None:
+                for name, figure in study_figures(study, [m for m, _ in pairs]).items():
+                    tracker.log_figure(outcome.parent_run_id, figure, f"optuna/{name}")
+    except Exception as exc:  # noqa: BLE001 - the files on disk are the results, MLflow a copy
+        log.warning("MLflow tracking: Pareto front / Optuna plots not logged to run %s (%s); pareto.csv and "
+                    "optuna.journal are in %s", outcome.parent_run_id, tracking.describe(exc), outcome.experiment_path)
+        return None
+    return tracker
+
+
+RETRAINED_COLUMNS = ("test/acc", "test/top5", "params", "flops", "time_total_s")
+
+
+def retrain_front(
+    outcome: TuneOutcome,
+    results: tune.ResultGrid,
+    cfg: ExperimentConfig,
+    tracker: tracking.Tracker | None,
+    *,
+    resume: bool,
+    tracking_uri: str,
+) -> pd.DataFrame:
+    """tune.retrain=pareto: retrain every front member (as `<name>-retrain-<trial>`) and tabulate its test
+    accuracy beside the search-time objectives; `pareto_retrained.csv` is rewritten after each member, so an
+    interrupted run keeps the finished ones. A member whose retrain fails is recorded and the others go on;
+    RunFailed follows at the end."""
+    assert outcome.pareto is not None
+    rows: list[dict[str, Any]] = []
+    failed: list[str] = []
+    out = Path(outcome.experiment_path)
+    searched = [m for m, _ in objectives(cfg)]
+    for member in outcome.pareto.to_dict("records"):
+        trial = str(member["trial"])
+        result = next(r for r in results if (r.metrics or {}).get("trial_id") == trial)
+        name = f"{cfg.name}-retrain-{trial}"
+        row: dict[str, Any] = {"trial": trial, "genotype_hash": member.get("genotype_hash"),
+                               **{m: member.get(m) for m in searched}}  # search-time objectives
+        try:
+            final = run_retrain(
+                resolve_trial_config(dict(result.config)), member["genotype"], name=name,
+                resume=resume and tune.Tuner.can_restore(f"{outcome.experiment_path}-retrain-{trial}"),
+                tracking_uri=tracking_uri, experiment_key=outcome.experiment_path,
+            )
+            row.update({key: final.get(key) for key in RETRAINED_COLUMNS})
+            row["status"] = "OK"
+        except RunFailed as exc:
+            log.error("retraining front member %s failed: %s", trial, exc)
+            row["status"] = "ERROR"
+            failed.append(trial)
+        rows.append(row)
+        frame = pd.DataFrame(rows)
+        if "://" not in outcome.experiment_path:
+            write_text_atomic(out / "pareto_retrained.csv", frame.to_csv(index=False))
+    frame = pd.DataFrame(rows)
+    if tracker is not None and outcome.parent_run_id:
+        try:
+            with tracking.fail_fast():
+                tracker.log_text(outcome.parent_run_id, frame.to_csv(index=False), "pareto_retrained.csv")
+        except Exception as exc:  # noqa: BLE001 - pareto_retrained.csv is on disk
+            log.warning("MLflow tracking: pareto_retrained.csv not logged to run %s (%s)", outcome.parent_run_id,
+                        tracking.describe(exc))
+    if failed:
+        raise RunFailed(f"retraining {len(failed)} of {len(rows)} Pareto front members failed ({', '.join(failed)}); "
+                        f"the others are in {out / 'pareto_retrained.csv'}")
+    return frame
+
+
 def run_retrain(
     cfg: ExperimentConfig,
     genotype_json: str | None,
@@ -492,8 +626,13 @@ def run_retrain(
     tracking_uri: str | None = None,
     experiment_key: str | None = None,
     address: str | None = None,
+    register: str | None = None,
 ) -> dict[str, Any]:
-    """Retrain one architecture from scratch as a single Tune trial; returns its final test metrics."""
+    """Retrain one architecture from scratch as a single Tune trial; returns its final test metrics.
+
+    The final network is then logged as an MLflow LoggedModel of the trial's run (`mlflow_model` in the
+    result) and, with `register`, as a new version of that registered model (`registered_model`)."""
+    check_registered_name(register)
     cfg, tracking_uri = resolve_run(cfg.with_overrides({"name": name}, source="retrain"), tracking_uri)
     preflight(cfg, "train", genotype_json=genotype_json, local=is_local(address))
     start_run(cfg, address)
@@ -510,7 +649,7 @@ def run_retrain(
         searcher=BasicVariantGenerator(),
         scheduler=FIFOScheduler(),
         num_samples=1,
-        callbacks=_callbacks(cfg, experiment_key or experiment_path, tracking_uri, name),
+        callbacks=(callbacks := _callbacks(cfg, experiment_key or experiment_path, tracking_uri, name)),
         resume=resume,
     )
     result = fit(tuner, experiment_path)[0]
@@ -525,4 +664,80 @@ def run_retrain(
         write_text_atomic(Path(experiment_path) / "final_metrics.json", json.dumps(final, indent=2))
         if result.checkpoint is not None:
             final["checkpoint"] = str(Path(result.checkpoint.path) / "state.pt")
+    if result.checkpoint is not None:  # after final_metrics.json: MLflow is a copy of what is on disk
+        # a resumed experiment runs the callbacks Tune restored, not these: their runs are then found by tag
+        known = next((c.run_ids for c in callbacks if isinstance(c, MLflowTrialCallback)), {})
+        final.update(log_retrained_model(result, cfg, tracking_uri=tracking_uri,
+                                         experiment_key=experiment_key or experiment_path, known_runs=known,
+                                         register=register))
     return final
+
+
+def check_registered_name(name: str | None) -> None:
+    """`--register NAME` must be a plain name (MLflow refuses '/' and ':'); checked before any training."""
+    if name is not None and not PLAIN_NAME.fullmatch(name):
+        raise UserError(f"--register {name!r} is not a plain name (letters, digits, '.', '_', '-'; "
+                        f"no '/' or leading '.')")
+
+
+def log_retrained_model(
+    result: tune.Result,
+    cfg: ExperimentConfig,
+    *,
+    tracking_uri: str,
+    experiment_key: str,
+    known_runs: Mapping[str, str],
+    register: str | None = None,
+) -> dict[str, str]:
+    """Log a finished retrain's final network as an MLflow LoggedModel of its trial's child run, linked to the
+    run's final metrics; with `register`, also as a new version of that registered model.
+
+    Runs in the driver after the trial: `state.pt` is read with `load_state` (weights only) and the network
+    rebuilt on the CPU. Returns `{"mlflow_model": "models:/<id>", "registered_model": "models:/<name>/<v>"}`,
+    as far as it got: a failure is one warning, never a failed experiment (the checkpoint is the result)."""
+    import torch
+
+    from autovid.engine.checkpoint import load_state
+    from autovid.engine.evaluation import trained_network
+    from autovid.engine.setup import clip_shape
+    from autovid.export import METADATA_KEY, model_metadata
+    from autovid.tune.trainables import STATE_FILE
+
+    metrics = result.metrics or {}
+    trial_id = str(metrics.get("trial_id", ""))
+    logged: dict[str, str] = {}
+    try:
+        with result.checkpoint.as_directory() as folder:
+            state = load_state(Path(folder) / STATE_FILE)
+        model, trained = trained_network(state, source=f"{result.path} checkpoint")
+        meta = model_metadata(state)  # what `autovid export` writes and `autovid predict` reads
+        # two zero clips, not one: torch.export fixes a batch dimension of size 1, a larger one stays dynamic
+        example = torch.zeros(2, *clip_shape(trained.data))
+        with tracking.fail_fast():
+            tracker = tracking.Tracker(tracking_uri, cfg.tracking.experiment)
+            run_id = known_runs.get(trial_id)
+            if run_id is None:
+                parent = tracker.find_run(tracking.TAG_EXPERIMENT_ID, experiment_key)
+                run_id = parent and tracker.find_run(tracking.TAG_TRIAL_ID, trial_id, parent_id=parent)
+            if not run_id:
+                raise LookupError(f"no MLflow run of trial {trial_id} (was the store down during the run?)")
+            tags = {**tracking.standard_tags(search_space=meta.get("search_space"),
+                                             genotype_hash=meta.get("genotype_hash")),
+                    tracking.TAG_TRIAL_ID: trial_id}
+            step = metrics.get("training_iteration")
+            # --resume of a retrain that had finished: its model was logged by the first session
+            model_id = tracker.model_at(run_id, int(step)) if step is not None else None
+            if model_id is None:
+                model_id = tracker.log_network(run_id, model, name=cfg.name, input_example=example,
+                                               metadata={METADATA_KEY: meta}, tags=tags, step=step)
+                log.info("MLflow: retrained network logged as models:/%s (run %s)", model_id, run_id)
+            logged["mlflow_model"] = f"models:/{model_id}"
+            if register:
+                version = tracker.register_model(model_id, register)
+                logged["registered_model"] = f"models:/{register}/{version}"
+                log.info("MLflow: registered as %s", logged["registered_model"])
+    except Exception as exc:  # noqa: BLE001 - tracking must never cost the caller its results
+        missing = "registered" if logged else "logged as an MLflow model"
+        log.warning("MLflow tracking: the retrained network of trial %s was not %s (%s); its checkpoint is %s",
+                    trial_id, missing, tracking.describe(exc), result.checkpoint.path)
+    return logged

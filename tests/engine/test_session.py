@@ -91,9 +91,11 @@ def test_sessions_recompute_bn_statistics_before_evaluating(tmp_path: Path, prec
     result = search.step()
     train = TrainSession(cfg, Genotype.from_json(result["genotype"]))
     train.step()
-    steps = len(search.data.search_w)  # without precise BN the counters show every training step
-    assert _bn_batches_tracked(search.model) == {precise or steps}
-    assert _bn_batches_tracked(train.model) == {precise or len(train.train_loader)}
+    # without precise BN the counters show every training step; with it, at most the loader's batches
+    steps = len(search.data.search_w)
+    assert _bn_batches_tracked(search.model) == {min(precise, steps) if precise else steps}
+    steps = len(train.train_loader)
+    assert _bn_batches_tracked(train.model) == {min(precise, steps) if precise else steps}
 
 
 def test_random_ws_scores_candidates_at_the_end(tmp_path: Path) -> None:
@@ -138,6 +140,7 @@ def test_diverged_training_stops_with_a_clear_error(tmp_path: Path, kind: str) -
     huge = {"grad_clip": 1e30}
     cfg = tiny_config(tmp_path, search={"epochs": 2, "warmup_epochs": 1, "w_lr": 1e12, **huge},
                       train={"epochs": 2, "channels": 4, "cells": 2, "lr": 1e12, **huge})
+    cfg = cfg.with_overrides({"data.batch_size": 2})  # several steps in epoch 1: a step after the blow-up
     session = SearchSession(cfg) if kind == "search" else TrainSession(cfg, Genotype.from_json(example_genotype(cfg)))
     lr_key = "search.w_lr=1000000000000.0" if kind == "search" else "train.lr=1000000000000.0"
     with pytest.raises(TrainingDiverged, match=rf"training diverged in epoch 1: train/loss = nan .*{lr_key}"):
@@ -169,3 +172,19 @@ def test_drop_path_ramps_from_zero_to_its_final_value(tmp_path: Path) -> None:
         session.step()
         seen.append(session.model.drop_path_prob)
     assert seen == pytest.approx([0.0, 0.1, 0.2])
+
+
+def test_mixed_op_follows_config_and_device(tmp_path: Path) -> None:
+    from autovid.engine.session import build_supernet
+    from autovid.nas.fused import FusedMixedOp
+    from autovid.nas.supernet import ReferenceMixedOp
+
+    def kinds(cfg, device):
+        net = build_supernet(cfg, num_classes=4, device=torch.device(device))
+        return {type(e) for cell in net.cells for e in getattr(cell, "edges", [])}
+
+    cfg = tiny_config(tmp_path)
+    assert kinds(cfg, "cpu") == {FusedMixedOp}  # auto: fused on CPU, where it is faster
+    assert kinds(cfg, "cuda") == {ReferenceMixedOp}  # auto: the plain op on CUDA (built on CPU, never run here)
+    assert kinds(cfg.with_overrides({"model.mixed_op": "reference"}), "cpu") == {ReferenceMixedOp}
+    assert kinds(cfg.with_overrides({"model.mixed_op": "fused"}), "cuda") == {FusedMixedOp}

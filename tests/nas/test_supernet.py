@@ -3,18 +3,16 @@ single-path mode, copies and checkpoints."""
 
 from __future__ import annotations
 
-import copy
 import json
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from autovid.errors import UserError
 from autovid.nas.search_space import list_search_spaces, load_search_space
-from autovid.nas.supernet import MixedOp, SuperNet, sample_genotype
+from autovid.nas.supernet import SuperNet, sample_genotype
 
 SPACES = list_search_spaces()
 
@@ -68,39 +66,14 @@ def test_same_seed_same_init_and_genotype():
 
 # ----------------------------------------------------------------------------------------------------------
 # The fast paths (zero skipped, shared ReLU, α folded into BN, shared pools, fused node sums, PC merge per node,
-# NDHWC layout) against the textbook formula, in float64.
-
-
-class _TextbookEdge(nn.Module):
-    """quark0/darts MixedOp: Σ_o w_o·op_o(x), every op on its own (zero as x·0), own ReLU inside each op."""
-
-    def __init__(self, fast: MixedOp) -> None:
-        super().__init__()
-        self.fast = fast
-
-    def forward(self, x, arg, cache):
-        f = self.fast
-        row, beta = arg if isinstance(arg, tuple) else (arg, None)
-        xp = x[:, : f.channels]
-        out = sum(row[i] * op(xp) for op, i in zip(f.ops, f.op_index))
-        if f.num_ops > len(f.op_index):  # zero: x·0 on the strided input
-            i = next(i for i in range(f.num_ops) if i not in f.op_index)
-            out = out + row[i] * xp[:, :, :: f.temporal_stride, :: f.stride, :: f.stride].mul(0.0)
-        if beta is None:
-            return out
-        # PC-DARTS reference: cat, then channel_shuffle via view/transpose, then β per edge.
-        cat = torch.cat([out, f.bypass(x[:, f.channels :])], dim=1)
-        n, c = cat.shape[:2]
-        shuffled = cat.view(n, f.pc_k, c // f.pc_k, *cat.shape[2:]).transpose(1, 2).reshape(cat.shape)
-        return beta * shuffled
+# NDHWC layout) against DARTS' plain mixed op (ReferenceMixedOp), in float64.
 
 
 def _textbook(net):
-    ref = copy.deepcopy(net)
-    ref.set_memory_format(torch.contiguous_format)
-    for cell in ref.cells:
-        for e, edge in enumerate(getattr(cell, "edges", [])):
-            cell.edges[e] = _TextbookEdge(edge)
+    """The same supernet (weights, α, β, BN statistics) with DARTS' plain mixed op on every edge."""
+    ref = SuperNet(net.space, num_classes=5, channels=4, cells=3, pc_k=net.pc_k, mixed_op="reference",
+                   generator=torch.Generator().manual_seed(9)).to(next(net.parameters()).dtype)
+    ref.load_state_dict(net.state_dict())
     return ref
 
 
@@ -195,15 +168,18 @@ def test_single_path_pc_darts():
     assert net(_clips()).shape == (2, 5)
 
 
-def test_new_copies_alpha_and_weights():
-    net = _net("p3d_cell", pc_k=2)
-    other = net.new()
-    assert other is not net and other.pc_k == 2
-    for a, b in zip(net.arch_parameters(), other.arch_parameters()):
-        assert torch.equal(a, b) and a.data_ptr() != b.data_ptr()
+def test_reference_and_fused_supernets_agree_and_share_state_dicts():
+    fused = _net("p3d_cell", pc_k=2)
+    ref = _net("p3d_cell", pc_k=2, mixed_op="reference")
+    assert set(fused.state_dict()) == set(ref.state_dict())
+    for a, b in zip(fused.state_dict().values(), ref.state_dict().values()):
+        assert torch.equal(a, b)  # same seed, same modules in the same order: the same initial network
     x = _clips()
-    net.eval(), other.eval()
-    assert torch.allclose(net(x), other(x))
+    fused.eval(), ref.eval()
+    assert torch.allclose(fused(x), ref(x), atol=1e-5)
+    genotype = sample_genotype(fused.space, np.random.default_rng(0))
+    fused.set_path(genotype), ref.set_path(genotype)  # single-path mode, as random search with weight sharing
+    assert torch.allclose(fused(x), ref(x), atol=1e-5)
 
 
 def test_state_dict_round_trip():

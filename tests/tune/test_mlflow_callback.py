@@ -149,7 +149,7 @@ def _child_by_lr(tracker: tracking.Tracker, parent: str) -> dict[float, Any]:
 
 
 def test_first_run_nested_structure(experiment: dict[str, Any]) -> None:
-    tracker, snapshot = experiment["tracker"], experiment["snapshot"]
+    snapshot = experiment["snapshot"]
     parent = experiment["first_cb"].parent_run_id
     assert len(snapshot) == len(LRS) + 1
     statuses = {float(r.data.params["optim.lr"]): r.info.status for r in snapshot.values()}

@@ -1,0 +1,210 @@
+"""`autovid predict`: top-k classes of any videos with a retrained, exported or MLflow-logged network (TSN multi-clip)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from autovid.data.dataset import VideoClipDataset
+from autovid.data.decoding import DecoderLimitation, DecodingProcessError
+from autovid.data.transforms import TestTransform
+from autovid.errors import RunFailed, UserError
+from autovid.export import METADATA_KEY, Runner, eager_model, load_onnx, load_pt2, load_train_state, model_metadata
+
+MLFLOW_SCHEMES = ("runs:/", "models:/")
+SPEC_KEYS = ("num_segments", "frames_per_segment", "stride", "mode", "modality", "crop_size", "normalization")
+CSV_COLUMNS = ("video", "rank", "class", "probability")
+NATIVE_WIDTH_BUG = ("decord cannot decode frames of this width (a decord 0.6 bug for a few widths, such as 16, 24, 48 "
+                    "and 72 pixels); re-encode the video at another width")
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """A network as a function of a clip batch, with the metadata that says how to make its input."""
+
+    run: Runner
+    metadata: dict[str, Any]
+    source: str  # what MODEL was: checkpoint, pt2, onnx or mlflow
+
+    @property
+    def class_names(self) -> list[str]:
+        return [str(c) for c in self.metadata["class_names"]]
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return self.metadata["input"]
+
+
+def load_predictor(model: str, *, tracking_uri: str | None = None) -> Predictor:
+    """MODEL: a retrain `state.pt` (or its folder), an exported `.pt2` / `.onnx`, or an MLflow model URI."""
+    if model.startswith(MLFLOW_SCHEMES):
+        return _mlflow_predictor(model, tracking_uri)
+    path = Path(model)
+    if not path.exists():
+        raise UserError(f"model not found: {path}")
+    if path.suffix == ".pt2":
+        run, meta = load_pt2(path)
+        source = "pt2"
+    elif path.suffix == ".onnx":
+        run, meta = load_onnx(path)
+        source = "onnx"
+    else:
+        state = load_train_state(path)
+        net, meta, source = eager_model(state), model_metadata(state), "checkpoint"
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return net(x)
+
+    return Predictor(run, _checked(meta, model), source)
+
+
+def _mlflow_predictor(uri: str, tracking_uri: str | None) -> Predictor:
+    from autovid.tracking import load_pytorch_model
+
+    net, logged = load_pytorch_model(uri, tracking_uri=tracking_uri)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return net(x)
+
+    return Predictor(run, _checked(logged.get(METADATA_KEY), uri), "mlflow")
+
+
+def _checked(meta: Any, model: str) -> dict[str, Any]:
+    """The autovid metadata, refused in one line when absent or incomplete (there is no input spec to follow)."""
+    if not isinstance(meta, Mapping) or not isinstance(meta.get("input"), Mapping) or not meta.get("class_names"):
+        raise UserError(f"{model}: no autovid metadata (class names, input spec); export it with `autovid export`")
+    missing = [k for k in SPEC_KEYS if k not in meta["input"]]
+    if missing:
+        raise UserError(f"{model}: its autovid metadata lacks input.{', input.'.join(missing)}")
+    return dict(meta)
+
+
+# ------------------------------------------------------------------------------------------------------ clips
+
+
+class ClipReader:
+    """Test-time clips of any videos, made exactly as the test loader makes them: the data pipeline's own
+    `VideoClipDataset` (TSN test sampling, centre crop, normalisation, RGB difference) over these files, decoding
+    in an isolated child process, so a file that crashes the decoder costs that file, not the command."""
+
+    def __init__(self, spec: Mapping[str, Any], videos: Sequence[tuple[str, int]], *, clips: int) -> None:
+        rows = pd.DataFrame({"path": [p for p, _ in videos], "label": range(len(videos)),
+                             "num_frames": [n for _, n in videos], "status": "ok"})
+        resize = spec.get("resize")
+        self.dataset = VideoClipDataset(
+            rows, split=None, num_segments=int(spec["num_segments"]), frames_per_segment=int(spec["frames_per_segment"]),
+            crop_size=int(spec["crop_size"]), train=False, seed=0, stride=int(spec["stride"]), mode=spec["mode"],
+            resize=tuple(resize) if resize else None, num_clips=clips, modality=spec["modality"],
+        )
+        norm = spec["normalization"]
+        # the dataset normalises with autovid's defaults; the metadata's values are the ones the network saw
+        self.dataset.transform = TestTransform(int(spec["crop_size"]), mean=tuple(norm["mean"]), std=tuple(norm["std"]))
+
+    def read(self, i: int) -> torch.Tensor:
+        """Video `i`'s clips, float32 [M, K, C, L, H, W] (test sampling draws nothing at random)."""
+        clips = self.dataset._load(self.dataset.records[i], np.random.default_rng(0))
+        return clips if self.dataset.num_clips > 1 else clips.unsqueeze(0)
+
+    def close(self) -> None:
+        if self.dataset.decoder is not None:
+            self.dataset.decoder.close()
+
+
+# -------------------------------------------------------------------------------------------------- inference
+
+
+@dataclass
+class PredictionRun:
+    """Top-k (class, probability) per predicted video, the videos that could not be read, and the throughput."""
+
+    predictions: list[tuple[str, list[tuple[str, float]]]] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    clips: int = 0
+    seconds: float = 0.0
+
+    @property
+    def clips_per_s(self) -> float:
+        return self.clips / self.seconds if self.seconds > 0 else float("nan")
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per (video, rank): the table and the CSV."""
+        return [{"video": video, "rank": rank, "class": name, "probability": p}
+                for video, ranked in self.predictions for rank, (name, p) in enumerate(ranked, start=1)]
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows(), columns=list(CSV_COLUMNS))
+
+
+def predict_videos(predictor: Predictor, videos: Sequence[str], *, clips: int, topk: int,
+                   on_failure: Callable[[str, str], None]) -> PredictionRun:
+    """Probe every video in child processes, then decode and classify the readable ones, `clips` clips each
+    (logits averaged, as the evaluator does); `on_failure(video, reason)` is called once per unreadable one."""
+    result = PredictionRun()
+    readable: list[tuple[str, int]] = []
+    for video, frames, reason in probe_videos(videos):
+        if frames is None:
+            result.failures.append((video, reason))
+            on_failure(video, reason)
+        else:
+            readable.append((video, frames))
+    if not readable:
+        return result
+    reader = ClipReader(predictor.spec, readable, clips=clips)
+    k = min(topk, len(predictor.class_names))
+    started = time.perf_counter()
+    try:
+        for i, (video, _) in enumerate(readable):
+            try:
+                batch = reader.read(i)
+            except DecodingProcessError as exc:  # the decoder could not start: the installation, not the file
+                raise RunFailed(f"decoding failed for every video: {exc}") from None
+            except DecoderLimitation:  # at the file's native size: only re-encoding helps
+                result.failures.append((video, NATIVE_WIDTH_BUG))
+                on_failure(video, NATIVE_WIDTH_BUG)
+                continue
+            except Exception as exc:  # noqa: BLE001 - this file's fault (native crashes included): report, go on
+                result.failures.append((video, _one_line(exc)))
+                on_failure(video, _one_line(exc))
+                continue
+            result.predictions.append((video, top_classes(predictor.run(batch), predictor.class_names, k)))
+            result.clips += int(batch.shape[0])
+    finally:
+        result.seconds = time.perf_counter() - started
+        reader.close()
+    return result
+
+
+def top_classes(logits: torch.Tensor, names: Sequence[str], k: int) -> list[tuple[str, float]]:
+    """The `k` most probable classes of one video from its clips' logits `[M, N]`: mean over clips, then softmax."""
+    probs = torch.softmax(logits.float().mean(dim=0), dim=0)
+    values, indices = probs.topk(k)
+    return [(names[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]
+
+
+def probe_videos(videos: Sequence[str]) -> list[tuple[str, int | None, str]]:
+    """(video, frame count or None, reason) per video, probed in child processes as `autovid data index` does."""
+    from autovid.data.manifest import not_a_regular_file, probe_files
+
+    outcomes = [not_a_regular_file(v) for v in videos]
+    todo = [i for i, outcome in enumerate(outcomes) if outcome is None]
+    for i, outcome in zip(todo, probe_files([str(Path(videos[i]).absolute()) for i in todo])):
+        outcomes[i] = outcome
+    found = []
+    for video, outcome in zip(videos, outcomes):
+        info = outcome.info
+        found.append((video, info.num_frames if info else None, "" if info else f"{outcome.reason} ({outcome.detail})"))
+    return found
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:300] + "..." if len(text) > 300 else text

@@ -1,0 +1,128 @@
+"""Multi-objective studies, HyperBand and median stopping, and warm-start points, on local Ray for real
+(Ray Tune, OptunaSearch with its journal, MLflow on a temporary SQLite file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import optuna
+import pandas as pd
+import pytest
+import ray
+
+from autovid.pareto import dominates
+from autovid.tune.runner import run_search_experiment
+from autovid.tune.study import load_study
+from tests.tiny import tiny_config
+
+pytestmark = pytest.mark.slow
+
+OBJECTIVES = [{"metric": "val/acc", "mode": "max"}, {"metric": "genotype/latency_ms", "mode": "min"}]
+SPACE = {"search.w_lr": {"type": "loguniform", "low": 0.01, "high": 0.1},
+         "search.alpha_lr": {"type": "loguniform", "low": 1e-3, "high": 0.3}}
+
+
+@pytest.fixture
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _trial_order(trial_id: str) -> int:
+    return int(trial_id.rsplit("_", 1)[1])  # Ray numbers trials in creation order: <experiment>_00000, ...
+
+
+def test_multi_objective_study_writes_the_pareto_front_and_retrains_it(tmp_path: Path, local_ray) -> None:
+    cfg = tiny_config(
+        tmp_path,
+        name="mo",
+        search={"epochs": 1, "warmup_epochs": 0},
+        train={"epochs": 1, "channels": 4, "cells": 2},
+        tune={"num_samples": 4, "max_concurrent_trials": 2, "scheduler": {"name": "none"},
+              "searcher": {"sampler": "nsga2", "population_size": 2}, "objectives": OBJECTIVES,
+              "param_space": SPACE, "retrain": "pareto"},
+    )
+    outcome = run_search_experiment(cfg)
+    exp = Path(outcome.experiment_path)
+    summary = pd.read_csv(exp / "summary.csv")
+    assert len(summary) == 4 and set(summary["status"]) == {"OK"}
+    assert (summary["genotype/latency_ms"] > 0).all() and (summary["genotype/latency_ms_b"] > 0).all()
+
+    # pareto.csv lists exactly the trials no other trial dominates (checked pairwise, not with pareto_mask)
+    metrics, modes = [o["metric"] for o in OBJECTIVES], [o["mode"] for o in OBJECTIVES]
+    points = summary[metrics].to_numpy(dtype=float)
+    expected = {t for t, p in zip(summary["trial"], points) if not any(dominates(q, p, modes) for q in points)}
+    front = pd.read_csv(exp / "pareto.csv")
+    assert set(front["trial"]) == expected and len(front) == len(expected) >= 1
+    assert (exp / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+
+    # every front member retrained under its own name, accuracy against cost in pareto_retrained.csv
+    retrained = pd.read_csv(exp / "pareto_retrained.csv")
+    assert set(retrained["trial"]) == expected and set(retrained["status"]) == {"OK"}
+    assert retrained["test/acc"].between(0, 1).all() and (retrained["flops"] > 0).all()
+    for trial in expected:
+        assert (Path(cfg.storage_path) / f"mo-retrain-{trial}" / "final_metrics.json").is_file()
+    assert not outcome.retrain  # retrain=pareto replaces the single best retrain
+
+    # the Optuna study has both directions and every trial's two values
+    study = load_study(exp, "mo")
+    assert study is not None and study.directions == [optuna.study.StudyDirection.MAXIMIZE,
+                                                      optuna.study.StudyDirection.MINIMIZE]
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert sorted(t.values[0] for t in complete) == pytest.approx(sorted(summary["val/acc"]))
+
+    # MLflow parent run: the front and Optuna's plots as artifacts, one child per trial and per retrain
+    client = mlflow.MlflowClient(cfg.tracking.uri)
+    artifacts = {a.path for a in client.list_artifacts(outcome.parent_run_id)}
+    assert {"pareto.csv", "pareto.png", "pareto_retrained.csv", "optuna"} <= artifacts
+    plots = {Path(a.path).name for a in client.list_artifacts(outcome.parent_run_id, "optuna")}
+    assert {"optuna_history_val_acc.png", "optuna_history_genotype_latency_ms.png", "optuna_pareto.png"} <= plots
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
+    children = client.search_runs([experiment.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{outcome.parent_run_id}'")
+    assert len(children) == 4 + len(expected)
+
+
+@pytest.mark.parametrize("scheduler", ["hyperband", "median"])
+def test_hyperband_and_median_stopping_run_a_study(tmp_path: Path, local_ray, scheduler: str) -> None:
+    cfg = tiny_config(
+        tmp_path,
+        name=scheduler,
+        search={"epochs": 2, "warmup_epochs": 1},
+        tune={"num_samples": 3, "max_concurrent_trials": 2, "param_space": SPACE, "retrain": "none",
+              "scheduler": {"name": scheduler, "grace_period": 1, "min_samples": 2}},
+    )
+    outcome = run_search_experiment(cfg)
+    assert len(outcome.summary) == 3 and set(outcome.summary["status"]) == {"OK"}
+    # a trial runs 1 epoch (stopped early) or 2; every one reports an objective
+    assert set(outcome.summary["epoch"]) <= {1, 2} and outcome.summary["objective"].notna().all()
+    assert outcome.best_genotype
+
+
+@pytest.mark.parametrize("searcher", ["optuna", "random"])
+def test_points_to_evaluate_are_the_first_trials(tmp_path: Path, local_ray, searcher: str) -> None:
+    points = [{"search.w_lr": 0.02, "search.alpha_lr": 0.05}, {"search.w_lr": 0.08, "search.alpha_lr": 0.002}]
+    cfg = tiny_config(
+        tmp_path,
+        name=f"warm-{searcher}",
+        search={"epochs": 1, "warmup_epochs": 0},
+        tune={"num_samples": 3, "max_concurrent_trials": 1, "scheduler": {"name": "none"}, "retrain": "none",
+              "searcher": {"name": searcher}, "param_space": SPACE, "points_to_evaluate": points},
+    )
+    outcome = run_search_experiment(cfg)
+    assert len(outcome.summary) == 3 and set(outcome.summary["status"]) == {"OK"}
+    if searcher == "optuna":  # Optuna numbers its trials in the order it hands them out
+        study = load_study(outcome.experiment_path, cfg.name)
+        assert study is not None
+        params = [t.params for t in sorted(study.trials, key=lambda t: t.number)]
+        assert params[:2] == points and len(params) == 3
+    # and Tune ran exactly those configs (BasicVariantGenerator names its trials <id>_00000, _00001, ...)
+    rows = outcome.summary.to_dict("records")
+    if searcher == "random":
+        rows.sort(key=lambda r: _trial_order(r["trial"]))
+        assert [{k: r[k] for k in SPACE} for r in rows[:2]] == points
+    tried = [{k: r[k] for k in SPACE} for r in rows]
+    assert all(point in tried for point in points)
+    assert sum(t not in points for t in tried) == 1  # the third trial is sampled
