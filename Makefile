@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.autovid-installed
 
-.PHONY: demo test bench clean install
+.PHONY: demo test test-fast lint bench clean install
 
 install: $(STAMP)
 
@@ -24,6 +24,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The edit-test loop: everything but the end-to-end tests that start Ray or train networks.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check autovid tests benchmarks
 
 bench: $(STAMP)
 	$(PY) benchmarks/loader.py

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from autovid import __version__
+from autovid.config import SyntheticConfig
 from autovid.errors import RunFailed, UserError
 
 log = logging.getLogger("autovid")
@@ -45,17 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="datasets: synthesize, index, summarize").add_subparsers(dest="data_command", required=True)
     synth = data.add_parser("synth", help="write the embedded synthetic motion benchmark (UCF101 layout)")
     synth.add_argument("out", type=Path)
-    synth.add_argument("--classes", type=int, default=10)
-    synth.add_argument("--videos-per-class", type=int, default=30)
-    synth.add_argument("--groups", type=int, default=10)
-    synth.add_argument("--test-groups", type=int, default=3)
-    synth.add_argument("--speed", type=float, default=1.0, help="scales every motion; lower is harder")
-    synth.add_argument("--polarity", choices=("bright", "mixed"), default="bright",
+    synthetic = SyntheticConfig()  # the one definition of the benchmark's defaults (also `data.synthetic.*`)
+    synth.add_argument("--classes", type=int, default=synthetic.classes)
+    synth.add_argument("--videos-per-class", type=int, default=synthetic.videos_per_class)
+    synth.add_argument("--groups", type=int, default=synthetic.groups)
+    synth.add_argument("--test-groups", type=int, default=synthetic.test_groups)
+    synth.add_argument("--speed", type=float, default=synthetic.speed, help="scales every motion; lower is harder")
+    synth.add_argument("--polarity", choices=("bright", "mixed"), default=synthetic.polarity,
                        help="actor brighter than the scene (default), or a random contrast sign per channel")
-    synth.add_argument("--size", type=int, default=64)
-    synth.add_argument("--frames", type=int, default=32)
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--codec", choices=("mpeg4", "h264", "mjpeg"), default="mpeg4")
+    synth.add_argument("--size", type=int, default=synthetic.size)
+    synth.add_argument("--frames", type=int, default=synthetic.frames)
+    synth.add_argument("--seed", type=int, default=synthetic.seed)
+    synth.add_argument("--codec", choices=("mpeg4", "h264", "mjpeg"), default=synthetic.codec)
     index = data.add_parser("index", help="index a dataset into a Parquet manifest (probing every file once)")
     index.add_argument("root", type=Path)
     index.add_argument("--format", required=True, choices=("ucf101", "hmdb51", "folder", "csv"))
@@ -169,11 +171,10 @@ def _load(args: argparse.Namespace):
 
 def cmd_tune(args: argparse.Namespace) -> int:
     cfg = _load(args)  # validate before importing Ray and torch: a config error answers at once
-    from autovid.report import summary_table
-    from autovid.tune.runner import run_search_experiment
-
     from autovid.data.manifest import format_summary, summarize_manifest
     from autovid.engine.setup import prepare_manifest
+    from autovid.report import summary_table
+    from autovid.tune.runner import run_search_experiment
 
     print(f"dataset ({cfg.data.dataset}):\n{format_summary(summarize_manifest(prepare_manifest(cfg.data)))}")
     if args.command == "search":  # one search, no outer hyperparameter sampling

@@ -255,9 +255,19 @@ class TuneConfig(_Frozen):
     @model_validator(mode="before")
     @classmethod
     def _renamed_keys(cls, data: Any) -> Any:
+        # tune.retrain_best (a bool) became tune.retrain. Checkpoints and Tune experiment states written before
+        # hold the old key in their stored config, so it is still read (true = best, false = none), not refused.
         if isinstance(data, dict) and "retrain_best" in data:
-            raise ValueError(f"tune.retrain_best was replaced by tune.retrain: use retrain: "
-                             f"{'best' if data['retrain_best'] else 'none'} (or pareto)")
+            data = dict(data)
+            old = data.pop("retrain_best")
+            if isinstance(old, bool):
+                migrated = "best" if old else "none"
+                if data.setdefault("retrain", migrated) != migrated:
+                    raise ValueError(f"tune.retrain_best={str(old).lower()} (the former key) contradicts "
+                                     f"tune.retrain={data['retrain']}: keep tune.retrain only")
+            else:
+                raise ValueError(f"tune.retrain_best (now tune.retrain: best | pareto | none) must be true or "
+                                 f"false, got {old!r}")
         return data
 
     @model_validator(mode="after")
@@ -385,6 +395,8 @@ class ExperimentConfig(_Frozen):
         """A new validated config with dotted keys replaced (the original is never mutated)."""
         data = self.model_dump(mode="json")
         for key, value in overrides.items():
+            if key == "tune.retrain_best" and isinstance(value, bool):  # the former key, as in stored configs
+                key, value = "tune.retrain", "best" if value else "none"
             _set_dotted(data, key, value, source)
         return validate_config(data, source=source)
 
@@ -392,7 +404,6 @@ class ExperimentConfig(_Frozen):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-RENAMED_KEYS = {"tune.retrain_best": "tune.retrain (best | pareto | none)"}
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -413,8 +424,6 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any, source: str) -> None
     for i, part in enumerate(parts):
         path = ".".join(parts[: i + 1])
         if not isinstance(node, dict) or part not in node:
-            if path in RENAMED_KEYS:
-                raise UserError(f"{source}: {path} was replaced by {RENAMED_KEYS[path]}")
             raise UserError(f"{source}: unknown config key {path!r}")
         if i == len(parts) - 1:
             node[part] = value

@@ -19,6 +19,7 @@ from torch import nn
 
 from autovid.engine.checkpoint import load_state
 from autovid.errors import RunFailed, UserError
+from autovid.files import write_text_atomic
 
 ExportFormat = Literal["pt2", "onnx"]
 FORMATS: tuple[ExportFormat, ...] = ("pt2", "onnx")
@@ -71,7 +72,7 @@ def model_metadata(state: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def eager_model(state: Mapping[str, Any]) -> nn.Module:
-    """The checkpoint's network on the CPU in eval mode, its weights loaded."""
+    """The checkpoint's network on the CPU in eval mode, built as the retrain built it and its weights loaded."""
     from autovid.engine.evaluation import trained_network
 
     return trained_network(state)[0]
@@ -121,8 +122,6 @@ def export_model(state_path: Path, fmt: ExportFormat, out: Path | None = None) -
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    from autovid.files import write_text_atomic
-
     sidecar = write_text_atomic(out.with_name(out.name + ".json"), json.dumps(meta, indent=2) + "\n")
     return ExportResult(out, sidecar, diff, video, int(clips.shape[0]), time.perf_counter() - started)
 
@@ -145,7 +144,7 @@ def real_test_clips(state: Mapping[str, Any], meta: Mapping[str, Any]) -> tuple[
     try:
         return reader.read(0), path
     except Exception as exc:  # noqa: BLE001 - any decode failure: the check cannot run, the export must not pass
-        raise RunFailed(f"export parity check: cannot decode the test video {path} ({_one_line(exc)})") from None
+        raise RunFailed(f"export parity check: cannot decode the test video {path} ({one_line(exc)})") from None
     finally:
         reader.close()
 
@@ -157,7 +156,7 @@ def _trace(model: nn.Module, clips: torch.Tensor) -> torch.export.ExportedProgra
             warnings.simplefilter("ignore", FutureWarning)  # torch's own deprecations, not the user's to act on
             return torch.export.export(model, (clips,), dynamic_shapes=({0: batch},))
     except Exception as exc:  # noqa: BLE001 - an operator torch.export cannot trace: the export fails, in one line
-        raise RunFailed(f"torch.export could not trace the network: {_one_line(exc)}") from None
+        raise RunFailed(f"torch.export could not trace the network: {one_line(exc)}") from None
 
 
 def _save_pt2(program: torch.export.ExportedProgram, clips: torch.Tensor, meta: Mapping[str, Any], path: Path) -> None:
@@ -177,7 +176,9 @@ def _save_onnx(program: torch.export.ExportedProgram, clips: torch.Tensor, meta:
             onnx_program = torch.onnx.export(program, (clips,), dynamo=True, input_names=[INPUT_NAME],
                                              output_names=[OUTPUT_NAME], verbose=False)
     except Exception as exc:  # noqa: BLE001 - an operator without an ONNX translation
-        raise RunFailed(f"ONNX export failed: {_one_line(exc)}") from None
+        raise RunFailed(f"ONNX export failed: {one_line(exc)}") from None
+    if onnx_program is None:  # torch returns None only when given a file to write; it was given none
+        raise RunFailed("ONNX export returned no program")
     onnx_program.model.metadata_props[METADATA_KEY] = json.dumps(meta)
     onnx_program.save(path, external_data=False)  # one file: these networks are far below protobuf's 2 GB
 
@@ -199,7 +200,7 @@ def load_pt2(path: Path) -> tuple[Runner, dict[str, Any] | None]:
     try:
         module = torch.export.load(path, extra_files=extra).module()
     except Exception as exc:  # noqa: BLE001 - a foreign or truncated archive
-        raise UserError(f"{path}: not a loadable .pt2 program ({_one_line(exc)})") from None
+        raise UserError(f"{path}: not a loadable .pt2 program ({one_line(exc)})") from None
 
     def run(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -215,7 +216,7 @@ def load_onnx(path: Path) -> tuple[Runner, dict[str, Any] | None]:
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for foreign files
-        raise UserError(f"{path}: not a loadable ONNX model ({_one_line(exc)})") from None
+        raise UserError(f"{path}: not a loadable ONNX model ({one_line(exc)})") from None
     name = session.get_inputs()[0].name
     meta = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY, "")
 
@@ -247,7 +248,7 @@ def check_pt2_pickle_free(path: Path) -> None:
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise UserError(f"{path}: not a .pt2 archive ({_one_line(exc)})") from None
+        raise UserError(f"{path}: not a .pt2 archive ({one_line(exc)})") from None
     with archive:
         raw = _raw_tensor_records(archive)
         for info in archive.infolist():
@@ -291,6 +292,7 @@ def _is_plain(content: bytes) -> bool:
     return True
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line of at most 300 characters (the CLI's errors are one line each)."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text[:300] + "..." if len(text) > 300 else text

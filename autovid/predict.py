@@ -16,7 +16,16 @@ from autovid.data.dataset import VideoClipDataset
 from autovid.data.decoding import DecoderLimitation, DecodingProcessError
 from autovid.data.transforms import TestTransform
 from autovid.errors import RunFailed, UserError
-from autovid.export import METADATA_KEY, Runner, eager_model, load_onnx, load_pt2, load_train_state, model_metadata
+from autovid.export import (
+    METADATA_KEY,
+    Runner,
+    eager_model,
+    load_onnx,
+    load_pt2,
+    load_train_state,
+    model_metadata,
+    one_line,
+)
 
 MLFLOW_SCHEMES = ("runs:/", "models:/")
 SPEC_KEYS = ("num_segments", "frames_per_segment", "stride", "mode", "modality", "crop_size", "normalization")
@@ -158,7 +167,7 @@ def predict_videos(predictor: Predictor, videos: Sequence[str], *, clips: int, t
             readable.append((video, frames))
     if not readable:
         return result
-    reader = ClipReader(predictor.spec, readable, clips=clips)
+    reader = ClipReader(predictor.spec, [(str(Path(v).absolute()), n) for v, n in readable], clips=clips)
     k = min(topk, len(predictor.class_names))
     started = time.perf_counter()
     try:
@@ -167,13 +176,11 @@ def predict_videos(predictor: Predictor, videos: Sequence[str], *, clips: int, t
                 batch = reader.read(i)
             except DecodingProcessError as exc:  # the decoder could not start: the installation, not the file
                 raise RunFailed(f"decoding failed for every video: {exc}") from None
-            except DecoderLimitation:  # at the file's native size: only re-encoding helps
-                result.failures.append((video, NATIVE_WIDTH_BUG))
-                on_failure(video, NATIVE_WIDTH_BUG)
-                continue
             except Exception as exc:  # noqa: BLE001 - this file's fault (native crashes included): report, go on
-                result.failures.append((video, _one_line(exc)))
-                on_failure(video, _one_line(exc))
+                # a DecoderLimitation here is at the file's own width: only re-encoding it helps
+                reason = NATIVE_WIDTH_BUG if isinstance(exc, DecoderLimitation) else one_line(exc)
+                result.failures.append((video, reason))
+                on_failure(video, reason)
                 continue
             result.predictions.append((video, top_classes(predictor.run(batch), predictor.class_names, k)))
             result.clips += int(batch.shape[0])
@@ -194,17 +201,12 @@ def probe_videos(videos: Sequence[str]) -> list[tuple[str, int | None, str]]:
     """(video, frame count or None, reason) per video, probed in child processes as `autovid data index` does."""
     from autovid.data.manifest import not_a_regular_file, probe_files
 
-    outcomes = [not_a_regular_file(v) for v in videos]
-    todo = [i for i, outcome in enumerate(outcomes) if outcome is None]
-    for i, outcome in zip(todo, probe_files([str(Path(videos[i]).absolute()) for i in todo])):
-        outcomes[i] = outcome
+    special = [not_a_regular_file(v) for v in videos]  # folders, FIFOs...: never opened (a FIFO would block)
+    probed = iter(probe_files([str(Path(v).absolute()) for v, o in zip(videos, special) if o is None]))
+    outcomes = [o if o is not None else next(probed) for o in special]
     found = []
     for video, outcome in zip(videos, outcomes):
         info = outcome.info
         found.append((video, info.num_frames if info else None, "" if info else f"{outcome.reason} ({outcome.detail})"))
     return found
 
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:300] + "..." if len(text) > 300 else text

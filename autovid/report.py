@@ -522,10 +522,16 @@ def pareto_figure(frame: pd.DataFrame, objectives: Sequence[tuple[str, str]], *,
         for k in np.flatnonzero(on_front):
             ax.annotate(labels[k], (values[k, i], values[k, j]), textcoords="offset points", xytext=(4, 4), fontsize=7)
         if len(objectives) == 2 and on_front.sum() > 1:
+            # the edge of the dominated region: between two members (sorted by x), the level is that of the one
+            # whose x is better, i.e. the right one when x is maximised ("pre") and the left one otherwise
             order = np.argsort(values[on_front, i])
-            ax.step(values[on_front, i][order], values[on_front, j][order], where="post", color="C3", lw=1, alpha=0.6)
+            ax.step(values[on_front, i][order], values[on_front, j][order], where="pre" if xmode == "max" else "post",
+                    color="C3", lw=1, alpha=0.6)
         ax.set_xlabel(f"{xm} ({xmode})")
         ax.set_ylabel(f"{ym} ({ymode})")
+        for axis, metric in ((ax.xaxis, xm), (ax.yaxis, ym)):
+            if metric.endswith(("params", "flops")):  # 80 M rather than an offset "1e8" over the axis
+                axis.set_major_formatter(FuncFormatter(_count_label))
         ax.grid(True, alpha=0.3)
         if n == 0:
             ax.legend(fontsize=7, loc="best")

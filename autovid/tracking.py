@@ -650,8 +650,10 @@ class Tracker:
 def load_pytorch_model(uri: str, *, tracking_uri: str | None = None) -> tuple[Any, dict[str, Any]]:
     """The network logged at an MLflow model URI (`runs:/<run>/<name>`, `models:/<id>` or `models:/<name>/<version>`)
     and the `metadata` dict it was logged with (`{}` when none), from `tracking_uri` (default: MLFLOW_TRACKING_URI,
-    else `mlflow.db` here). MLflow refuses pickled models unless MLFLOW_ALLOW_PICKLE_DESERIALIZATION is set, and
-    checks a pt2 archive for pickles before loading it; autovid never sets that variable. Errors are UserErrors.
+    else `mlflow.db` here). Loading never unpickles: MLflow allows pickled models by default
+    (MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true in MLflow 3), so unless the user set that variable it is false for
+    the load, and MLflow then refuses a pickled model and checks a pt2 archive's records with torch's
+    weights-only unpickler. Errors are UserErrors.
     """
     import mlflow
     import mlflow.pytorch
@@ -666,9 +668,10 @@ def load_pytorch_model(uri: str, *, tracking_uri: str | None = None) -> tuple[An
     # variable's old value (None: unset) is what to restore.
     previous = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(store)
-    quiet = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ
-    if quiet:  # download progress bars would bury the command's one-line messages on stderr
-        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    # unset by the user: progress bars off (they would bury the one-line messages), pickles refused
+    defaults = {k: "false" for k in ("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "MLFLOW_ALLOW_PICKLE_DESERIALIZATION")
+                if k not in os.environ}
+    os.environ.update(defaults)
     try:
         with fail_fast():
             info = mlflow.models.get_model_info(uri)
@@ -677,6 +680,6 @@ def load_pytorch_model(uri: str, *, tracking_uri: str | None = None) -> tuple[An
         raise UserError(f"cannot load {uri} from {store}: {describe(exc)}") from None
     finally:
         mlflow.set_tracking_uri(previous)
-        if quiet:
-            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        for key in defaults:
+            os.environ.pop(key, None)
     return model, dict(info.metadata or {})

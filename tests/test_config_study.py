@@ -50,8 +50,8 @@ def test_multi_objective_config() -> None:
         ({"objectives": TWO, "scheduler": {"name": "none"}, "searcher": {"sampler": "cmaes"}}, "cmaes is single-objective"),
         ({"retrain": "pareto"}, "tune.retrain=pareto needs tune.objectives"),
         ({"retrain": "all"}, "tune.retrain: Input should be 'best', 'pareto' or 'none'"),
-        ({"retrain_best": False}, "tune.retrain_best was replaced by tune.retrain: use retrain: none"),
-        ({"retrain_best": True}, "use retrain: best"),
+        ({"retrain_best": False, "retrain": "best"}, "tune.retrain_best=false (the former key) contradicts tune.retrain=best"),
+        ({"retrain_best": "yes"}, "tune.retrain_best (now tune.retrain: best | pareto | none) must be true or false"),
         ({"scheduler": {"name": "bohb"}}, "tune.scheduler.name"),
         ({"scheduler": {"name": "median", "min_samples": 0}}, "tune.scheduler.min_samples"),
         ({"param_space": SPACE, "points_to_evaluate": [{"search.w_lr": 0.05}]},
@@ -84,9 +84,13 @@ def test_points_to_evaluate_accept_values_of_their_distributions() -> None:
     assert cfg.flat()["tune.points_to_evaluate"] == points  # recorded (MLflow params) as one value
 
 
-def test_retrain_best_override_names_its_replacement() -> None:
-    with pytest.raises(UserError, match=r"tune.retrain_best was replaced by tune.retrain \(best \| pareto \| none\)"):
-        _tune().with_overrides({"tune.retrain_best": False})
+def test_the_former_retrain_best_key_still_reads() -> None:
+    # checkpoints and Tune experiment states written before tune.retrain existed hold tune.retrain_best
+    assert _tune(retrain_best=False).tune.retrain == "none"
+    assert _tune(retrain_best=True).tune.retrain == "best"
+    assert _tune(retrain_best=True, retrain="best").tune.retrain == "best"
+    assert "retrain_best" not in _tune(retrain_best=False).tune.model_dump()  # written back in the new form
+    assert _tune().with_overrides({"tune.retrain_best": False}).tune.retrain == "none"
 
 
 def test_built_in_pareto_config_is_a_multi_objective_study() -> None:
@@ -99,8 +103,8 @@ def test_built_in_pareto_config_is_a_multi_objective_study() -> None:
     ("overrides", "needle"),
     [
         (["tune.scheduler.name=asha"], "needs tune.scheduler.name=none: asha"),
-        (["tune.retrain_best=false"], "tune.retrain_best was replaced by tune.retrain"),
-        (["tune.points_to_evaluate=[{model.cells: 5, search.w_lr: 0.003, search.alpha_lr: 0.3}]"],
+        (["tune.retrain=all"], "tune.retrain: Input should be 'best', 'pareto' or 'none'"),
+        (["tune.points_to_evaluate=[{data.num_segments: 2, model.cells: 5, search.w_lr: 0.003, search.alpha_lr: 0.3}]"],
          "model.cells=5 is not one of [2, 3]"),
     ],
 )

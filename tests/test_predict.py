@@ -15,6 +15,7 @@ from autovid.cli import main
 from autovid.config import validate_config
 from autovid.data.synthetic import write_video
 from autovid.engine.checkpoint import save_state
+from autovid.engine.evaluation import evaluate_checkpoint
 from autovid.engine.session import SearchSession
 from autovid.engine.setup import build_data
 from autovid.export import eager_model, export_model, load_train_state, model_metadata
@@ -115,6 +116,22 @@ def _close(a: list, b: list) -> bool:
 def test_all_formats_give_the_same_probabilities(setup: dict) -> None:
     runs = {model: predicted(str(setup["models"][model]), setup["good"], clips=3) for model in ("state", "pt2", "onnx")}
     assert _close(runs["pt2"], runs["state"]) and _close(runs["onnx"], runs["state"])
+
+
+def test_every_format_reproduces_the_checkpoints_evaluation(setup: dict) -> None:
+    """On the test split, the top-1 hits and the cross-entropy of predict's probabilities are those of
+    `autovid evaluate` (which rebuilds the network through the retrain's own session)."""
+    state = load_train_state(setup["models"]["state"])
+    expected = evaluate_checkpoint(setup["models"]["state"])
+    cfg = validate_config(state["config"], source="test")
+    records = build_data(cfg.data, seed=cfg.seed, train_portion=None).test.dataset.records
+    names = state["class_names"]
+    for model in ("state", "pt2", "onnx"):
+        runs = predicted(str(setup["models"][model]), [Path(r.path) for r in records])
+        hits = "".join("1" if ranked[0][0] == names[r.label] else "0" for r, (_, ranked) in zip(records, runs))
+        loss = np.mean([-np.log(dict(ranked)[names[r.label]]) for r, (_, ranked) in zip(records, runs)])
+        assert hits == expected["test/correct"], model
+        assert loss == pytest.approx(expected["test/loss"], rel=1e-4), model
 
 
 def test_clips_are_the_test_loaders_clips(setup: dict) -> None:

@@ -15,10 +15,10 @@ from torch.utils.data import DataLoader, Sampler, get_worker_info
 from autovid.data.dataset import Modality, VideoClipDataset
 from autovid.data.manifest import class_names as manifest_class_names
 from autovid.data.manifest import group_of
-from autovid.rng import Stream
-from autovid.rng import generator as rng_stream
 from autovid.data.sampling import SamplingMode
 from autovid.errors import UserError
+from autovid.rng import Stream
+from autovid.rng import generator as rng_stream
 
 
 class EpochSampler(Sampler[tuple[int, int]]):

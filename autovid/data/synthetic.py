@@ -310,17 +310,7 @@ def check_out_dir(out: Path) -> None:
             return
 
 
-def synthesize(
-    out_dir: str | Path,
-    *,
-    classes: int = 10,
-    videos_per_class: int = 30,
-    size: int = 64,
-    frames: int = 32,
-    seed: int = 0,
-    codec: Codec = "mpeg4",
-    **knobs: Any,
-) -> Path:
+def synthesize(out_dir: str | Path, **params: Any) -> Path:
     """Write the benchmark in UCF101 layout and return ``out_dir``.
 
         out_dir/<Class>/v_<Class>_gNN_cMM.avi          (group NN, clip MM; .mp4 for h264)
@@ -328,11 +318,11 @@ def synthesize(
         out_dir/ucfTrainTestlist/trainlist01.txt        "MoveUp/v_MoveUp_g04_c01.avi 1"
         out_dir/ucfTrainTestlist/testlist01.txt         groups g01..g{test_groups}
 
-    ``knobs`` are the other :class:`SynthParams` fields (groups, test_groups, fps, and the difficulty
-    knobs noise, texture, clutter, jitter, speed). Deterministic for a given set of parameters.
+    ``params`` are :class:`SynthParams` fields (the one definition of their defaults): classes,
+    videos_per_class, groups, test_groups, size, frames, fps, seed, codec and the difficulty knobs.
+    Deterministic for a given set of parameters.
     """
-    p = SynthParams.from_kwargs(classes=classes, videos_per_class=videos_per_class, size=size, frames=frames,
-                                seed=seed, codec=codec, **knobs)
+    p = SynthParams.from_kwargs(**params)
     out = Path(out_dir)
     check_out_dir(out)
     ext = CODECS[p.codec][1]

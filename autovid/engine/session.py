@@ -27,13 +27,13 @@ from autovid.engine.init import temporal_difference_init
 from autovid.engine.setup import build_data, clip_shape, resolve_device
 from autovid.engine.trainer import alpha_entropy, evaluate, recalibrate_bn, search_epoch, train_epoch
 from autovid.errors import TrainingDiverged, UserError
-from autovid.rng import Stream, epoch_seed
 from autovid.nas.architect import Architect
 from autovid.nas.genotype import Genotype
 from autovid.nas.network import Network
 from autovid.nas.sampling import sample_genotype
 from autovid.nas.search_space import SearchSpace, load_search_space
 from autovid.nas.supernet import SuperNet
+from autovid.rng import Stream, epoch_seed
 
 log = logging.getLogger(__name__)
 
@@ -54,20 +54,23 @@ def _reseed_loader(loader: Any, seed: int, epoch: int) -> None:
 def build_network(
     cfg: ExperimentConfig, *, num_classes: int, genotype: Genotype | None, space: SearchSpace | None = None
 ) -> nn.Module:
-    """The network a retrain trains: a discrete NAS network from a genotype, or a registered model."""
+    """The network a retrain trains: a discrete NAS network from a genotype, or a registered model, with the
+    configured initialisation (``model.stem_init``) applied."""
     if cfg.train.model is not None:
         from autovid.models import create_model, model_kwargs
 
         _, _, frames, height, _ = clip_shape(cfg.data)
         # Only networks whose classifier depends on the clip size (C3D's fc6) take frames/input_size.
         extra = {k: v for k, v in {"frames": frames, "input_size": height}.items() if k in model_kwargs(cfg.train.model)}
-        return create_model(
+        model = create_model(
             cfg.train.model, num_classes=num_classes, width=cfg.train.width, consensus=cfg.model.consensus, **extra
         )
+        apply_init(cfg, model)
+        return model
     if genotype is None:
         raise UserError("retraining needs a genotype (--genotype FILE) or train.model=<registered model>")
     space = space or load_search_space(cfg.search_space)
-    return Network(
+    network = Network(
         generator=torch.Generator().manual_seed(cfg.seed),
         genotype=genotype,
         space=space,
@@ -78,6 +81,10 @@ def build_network(
         drop_path=cfg.train.drop_path,
         stem_multiplier=cfg.train.stem_multiplier,
     )
+    # not only weights: the motion-prior init also makes the stem pad time by replicating edge frames, which no
+    # state dict records; every rebuild of a trained network (evaluate, export, predict, MLflow) must get it
+    apply_init(cfg, network)
+    return network
 
 
 def build_supernet(cfg: ExperimentConfig, *, num_classes: int, space: SearchSpace | None = None,
@@ -354,7 +361,6 @@ class TrainSession:
         self.eval_prefix = "val" if holdout else "test"
         torch.manual_seed(cfg.seed)
         self.model = build_network(cfg, num_classes=self.data.num_classes, genotype=genotype)
-        apply_init(cfg, self.model)
         self.model.to(self.device)
         t = cfg.train
         self.optimizer = make_optimizer(t.optimizer, self.model.parameters(), lr=t.lr, momentum=t.momentum,

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from autovid.errors import UserError
+from autovid.nas.cells import CONSENSUS, tsn_consensus
 
 __all__ = [
     "MODELS",
@@ -29,7 +30,6 @@ MODELS: dict[str, ModelFn] = {}
 
 # Arguments every entry function takes and `create_model` passes itself.
 _COMMON_ARGS = ("num_classes", "width", "generator")
-_CONSENSUS = ("avg", "max")
 
 
 def register_model(fn: ModelFn) -> ModelFn:
@@ -90,8 +90,8 @@ def create_model(
             f"model {name!r} does not take {', '.join(unknown)}; "
             f"it takes: {', '.join(sorted(accepted)) or '(no extra arguments)'}"
         )
-    if consensus not in _CONSENSUS:
-        raise UserError(f"unknown consensus {consensus!r}; valid: {', '.join(_CONSENSUS)}")
+    if consensus not in CONSENSUS:
+        raise UserError(f"unknown consensus {consensus!r}; valid: {', '.join(CONSENSUS)}")
     if not (isinstance(num_classes, int) and num_classes >= 1):
         raise UserError(f"num_classes must be a positive integer, got {num_classes!r}")
     if not width > 0:
@@ -123,8 +123,8 @@ class SegmentConsensus(nn.Module):
 
     def __init__(self, net: nn.Module, *, consensus: Literal["avg", "max"] = "avg") -> None:
         super().__init__()
-        if consensus not in _CONSENSUS:
-            raise ValueError(f"unknown consensus {consensus!r}; valid: {', '.join(_CONSENSUS)}")
+        if consensus not in CONSENSUS:
+            raise ValueError(f"unknown consensus {consensus!r}; valid: {', '.join(CONSENSUS)}")
         self.net = net
         self.consensus = consensus
 
@@ -133,10 +133,7 @@ class SegmentConsensus(nn.Module):
             raise ValueError(f"expected a clip batch [B, K, C, L, H, W], got shape {tuple(x.shape)}")
         b, k = x.shape[:2]
         logits = self.net(x.flatten(0, 1))  # (B*K, N)
-        logits = logits.view(b, k, -1)  # (B, K, N)
-        if self.consensus == "avg":
-            return logits.mean(dim=1)
-        return logits.amax(dim=1)
+        return tsn_consensus(logits.view(b, k, -1), self.consensus)
 
     def extra_repr(self) -> str:
         return f"consensus={self.consensus!r}"

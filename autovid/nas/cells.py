@@ -33,6 +33,12 @@ class CellLayout(NamedTuple):
 EdgeBuilder = Callable[[str, int, int, int, int], nn.Module]
 
 
+def tsn_consensus(logits: torch.Tensor, kind: str) -> torch.Tensor:
+    """TSN's segmental consensus, for the NAS networks and the hand-designed ones alike: the [B, K, N] logits
+    of K segments pooled to [B, N] by their mean (``avg``) or maximum (``max``)."""
+    return logits.mean(1) if kind == "avg" else logits.amax(1)
+
+
 def reduction_positions(cells: int) -> tuple[int, ...]:
     """Indices of the reductions, at 1/3 and 2/3 of the depth (DARTS); none before the first cell."""
     return tuple(sorted({i for i in (cells // 3, 2 * cells // 3) if i > 0}))
@@ -286,8 +292,7 @@ class VideoNet(nn.Module):
             raise ValueError(f"expected a clip batch [B, K, C, L, H, W], got shape {tuple(x.shape)}")
         b, k = x.shape[:2]
         logits = self.classifier(self.features(x.flatten(0, 1)))  # [B·K, N]
-        logits = logits.view(b, k, -1)
-        return logits.mean(1) if self.consensus == "avg" else logits.amax(1)
+        return tsn_consensus(logits.view(b, k, -1), self.consensus)
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean cross entropy of the consensus logits."""

@@ -25,16 +25,16 @@ from autovid import report, stats, tracking
 from autovid.config import ArmConfig, ExperimentConfig, load_arm
 from autovid.engine.accounting import count_flops
 from autovid.engine.checkpoint import load_state
+from autovid.engine.preflight import example_genotype, preflight
 from autovid.engine.session import SearchSession, build_network, build_supernet
 from autovid.engine.setup import clip_shape, prepare_manifest
 from autovid.errors import RunFailed, UserError
 from autovid.files import write_csv_atomic
-from autovid.rng import Stream
-from autovid.rng import generator as rng_stream
 from autovid.nas.genotype import Genotype
 from autovid.nas.sampling import sample_genotype
 from autovid.nas.search_space import load_search_space
-from autovid.engine.preflight import example_genotype, preflight
+from autovid.rng import Stream
+from autovid.rng import generator as rng_stream
 from autovid.tune.runner import _callbacks, _tuner, error_line, fit, is_local, resolve_run, run_retrain, start_run
 from autovid.tune.trainables import BASE_KEY, GENOTYPE_KEY, STATE_FILE, SearchTrainable, TrainTrainable
 

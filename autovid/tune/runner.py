@@ -435,6 +435,9 @@ def run_search_experiment(
     check_registered_name(register)  # --register NAME: the retrained model's registry name
     cfg, tracking_uri = resolve_run(cfg, tracking_uri)
     retrain_mode = cfg.tune.retrain if retrain else "none"
+    if register and retrain_mode == "pareto":
+        raise UserError(f"--register {register} names one network, and tune.retrain=pareto retrains every front "
+                        f"member: register the one you pick with `autovid train CONFIG --genotype G.json --register`")
     preflight(cfg, "search", local=is_local(address))
     if retrain_mode != "none":
         # the retrain's network: a genotype of the space at retrain depth and width, before hours of search

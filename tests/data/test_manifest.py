@@ -11,8 +11,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from autovid.data.manifest import (
-    MANIFEST_COLUMNS, assign_group_splits, build_manifest, check_manifest_destination, format_summary, group_of,
-    read_manifest, summarize_manifest, write_manifest,
+    MANIFEST_COLUMNS,
+    assign_group_splits,
+    build_manifest,
+    check_manifest_destination,
+    format_summary,
+    group_of,
+    read_manifest,
+    summarize_manifest,
+    write_manifest,
 )
 from autovid.errors import UserError
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -65,6 +66,7 @@ def fit_and_score(views: torch.Tensor, labels: torch.Tensor, train: torch.Tensor
     return (logits.argmax(1) == y_test).float().mean().item()
 
 
+@pytest.mark.slow
 def test_per_frame_model_is_at_chance_and_two_frame_model_learns(tmp_path: Path) -> None:
     root = synthesize(tmp_path / "syn", classes=CLASSES, videos_per_class=40, groups=20, test_groups=6,
                       size=32, frames=12, speed=2.0, seed=0)

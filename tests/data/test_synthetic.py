@@ -10,7 +10,14 @@ import pytest
 from autovid.data.decoding import read_frames
 from autovid.data.manifest import build_manifest, summarize_manifest
 from autovid.data.synthetic import (
-    MOTIONS, RADIUS, SynthParams, _appearance, _track, ensure_synthetic, render_video, synthesize,
+    MOTIONS,
+    RADIUS,
+    SynthParams,
+    _appearance,
+    _track,
+    ensure_synthetic,
+    render_video,
+    synthesize,
 )
 from autovid.errors import UserError
 
@@ -110,3 +117,16 @@ def test_an_output_folder_that_is_a_file_is_refused_before_rendering(tmp_path: P
     with pytest.raises(UserError, match="which is not a folder"):
         ensure_synthetic(tmp_path / "file" / "cache", **SMALL)
     assert (tmp_path / "file").read_text() == "keep me"
+
+
+def test_generator_and_config_defaults_agree() -> None:
+    # the config (`data.synthetic.*`, and through it the CLI's `data synth` flags) and the generator's own
+    # parameters describe one benchmark: the same defaults, field by field
+    import dataclasses
+
+    from autovid.config import SyntheticConfig
+    from autovid.data.synthetic import SynthParams
+
+    generator = {f.name: f.default for f in dataclasses.fields(SynthParams)}
+    config = SyntheticConfig().model_dump()
+    assert config == {k: generator[k] for k in config}

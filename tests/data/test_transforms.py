@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from autovid.data.transforms import (
-    MEAN, STD, CropBox, TestTransform, TrainTransform, center_crop_box, random_resized_crop_box, to_clip_tensor,
+    MEAN,
+    STD,
+    CropBox,
+    TestTransform,
+    TrainTransform,
+    center_crop_box,
+    random_resized_crop_box,
+    to_clip_tensor,
 )
 
 

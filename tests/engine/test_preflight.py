@@ -87,6 +87,7 @@ def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
         (["train.model=nosuch"], ["--no-retrain"], "unknown model"),
     ],
 )
+@pytest.mark.slow
 def test_cli_refuses_before_ray_starts(tmp_path: Path, overrides: list[str], extra: list[str], needle: str) -> None:
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_config(tmp_path).model_dump(mode="json")))
@@ -98,6 +99,7 @@ def test_cli_refuses_before_ray_starts(tmp_path: Path, overrides: list[str], ext
     assert not (tmp_path / "runs").exists()  # refused before any experiment folder was made
 
 
+@pytest.mark.slow
 def test_cli_refuses_storage_under_a_file_and_bad_segments(tmp_path: Path) -> None:
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_config(tmp_path).model_dump(mode="json")))

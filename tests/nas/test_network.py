@@ -83,5 +83,5 @@ def test_supernet_and_network_share_the_wiring():
         sup = SuperNet(space, num_classes=5, channels=4, cells=5)
         net = Network(sample_genotype(space, np.random.default_rng(0)), space, num_classes=5, channels=4, cells=5)
         assert [type(c).__name__ for c in sup.cells] == [type(c).__name__ for c in net.cells]
-        assert [getattr(c, "cell_type") for c in sup.cells] == [getattr(c, "cell_type") for c in net.cells]
+        assert [c.cell_type for c in sup.cells] == [c.cell_type for c in net.cells]
         assert sup.classifier.in_features == net.classifier.in_features

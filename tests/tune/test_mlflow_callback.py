@@ -148,6 +148,7 @@ def _child_by_lr(tracker: tracking.Tracker, parent: str) -> dict[float, Any]:
     return {float(r.data.params["optim.lr"]): r for r in runs}
 
 
+@pytest.mark.slow
 def test_first_run_nested_structure(experiment: dict[str, Any]) -> None:
     snapshot = experiment["snapshot"]
     parent = experiment["first_cb"].parent_run_id
@@ -160,6 +161,7 @@ def test_first_run_nested_structure(experiment: dict[str, Any]) -> None:
     assert any(b_start < a_end for (_, a_end), (b_start, _) in zip(spans, spans[1:]))
 
 
+@pytest.mark.slow
 def test_one_parent_n_children_after_restore(experiment: dict[str, Any]) -> None:
     tracker = experiment["tracker"]
     parents = tracker.client.search_runs(
@@ -177,6 +179,7 @@ def test_one_parent_n_children_after_restore(experiment: dict[str, Any]) -> None
     assert set(experiment["snapshot"]) == {c.info.run_id for c in children}  # resumed, not duplicated
 
 
+@pytest.mark.slow
 def test_every_metric_at_every_step(experiment: dict[str, Any]) -> None:
     tracker = experiment["tracker"]
     for lr, run in _child_by_lr(tracker, experiment["first_cb"].parent_run_id).items():
@@ -191,6 +194,7 @@ def test_every_metric_at_every_step(experiment: dict[str, Any]) -> None:
         assert "time_total_s" in metrics and "training_iteration" not in metrics and "pid" not in metrics
 
 
+@pytest.mark.slow
 def test_params_tags_artifacts(experiment: dict[str, Any], tmp_path: Path) -> None:
     from autovid.nas.genotype import Genotype
 
@@ -214,6 +218,7 @@ def test_params_tags_artifacts(experiment: dict[str, Any], tmp_path: Path) -> No
         assert len(table) == EPOCHS * EDGES * len(OPS)
 
 
+@pytest.mark.slow
 def test_callback_pickles_without_client(experiment: dict[str, Any]) -> None:
     cb = experiment["first_cb"]
     clone = ray.cloudpickle.loads(ray.cloudpickle.dumps(cb))
@@ -237,6 +242,7 @@ def test_tracking_failure_is_only_a_warning(tmp_path: Path, caplog: pytest.LogCa
     assert any("MLflow tracking" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.slow
 def test_resume_finds_runs_by_tag_without_state(experiment: dict[str, Any]) -> None:
     """A callback with only the experiment key (no saved state) reattaches to the same runs by tag."""
     from ray.tune.experiment import Trial
@@ -497,6 +503,7 @@ def test_summary_logged_to_mlflow_when_store_works(tmp_path: Path) -> None:
     assert tracker.status(parent) == "FINISHED"
 
 
+@pytest.mark.slow
 def test_tuner_spools_while_store_is_broken_and_restore_replays(ray_local: Any, tmp_path: Path,
                                                                 caplog: pytest.LogCaptureFixture) -> None:
     """A real Tuner against a database file that is not one: the study runs, its events go to the experiment

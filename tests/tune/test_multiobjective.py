@@ -126,3 +126,12 @@ def test_points_to_evaluate_are_the_first_trials(tmp_path: Path, local_ray, sear
     tried = [{k: r[k] for k in SPACE} for r in rows]
     assert all(point in tried for point in points)
     assert sum(t not in points for t in tried) == 1  # the third trial is sampled
+
+
+def test_register_is_refused_with_a_pareto_retrain_before_anything_runs(tmp_path: Path) -> None:
+    from autovid.errors import UserError
+
+    cfg = tiny_config(tmp_path, tune={"scheduler": {"name": "none"}, "objectives": OBJECTIVES, "retrain": "pareto"})
+    with pytest.raises(UserError, match="tune.retrain=pareto retrains every front member"):
+        run_search_experiment(cfg, register="model")
+    assert not ray.is_initialized() and not (tmp_path / "runs").exists()
