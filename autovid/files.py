@@ -1,4 +1,4 @@
-"""Results written whole or not at all: a temporary file beside the target, synced, then renamed into place."""
+"""Results written whole or not at all (a temporary file beside the target, synced, renamed), and local vs remote paths."""
 
 from __future__ import annotations
 
@@ -8,19 +8,24 @@ from pathlib import Path
 import pandas as pd
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Replace `path` with `text` so that a crash or a full disk leaves the old file or the new one, never half."""
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Replace `path` with `data` so that a crash or a full disk leaves the old file or the new one, never half."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            os.fsync(f.fileno())  # on disk before the rename makes it the file
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """`write_bytes_atomic` for text (UTF-8)."""
+    return write_bytes_atomic(path, text.encode())
 
 
 def write_csv_atomic(frame: pd.DataFrame, path: str | Path) -> Path:
@@ -28,16 +33,6 @@ def write_csv_atomic(frame: pd.DataFrame, path: str | Path) -> Path:
     return write_text_atomic(path, frame.to_csv(index=False))
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
-    """`write_text_atomic` for binary content (PNG figures)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+def is_remote(path: str | Path) -> bool:
+    """A storage URI (s3://, gs://, ...) rather than a local path: Ray's pyarrow filesystem owns it."""
+    return "://" in str(path)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from autovid.files import write_csv_atomic, write_text_atomic
+from autovid.files import write_bytes_atomic, write_csv_atomic, write_text_atomic
 
 
 def test_replaces_whole_and_leaves_no_temporary(tmp_path: Path) -> None:
@@ -22,6 +22,6 @@ def test_a_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
     target = tmp_path / "final_metrics.json"
     write_text_atomic(target, '{"test/acc": 0.9}')
     with pytest.raises(TypeError):
-        write_text_atomic(target, b"not text")  # type: ignore[arg-type]  # fails after the temporary is open
+        write_bytes_atomic(target, "not bytes")  # type: ignore[arg-type]  # fails after the temporary is open
     assert target.read_text() == '{"test/acc": 0.9}'
     assert [p.name for p in tmp_path.iterdir()] == ["final_metrics.json"]

@@ -17,7 +17,6 @@ import math
 import time
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -25,12 +24,12 @@ from autovid.config import ExperimentConfig
 from autovid.engine.accounting import count_flops, count_parameters, measure_latency
 from autovid.engine.init import temporal_difference_init
 from autovid.engine.setup import build_data, clip_shape, resolve_device
+from autovid.engine.strategies import make_strategy
 from autovid.engine.trainer import alpha_entropy, evaluate, recalibrate_bn, search_epoch, train_epoch
 from autovid.errors import TrainingDiverged, UserError
 from autovid.nas.architect import Architect
 from autovid.nas.genotype import Genotype
 from autovid.nas.network import Network
-from autovid.nas.sampling import sample_genotype
 from autovid.nas.search_space import SearchSpace, load_search_space
 from autovid.nas.supernet import SuperNet
 from autovid.rng import Stream, epoch_seed
@@ -135,22 +134,6 @@ def network_cost(cfg: ExperimentConfig, model: nn.Module) -> dict[str, int]:
     }
 
 
-class SinglePathBatches:
-    """Random search with weight sharing: before each weight step, route the supernet along one
-    uniformly sampled genotype (Li & Talwalkar 2019), so every path trains on an equal share of batches."""
-
-    def __init__(self, loader: Any, model: SuperNet, space: SearchSpace, rng: np.random.Generator) -> None:
-        self.loader, self.model, self.space, self.rng = loader, model, space, rng
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self):
-        for batch in self.loader:
-            self.model.set_path(sample_genotype(self.space, self.rng))
-            yield batch
-
-
 class SearchSession:
     """One DARTS (or random weight-sharing) search; `step()` runs one search epoch and returns metrics."""
 
@@ -178,7 +161,7 @@ class SearchSession:
         self.autocast_dtype = torch.bfloat16 if cfg.autocast == "bf16" and self.device.type == "cuda" else None
         self.epoch = 0
         self.alpha_history: list[dict[str, Any]] = []
-        self.ws_choice: Genotype | None = None
+        self.strategy = make_strategy(s, cfg.seed)
         self._cost_cache: dict[str, dict[str, int]] = {}
         self._latency_cache: dict[str, dict[str, float]] = {}
 
@@ -187,12 +170,8 @@ class SearchSession:
         return self.epoch >= self.cfg.search.epochs
 
     def genotype(self) -> Genotype:
-        """DARTS: derived from α. Random-WS: the best candidate scored so far (a fixed sample before that)."""
-        if self.cfg.search.strategy == "random_ws":
-            if self.ws_choice is None:
-                return sample_genotype(self.space, np.random.default_rng(epoch_seed(self.cfg.seed, 0, Stream.WS_FALLBACK)))
-            return self.ws_choice
-        return self.model.genotype()
+        """The search's current answer (DARTS: derived from α; random-WS: the best candidate scored)."""
+        return self.strategy.genotype(self)
 
     def score_genotypes(self, genotypes: list[Genotype]) -> list[float]:
         """Validation accuracy (α half) of each genotype run as a single path with inherited weights."""
@@ -234,11 +213,8 @@ class SearchSession:
         _reseed_loader(self.data.search_w, epoch_seed(self.cfg.seed, self.epoch, Stream.TRAIN_BATCHES), self.epoch)
         _reseed_loader(self.data.search_a, epoch_seed(self.cfg.seed, self.epoch, Stream.ALPHA_BATCHES), self.epoch)
         torch.manual_seed(epoch_seed(self.cfg.seed, self.epoch, Stream.TORCH_GLOBAL))
-        update_alpha = s.strategy == "darts" and self.epoch >= s.warmup_epochs
-        w_loader = self.data.search_w
-        if s.strategy == "random_ws":
-            rng = np.random.default_rng(epoch_seed(self.cfg.seed, self.epoch, Stream.SINGLE_PATHS))
-            w_loader = SinglePathBatches(w_loader, self.model, self.space, rng)
+        update_alpha = self.strategy.updates_alpha(self.epoch)
+        w_loader = self.strategy.weight_batches(self.data.search_w, self.model, self.space, self.epoch)
         metrics: dict[str, Any] = dict(
             search_epoch(
                 self.model,
@@ -261,14 +237,8 @@ class SearchSession:
         # videos that failed to decode (native crashes included) and were replaced by another of their class
         metrics.update(self.data.substitution_metrics(self.data.search_w, self.data.search_a))
         self.epoch += 1
-        if s.strategy == "random_ws" and self.done:
-            rng = np.random.default_rng(epoch_seed(self.cfg.seed, 0, Stream.WS_CANDIDATES))
-            candidates = [sample_genotype(self.space, rng) for _ in range(s.ws_candidates)]
-            scores = self.score_genotypes(candidates)
-            best = int(np.argmax(scores))
-            self.ws_choice = candidates[best]
-            metrics["ws/best_val_acc"] = scores[best]
-            metrics["ws/mean_val_acc"] = float(np.mean(scores))
+        if self.done:
+            metrics.update(self.strategy.finish(self))
 
         genotype = self.genotype()
         skips = genotype.num_skips("normal")
@@ -331,7 +301,7 @@ class SearchSession:
             "scheduler": self.scheduler.state_dict(),
             "architect": self.architect.state_dict(),
             "alpha_history": self.alpha_history,
-            "ws_choice": self.ws_choice.to_json() if self.ws_choice is not None else None,
+            **self.strategy.state_dict(),
             "torch_rng": torch.get_rng_state(),
         }
 
@@ -341,7 +311,7 @@ class SearchSession:
         self.scheduler.load_state_dict(state["scheduler"])
         self.architect.load_state_dict(state["architect"])
         self.alpha_history = list(state["alpha_history"])
-        self.ws_choice = Genotype.from_json(state["ws_choice"]) if state.get("ws_choice") else None
+        self.strategy.load_state_dict(state)
         self.epoch = int(state["epoch"])
         torch.set_rng_state(state["torch_rng"])
 

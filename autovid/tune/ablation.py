@@ -35,7 +35,9 @@ from autovid.nas.sampling import sample_genotype
 from autovid.nas.search_space import load_search_space
 from autovid.rng import Stream
 from autovid.rng import generator as rng_stream
-from autovid.tune.runner import _callbacks, _tuner, error_line, fit, is_local, resolve_run, run_retrain, start_run
+from autovid.tune.cluster import is_local
+from autovid.tune.experiment import error_line, experiment_dir, fit, make_callbacks, make_tuner
+from autovid.tune.runner import resolve_run, run_retrain, start_run
 from autovid.tune.trainables import BASE_KEY, GENOTYPE_KEY, STATE_FILE, SearchTrainable, TrainTrainable
 
 log = logging.getLogger(__name__)
@@ -62,11 +64,11 @@ class _Context:
 
     def fit(self, trainable: type, cfg: ExperimentConfig, space: dict[str, Any], *, name: str, max_t: int,
             scheduler: Any, num_samples: int = 1) -> tune.ResultGrid:
-        path = f"{str(self.cfg.storage_path).rstrip('/')}/{name}"
-        tuner = _tuner(
+        path = experiment_dir(self.cfg, name)
+        tuner = make_tuner(
             trainable, cfg, space, name=name, max_t=max_t, searcher=BasicVariantGenerator(random_state=cfg.seed),
             scheduler=scheduler, num_samples=num_samples,
-            callbacks=_callbacks(cfg, self.key, self.tracking_uri, self.cfg.name),
+            callbacks=make_callbacks(cfg, self.key, self.tracking_uri, self.cfg.name),
             resume=self.resume and tune.Tuner.can_restore(path),
         )
         return fit(tuner, path)

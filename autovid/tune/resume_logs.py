@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from autovid.files import write_csv_atomic, write_text_atomic
+from autovid.files import is_remote, write_csv_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ ORPHAN_ATTR = "autovid.orphaned_by_resume"
 def dedupe_trial_logs(experiment_path: str | Path) -> int:
     """Keep the last report of each training_iteration in every trial's logs; returns the rows dropped."""
     root = Path(experiment_path)
-    if "://" in str(experiment_path) or not root.is_dir():
+    if is_remote(experiment_path) or not root.is_dir():
         return 0
     dropped = 0
     for trial_dir in sorted(p for p in root.iterdir() if p.is_dir()):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autovid.errors import UserError
+from autovid.files import is_remote
 
 if TYPE_CHECKING:  # optuna and matplotlib stay out of `autovid --help`
     import optuna
@@ -38,7 +39,7 @@ def load_study(experiment_dir: str | Path, study_name: str) -> optuna.Study | No
     import optuna
 
     journal = Path(experiment_dir) / JOURNAL
-    if "://" in str(experiment_dir) or not journal.is_file():
+    if is_remote(experiment_dir) or not journal.is_file():
         return None
     try:
         return optuna.load_study(study_name=study_name, storage=journal_storage(journal))

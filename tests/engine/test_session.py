@@ -103,7 +103,7 @@ def test_random_ws_scores_candidates_at_the_end(tmp_path: Path) -> None:
     session = SearchSession(cfg)
     result = session.step()
     assert 0.0 <= result["ws/best_val_acc"] <= 1.0 and result["ws/best_val_acc"] >= result["ws/mean_val_acc"]
-    assert result["genotype"] == session.ws_choice.to_json()
+    assert result["genotype"] == session.strategy.choice.to_json()
 
 
 def test_fixed_network_retrain(tmp_path: Path) -> None:

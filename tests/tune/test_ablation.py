@@ -6,19 +6,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import ray
 
 from autovid.tune.ablation import run_ablation, run_rank_check
 from tests.tiny import tiny_config
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def _arms(tmp_path: Path) -> list[str]:
@@ -36,7 +28,7 @@ def _arms(tmp_path: Path) -> list[str]:
     return paths
 
 
-def test_every_strategy_reports_and_resume_skips_finished(tmp_path: Path, local_ray) -> None:
+def test_every_strategy_reports_and_resume_skips_finished(tmp_path: Path, module_ray) -> None:
     cfg = tiny_config(
         tmp_path,
         search={"epochs": 1, "warmup_epochs": 0},
@@ -77,7 +69,7 @@ def test_every_strategy_reports_and_resume_skips_finished(tmp_path: Path, local_
     assert all(p.stat().st_mtime == t for p, t in mtimes.items())  # finished arms untouched
 
 
-def test_rank_check_reports_kendall_and_spearman(tmp_path: Path, local_ray) -> None:
+def test_rank_check_reports_kendall_and_spearman(tmp_path: Path, module_ray) -> None:
     cfg = tiny_config(tmp_path, search={"epochs": 1, "warmup_epochs": 0},
                       ablation={"rank_samples": 3, "rank_epochs": 1}, tune={"max_concurrent_trials": 2})
     result = run_rank_check(cfg)
@@ -93,7 +85,7 @@ def test_rank_check_reports_kendall_and_spearman(tmp_path: Path, local_ray) -> N
     assert Path(result["plot"]).stat().st_size > 0
 
 
-def test_segments_vs_dense_sweep_retrains_the_same_architecture(tmp_path: Path, local_ray) -> None:
+def test_segments_vs_dense_sweep_retrains_the_same_architecture(tmp_path: Path, module_ray) -> None:
     from autovid.tune.ablation import run_segments_sweep
 
     cfg = tiny_config(tmp_path, train={"model": "r2plus1d_18", "width": 0.125, "epochs": 1},
@@ -104,7 +96,7 @@ def test_segments_vs_dense_sweep_retrains_the_same_architecture(tmp_path: Path, 
     assert table["top1_mean"].between(0, 1).all() and Path(out["plot"]).stat().st_size > 0
 
 
-def test_versus_random_places_the_searched_genotype_among_random_ones(tmp_path: Path, local_ray) -> None:
+def test_versus_random_places_the_searched_genotype_among_random_ones(tmp_path: Path, module_ray) -> None:
     from autovid.nas.genotype import Genotype
     from autovid.tune.ablation import run_versus_random
 

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 DRIVER = """
 import os, sys, time
 import ray
-from autovid.tune.runner import init_ray
+from autovid.tune.cluster import init_ray
 init_ray(None)
 @ray.remote
 def hold():

@@ -28,13 +28,6 @@ from autovid.tune.trainables import TrainTrainable
 from tests.tiny import tiny_config
 
 
-@pytest.fixture
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.slow
 def test_retrain_logs_a_loadable_model_linked_to_its_final_metrics_and_registers_it(
         tmp_path: Path, local_ray, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:

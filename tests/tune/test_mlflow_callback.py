@@ -467,7 +467,7 @@ def test_summary_written_when_store_is_not_a_database(tmp_path: Path, caplog: py
         assert tracker is None and parent is None
         outcome = _outcome(tmp_path / "exp")
         outcome.parent_run_id = parent
-        assert runner._write_outputs(outcome, tracker) is None
+        assert runner.write_outputs(outcome, tracker) is None
     _assert_outputs(tmp_path / "exp")
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and "MLflow tracking" in r.getMessage()]
     assert len(warnings) == 1
@@ -485,7 +485,7 @@ def test_summary_written_when_store_breaks_after_training(tmp_path: Path,
     outcome = _outcome(tmp_path / "exp")
     outcome.parent_run_id = parent
     with caplog.at_level(logging.WARNING):
-        assert runner._write_outputs(outcome, tracker) is None  # no further MLflow calls after this one
+        assert runner.write_outputs(outcome, tracker) is None  # no further MLflow calls after this one
     _assert_outputs(tmp_path / "exp")
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and "MLflow tracking" in r.getMessage()]
     assert len(warnings) == 1 and "summary.csv" in warnings[0].getMessage()
@@ -497,7 +497,7 @@ def test_summary_logged_to_mlflow_when_store_works(tmp_path: Path) -> None:
     tracker, parent = tracking.open_parent(uri, "tune-test", "exp-key")
     outcome = _outcome(tmp_path / "exp")
     outcome.parent_run_id = parent
-    assert runner._write_outputs(outcome, tracker) is tracker
+    assert runner.write_outputs(outcome, tracker) is tracker
     _assert_outputs(tmp_path / "exp")
     assert {"summary.parquet", "best_genotype.json"} <= {f.path for f in tracker.client.list_artifacts(parent)}
     assert tracker.status(parent) == "FINISHED"

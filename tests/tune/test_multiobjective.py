@@ -23,13 +23,6 @@ SPACE = {"search.w_lr": {"type": "loguniform", "low": 0.01, "high": 0.1},
          "search.alpha_lr": {"type": "loguniform", "low": 1e-3, "high": 0.3}}
 
 
-@pytest.fixture
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def _trial_order(trial_id: str) -> int:
     return int(trial_id.rsplit("_", 1)[1])  # Ray numbers trials in creation order: <experiment>_00000, ...
 

@@ -9,7 +9,8 @@ import pytest
 import ray
 
 from autovid.errors import UserError
-from autovid.tune.runner import ResumeError, run_search_experiment
+from autovid.tune.experiment import ResumeError
+from autovid.tune.runner import run_search_experiment
 from tests.tiny import tiny_config
 
 pytestmark = pytest.mark.slow

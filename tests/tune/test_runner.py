@@ -15,18 +15,12 @@ import ray
 from ray import tune
 
 from autovid.tune import runner
+from autovid.tune.experiment import make_tuner
 from autovid.tune.runner import run_search_experiment
 from autovid.tune.trainables import BASE_KEY, SearchTrainable
 from tests.tiny import tiny_config
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def test_study_with_nested_mlflow_runs_and_retrain(tmp_path: Path, local_ray) -> None:
@@ -77,7 +71,7 @@ class _KillWorkerOnce(tune.Callback):
 def test_worker_death_resumes_from_last_checkpoint(tmp_path: Path, local_ray) -> None:
     cfg = runner.absolute_paths(tiny_config(tmp_path, search={"epochs": 4, "warmup_epochs": 1}))
     killer = _KillWorkerOnce()
-    tuner = runner._tuner(
+    tuner = make_tuner(
         SearchTrainable, cfg, {BASE_KEY: cfg.model_dump(mode="json")}, name="killed", max_t=4,
         searcher=None, scheduler=None, num_samples=1, callbacks=[killer], resume=False,
     )

@@ -15,15 +15,8 @@ from tests.tiny import tiny_config
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.parametrize("trainable", [SearchTrainable, TrainTrainable])
-def test_validate_save_restore_and_exact_continuation(tmp_path: Path, local_ray, trainable: type) -> None:
+def test_validate_save_restore_and_exact_continuation(tmp_path: Path, module_ray, trainable: type) -> None:
     cfg = tiny_config(tmp_path, search={"epochs": 6, "warmup_epochs": 1},
                       train={"epochs": 6, "channels": 4, "cells": 2})
     config = {BASE_KEY: cfg.model_dump(mode="json")}

@@ -1,0 +1,63 @@
+"""Starting or joining Ray: a local Ray on the loopback address with a watchdog, or an existing cluster."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import ray
+
+from autovid.tune import watchdog
+
+SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # Ray's name for "this node may join a cluster"
+
+
+def init_ray(address: str | None) -> None:
+    """Start local Ray (embedded default) or connect to a cluster (`auto`, `ray://host:port`, RAY_ADDRESS).
+
+    A local Ray listens on 127.0.0.1 only, keeps its dashboard off, and is stopped by a watchdog process if
+    this driver dies without shutting it down (SIGKILL). Ray's token authentication is left as Ray
+    configures it (on by default)."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return
+    with single_machine_ray():
+        ray.init(include_dashboard=False, dashboard_host="127.0.0.1", log_to_driver=True)
+    watchdog.start()
+
+
+@contextlib.contextmanager
+def single_machine_ray() -> Iterator[None]:
+    """Make the Ray started inside bind its servers to the loopback address.
+
+    Ray binds to the node IP, which on Linux is the machine's network address; on macOS and Windows, where
+    Ray clusters are off by default, it is 127.0.0.1. Ray's own switch for that (read when `ray` is imported,
+    and by Ray's child processes from the environment) makes a local run a single-machine one; it is set only
+    while the node starts, so that a later connection to a real cluster from this process still works."""
+    from ray._private import ray_constants
+
+    saved = (os.environ.get(SINGLE_MACHINE_ENV), ray_constants.ENABLE_RAY_CLUSTER)
+    os.environ[SINGLE_MACHINE_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        if saved[0] is None:
+            os.environ.pop(SINGLE_MACHINE_ENV, None)
+        else:
+            os.environ[SINGLE_MACHINE_ENV] = saved[0]
+        ray_constants.ENABLE_RAY_CLUSTER = saved[1]
+
+
+def is_local(address: str | None) -> bool:
+    """Trials run on this machine: no cluster address given, here or in RAY_ADDRESS."""
+    return not (address or os.environ.get("RAY_ADDRESS"))
+
+
+def node_cpus() -> float:
+    """CPUs of the largest live node of the Ray cluster this process is connected to (at least 1)."""
+    return max([float(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")] + [1.0])
