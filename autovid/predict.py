@@ -14,6 +14,7 @@ import torch
 
 from autovid.data.dataset import VideoClipDataset
 from autovid.data.decoding import DecoderLimitation, DecodingProcessError
+from autovid.data.sampling import ClipSpec
 from autovid.data.transforms import TestTransform
 from autovid.errors import RunFailed, UserError
 from autovid.export import (
@@ -109,11 +110,12 @@ class ClipReader:
         rows = pd.DataFrame({"path": [p for p, _ in videos], "label": range(len(videos)),
                              "num_frames": [n for _, n in videos], "status": "ok"})
         resize = spec.get("resize")
-        self.dataset = VideoClipDataset(
-            rows, split=None, num_segments=int(spec["num_segments"]), frames_per_segment=int(spec["frames_per_segment"]),
-            crop_size=int(spec["crop_size"]), train=False, seed=0, stride=int(spec["stride"]), mode=spec["mode"],
-            resize=tuple(resize) if resize else None, num_clips=clips, modality=spec["modality"],
+        clip = ClipSpec(
+            num_segments=int(spec["num_segments"]), frames_per_segment=int(spec["frames_per_segment"]),
+            stride=int(spec["stride"]), mode=spec["mode"], modality=spec["modality"],
+            resize=(int(resize[0]), int(resize[1])) if resize else None, crop_size=int(spec["crop_size"]),
         )
+        self.dataset = VideoClipDataset(rows, split=None, spec=clip, train=False, seed=0, num_clips=clips)
         norm = spec["normalization"]
         # the dataset normalises with autovid's defaults; the metadata's values are the ones the network saw
         self.dataset.transform = TestTransform(int(spec["crop_size"]), mean=tuple(norm["mean"]), std=tuple(norm["std"]))

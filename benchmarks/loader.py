@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader
 from autovid.data.dataset import VideoClipDataset
 from autovid.data.loaders import EpochSampler, worker_init
 from autovid.data.manifest import build_manifest
-from autovid.data.sampling import clip_indices
+from autovid.data.sampling import ClipSpec, clip_indices
 from autovid.data.synthetic import ensure_synthetic, write_video
 
 
@@ -65,8 +65,8 @@ def clip_of(ds: VideoClipDataset, index: int, epoch: int) -> tuple[np.ndarray, n
     """The frame indices the dataset itself samples for (index, epoch), and the generator after sampling."""
     rec = ds.records[index]
     rng = np.random.default_rng([ds.seed, epoch, index])
-    idx = clip_indices(rec.num_frames, ds.num_segments, ds.frames_per_segment, mode="segments", train=True,
-                       rng=rng, stride=ds.stride)
+    idx = clip_indices(rec.num_frames, ds.spec.num_segments, ds.spec.frames_per_segment, mode="segments", train=True,
+                       rng=rng, stride=ds.spec.stride)
     return idx, rng
 
 
@@ -76,9 +76,9 @@ def naive_item(ds: VideoClipDataset, index: int, epoch: int) -> torch.Tensor:
     with av.open(ds.records[index].path) as container:
         frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
     picked = frames[np.minimum(idx.reshape(-1), len(frames) - 1)]
-    if ds.resize is not None:
+    if ds.spec.resize is not None:
         x = torch.from_numpy(picked).permute(0, 3, 1, 2).float()
-        x = F.interpolate(x, size=ds.resize, mode="bilinear", align_corners=False)
+        x = F.interpolate(x, size=ds.spec.resize, mode="bilinear", align_corners=False)
         picked = x.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
     return ds.transform(picked.reshape(*idx.shape, *picked.shape[1:]), rng)
 
@@ -86,7 +86,7 @@ def naive_item(ds: VideoClipDataset, index: int, epoch: int) -> torch.Tensor:
 def decord_item(ds: VideoClipDataset, index: int, epoch: int) -> np.ndarray:
     """The same indices straight from decord: open, get_batch, to numpy."""
     idx, _ = clip_of(ds, index, epoch)
-    h, w = ds.resize if ds.resize is not None else (-1, -1)
+    h, w = ds.spec.resize if ds.spec.resize is not None else (-1, -1)
     reader = decord.VideoReader(ds.records[index].path, width=w, height=h, num_threads=1)
     return reader.get_batch(np.unique(idx).tolist()).asnumpy()
 
@@ -117,7 +117,8 @@ def loader_rate(ds: VideoClipDataset, workers: int, repeats: int) -> float:
 
 def measure(name: str, manifest: pd.DataFrame, *, k: int, l: int, crop: int, resize: tuple[int, int] | None,
             repeats: int) -> dict:
-    args = dict(split=None, num_segments=k, frames_per_segment=l, crop_size=crop, resize=resize, train=True, seed=0)
+    args = dict(split=None, spec=ClipSpec(num_segments=k, frames_per_segment=l, crop_size=crop, resize=resize),
+                train=True, seed=0)
     ds = VideoClipDataset(manifest, **args)
     inproc = VideoClipDataset(manifest, isolate=False, **args)
     n = len(ds)

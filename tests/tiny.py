@@ -36,3 +36,14 @@ def tiny_config(tmp: Path, **sections: dict) -> ExperimentConfig:
         else:
             base[key] = value
     return validate_config(base, source="tiny test config")
+
+
+def with_clip_spec(**kwargs: object) -> dict:
+    """Loose clip settings (num_segments=2, mode="dense", ...) folded into the `spec` a dataset or loader takes."""
+    import dataclasses
+
+    from autovid.data.sampling import ClipSpec
+
+    fields = {f.name for f in dataclasses.fields(ClipSpec)}
+    spec = ClipSpec(**{k: kwargs.pop(k) for k in list(kwargs) if k in fields})  # type: ignore[arg-type]
+    return {**kwargs, "spec": spec}

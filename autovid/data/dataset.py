@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -18,12 +18,11 @@ from autovid.data.decoding import (
     ReaderCache,
     read_frames,
 )
-from autovid.data.sampling import SamplingMode, clip_indices
+from autovid.data.sampling import ClipSpec, clip_indices
 from autovid.data.transforms import TestTransform, TrainTransform, rgb_difference
 
 log = logging.getLogger(__name__)
 
-Modality = Literal["rgb", "rgb_diff"]
 MAX_REPLACEMENTS = 10  # failed decodes tolerated for one item before giving up
 
 
@@ -41,7 +40,8 @@ class VideoClipDataset(Dataset):
         manifest row ─▶ clip_indices (K, L) ─▶ read_frames (decord, only those frames, resized at decode)
                      ─▶ uint8 [K, L, H, W, 3] ─▶ Train/TestTransform ─▶ float32 [K, C, L, crop, crop]
 
-    ``mode="dense"`` gives K = 1 and L = num_segments * frames_per_segment. With ``num_clips = M > 1``
+    ``spec`` (:class:`ClipSpec`) says how a clip is cut and shaped. ``spec.mode="dense"`` gives K = 1 and
+    L = num_segments * frames_per_segment. With ``num_clips = M > 1``
     an item is [M, K, C, L, crop, crop]: M draws per video (test: M evenly spaced offsets per segment),
     for multi-clip testing whose logits the evaluator averages.
 
@@ -58,12 +58,12 @@ class VideoClipDataset(Dataset):
     both sum over worker processes. The replacement and its frames come from ``rng([seed, e, i, attempt])``,
     so they do not depend on whether a worker already knew the file was bad.
 
-    ``modality="rgb_diff"`` (TSN's RGB difference) decodes one more frame per segment (per clip in dense
+    ``spec.modality="rgb_diff"`` (TSN's RGB difference) decodes one more frame per segment (per clip in dense
     mode) and returns the L differences of consecutive normalized frames, so the clip keeps its shape.
 
-    ``resize=(h, w)`` makes decord scale at decode (both sides always passed); None keeps the native size.
+    ``spec.resize=(h, w)`` makes decord scale at decode (both sides always passed); None keeps the native size.
     Train items get a random resized crop (area ``scale``) and, if ``hflip``, a horizontal flip, one draw
-    per clip; test items a centre crop. ``crop_size`` is the side of the square output.
+    per clip; test items a centre crop. ``spec.crop_size`` is the side of the square output.
     """
 
     def __init__(
@@ -71,26 +71,16 @@ class VideoClipDataset(Dataset):
         manifest: pd.DataFrame,
         *,
         split: str | None,
-        num_segments: int,
-        frames_per_segment: int,
-        crop_size: int,
+        spec: ClipSpec,
         train: bool,
         seed: int,
-        stride: int = 1,
-        mode: SamplingMode = "segments",
-        resize: tuple[int, int] | None = None,
         num_clips: int = 1,
         hflip: bool = True,
         scale: tuple[float, float] = (0.4, 1.0),
-        modality: Modality = "rgb",
         cache_size: int = 0,  # open readers kept per worker; 0 = a fresh reader per item (faster, see ReaderCache)
         isolate: bool = True,  # decode in a child process: a native decoder crash costs one video, not the run
         decode_timeout: float = DECODE_TIMEOUT,  # seconds before an isolated decode counts as hung (file is bad)
     ) -> None:
-        if mode not in ("segments", "dense"):
-            raise ValueError(f"unknown sampling mode {mode!r}; valid: segments, dense")
-        if modality not in ("rgb", "rgb_diff"):
-            raise ValueError(f"unknown modality {modality!r}; valid: rgb, rgb_diff")
         if num_clips < 1:
             raise ValueError(f"num_clips must be >= 1, got {num_clips}")
         rows = manifest[manifest["status"] == "ok"]
@@ -100,10 +90,9 @@ class VideoClipDataset(Dataset):
             VideoRecord(str(p), int(lab), int(n)) for p, lab, n in zip(rows["path"], rows["label"], rows["num_frames"])
         ]
         self.split = split
-        self.num_segments, self.frames_per_segment = num_segments, frames_per_segment
-        self.stride, self.mode, self.train, self.seed, self.num_clips = stride, mode, train, seed, num_clips
-        self.resize, self.modality = resize, modality
-        self.transform = TrainTransform(crop_size, scale=scale, hflip=hflip) if train else TestTransform(crop_size)
+        self.spec, self.train, self.seed, self.num_clips = spec, train, seed, num_clips
+        crop = spec.crop_size
+        self.transform = TrainTransform(crop, scale=scale, hflip=hflip) if train else TestTransform(crop)
         self.by_label: dict[int, list[int]] = {}
         for i, rec in enumerate(self.records):
             self.by_label.setdefault(rec.label, []).append(i)
@@ -158,11 +147,7 @@ class VideoClipDataset(Dataset):
     @property
     def clip_shape(self) -> tuple[int, ...]:
         """Shape of one item's clip tensor."""
-        k, l = (1, self.num_segments * self.frames_per_segment) if self.mode == "dense" else (
-            self.num_segments, self.frames_per_segment)
-        size = self.transform.crop_size
-        one = (k, 3, l, size, size)
-        return one if self.num_clips == 1 else (self.num_clips, *one)
+        return self.spec.shape if self.num_clips == 1 else (self.num_clips, *self.spec.shape)
 
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
         index, epoch = item if isinstance(item, tuple) else (item, self.epoch)
@@ -192,30 +177,24 @@ class VideoClipDataset(Dataset):
                 self._failures += 1
         raise RuntimeError(f"{MAX_REPLACEMENTS + 1} videos of class {self.records[index].label} failed to decode")
 
-    def _sampled_shape(self) -> tuple[int, int]:
-        """(segments, frames per segment) handed to the sampler; RGB difference needs one more frame each."""
-        extra = int(self.modality == "rgb_diff")
-        if self.mode == "dense":  # one clip of K*L (+1) frames
-            return 1, self.num_segments * self.frames_per_segment + extra
-        return self.num_segments, self.frames_per_segment + extra
-
     def _load(self, record: VideoRecord, rng: np.random.Generator) -> torch.Tensor:
         # train: M independent random draws; test: M evenly spaced offsets (M = 1 is the TSN centre)
-        k, l = self._sampled_shape()
+        spec = self.spec
+        k, l = spec.sampled
         indices = np.stack([
             clip_indices(
-                record.num_frames, k, l, mode=self.mode, train=self.train,
-                rng=rng, stride=self.stride, clip=0 if self.train else m, num_clips=1 if self.train else self.num_clips,
+                record.num_frames, k, l, mode=spec.mode, train=self.train,
+                rng=rng, stride=spec.stride, clip=0 if self.train else m, num_clips=1 if self.train else self.num_clips,
             )
             for m in range(self.num_clips)
         ])  # (M, K, L)
-        h, w = self.resize if self.resize is not None else (None, None)
+        h, w = spec.resize if spec.resize is not None else (None, None)
         if self.decoder is not None:
             frames = self.decoder.read_frames(record.path, indices, width=w, height=h)
         else:
             frames = read_frames(record.path, indices, width=w, height=h, cache=self.readers)
         frames = frames.reshape(*indices.shape, *frames.shape[1:])  # (M, K, L, H, W, 3)
         clips = [self.transform(frames[m], rng) for m in range(self.num_clips)]
-        if self.modality == "rgb_diff":
+        if spec.modality == "rgb_diff":
             clips = [rgb_difference(c) for c in clips]
         return clips[0] if self.num_clips == 1 else torch.stack(clips)

@@ -12,10 +12,10 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Sampler, get_worker_info
 
-from autovid.data.dataset import Modality, VideoClipDataset
+from autovid.data.dataset import VideoClipDataset
 from autovid.data.manifest import class_names as manifest_class_names
 from autovid.data.manifest import group_of
-from autovid.data.sampling import SamplingMode
+from autovid.data.sampling import ClipSpec
 from autovid.errors import UserError
 from autovid.rng import Stream
 from autovid.rng import generator as rng_stream
@@ -178,21 +178,15 @@ def _loader(dataset: VideoClipDataset, indices: Sequence[int], *, shuffle: bool,
 def build_loaders(
     manifest: pd.DataFrame,
     *,
-    num_segments: int,
-    frames_per_segment: int,
-    crop_size: int,
+    spec: ClipSpec,
     batch_size: int,
     seed: int,
-    stride: int = 1,
-    mode: SamplingMode = "segments",
-    resize: tuple[int, int] | None = None,
     num_workers: int = 0,
     train_portion: float | None = 0.5,
     test_clips: int = 1,
     val_split: str = "test",
     hflip: bool = True,
     crop_scale: tuple[float, float] = (0.4, 1.0),
-    modality: Modality = "rgb",
     isolate_decoding: bool = True,
 ) -> LoaderBundle:
     """Build the experiment's loaders from a manifest (only ``status == "ok"`` rows are used).
@@ -210,10 +204,7 @@ def build_loaders(
         if name not in splits:
             raise UserError(f"the manifest has no usable videos in split {name!r} (has: {', '.join(sorted(splits))})")
     names = tuple(manifest_class_names(manifest))
-    common: dict[str, Any] = dict(
-        num_segments=num_segments, frames_per_segment=frames_per_segment, crop_size=crop_size, stride=stride,
-        mode=mode, resize=resize, modality=modality, isolate=isolate_decoding,
-    )
+    common: dict[str, Any] = dict(spec=spec, isolate=isolate_decoding)
     train_ds = VideoClipDataset(manifest, split="train", train=True, seed=seed, hflip=hflip, scale=crop_scale, **common)
     test_ds = VideoClipDataset(manifest, split=val_split, train=False, seed=seed, num_clips=test_clips, **common)
     opts = dict(batch_size=batch_size, num_workers=num_workers)

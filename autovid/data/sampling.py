@@ -2,11 +2,46 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
 SamplingMode = Literal["segments", "dense"]
+Modality = Literal["rgb", "rgb_diff"]
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """How one clip is cut from a video and shaped for the networks: built once from the data config
+    (``engine.setup.clip_spec``) and handed to the dataset, the loaders, the networks' cost and export."""
+
+    num_segments: int = 4  # K temporal segments (TSN)
+    frames_per_segment: int = 2  # L frames per segment
+    stride: int = 1  # frame step inside a segment
+    mode: SamplingMode = "segments"  # dense: one clip of K*L frames
+    modality: Modality = "rgb"  # rgb_diff: L+1 frames decoded per segment, their L differences fed
+    resize: tuple[int, int] | None = None  # (h, w) at decode; None keeps the file's size
+    crop_size: int = 56  # side of the square crop the network sees
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("segments", "dense"):
+            raise ValueError(f"unknown sampling mode {self.mode!r}; valid: segments, dense")
+        if self.modality not in ("rgb", "rgb_diff"):
+            raise ValueError(f"unknown modality {self.modality!r}; valid: rgb, rgb_diff")
+
+    @property
+    def shape(self) -> tuple[int, int, int, int, int]:
+        """One clip as the networks see it, ``(K, C, L, H, W)`` (dense mode folds K*L into one segment)."""
+        if self.mode == "dense":
+            return (1, 3, self.num_segments * self.frames_per_segment, self.crop_size, self.crop_size)
+        return (self.num_segments, 3, self.frames_per_segment, self.crop_size, self.crop_size)
+
+    @property
+    def sampled(self) -> tuple[int, int]:
+        """(segments, frames per segment) to decode: RGB difference needs one more frame per segment."""
+        k, _, l, _, _ = self.shape
+        return k, l + int(self.modality == "rgb_diff")
 
 
 def _span(frames: int, stride: int) -> int:

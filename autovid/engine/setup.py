@@ -13,6 +13,7 @@ import torch
 from autovid.config import DataConfig
 from autovid.data.loaders import LoaderBundle, build_loaders
 from autovid.data.manifest import build_manifest, read_manifest, summarize_manifest, write_manifest
+from autovid.data.sampling import ClipSpec
 from autovid.data.synthetic import ensure_synthetic
 from autovid.errors import UserError
 
@@ -72,14 +73,8 @@ def build_data(data: DataConfig, *, seed: int, train_portion: float | None) -> L
     manifest = prepare_manifest(data)
     return build_loaders(
         manifest,
-        num_segments=data.num_segments,
-        frames_per_segment=data.frames_per_segment,
-        stride=data.stride,
-        mode=data.mode,
-        crop_size=data.crop_size,
+        spec=clip_spec(data),
         crop_scale=data.crop_scale,
-        modality=data.modality,
-        resize=data.resize,
         batch_size=data.batch_size,
         num_workers=data.num_workers,
         seed=seed,
@@ -88,8 +83,14 @@ def build_data(data: DataConfig, *, seed: int, train_portion: float | None) -> L
     )
 
 
+def clip_spec(data: DataConfig) -> ClipSpec:
+    """The data config's clip: how it is cut from a video and shaped for the networks."""
+    return ClipSpec(
+        num_segments=data.num_segments, frames_per_segment=data.frames_per_segment, stride=data.stride,
+        mode=data.mode, modality=data.modality, resize=data.resize, crop_size=data.crop_size,
+    )
+
+
 def clip_shape(data: DataConfig) -> tuple[int, int, int, int, int]:
     """Shape of one clip `(K, C, L, H, W)` as the networks see it (dense mode folds K*L into one segment)."""
-    if data.mode == "dense":
-        return (1, 3, data.num_segments * data.frames_per_segment, data.crop_size, data.crop_size)
-    return (data.num_segments, 3, data.frames_per_segment, data.crop_size, data.crop_size)
+    return clip_spec(data).shape

@@ -17,6 +17,7 @@ from autovid.data.manifest import build_manifest
 from autovid.data.sampling import segment_indices
 from autovid.data.synthetic import write_video
 from autovid.data.transforms import MEAN, STD
+from tests.tiny import with_clip_spec
 
 FRAMES = {"run": [24, 30, 18, 40], "sit": [24, 12, 33, 20]}  # frames per video, per class
 
@@ -39,7 +40,7 @@ def frame_ids(kit, clip: torch.Tensor) -> np.ndarray:
 
 def make(manifest: pd.DataFrame, **kw) -> VideoClipDataset:
     args = dict(split=None, num_segments=3, frames_per_segment=2, crop_size=32, train=False, seed=0)
-    return VideoClipDataset(manifest, **{**args, **kw})
+    return VideoClipDataset(manifest, **with_clip_spec(**{**args, **kw}))
 
 
 def test_test_mode_decodes_the_tsn_centre_frames(manifest, kit) -> None:

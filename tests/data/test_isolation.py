@@ -24,6 +24,7 @@ from autovid.data.decoding import (
 )
 from autovid.data.loaders import EpochSampler, LoaderBundle, build_loaders
 from autovid.data.manifest import build_manifest, write_manifest
+from tests.tiny import with_clip_spec
 
 SEED = 7
 EPOCHS = 2
@@ -57,7 +58,7 @@ def dataset(pristine: pd.DataFrame, tmp_path: Path) -> pd.DataFrame:
 def bundle(df: pd.DataFrame, **kw) -> LoaderBundle:
     args = dict(num_segments=2, frames_per_segment=2, crop_size=16, batch_size=3, seed=SEED, resize=(20, 20),
                 num_workers=0, train_portion=None, test_clips=1)
-    return build_loaders(df, **{**args, **kw})
+    return build_loaders(df, **with_clip_spec(**{**args, **kw}))
 
 
 def epochs(b: LoaderBundle) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -180,8 +181,8 @@ def test_a_decoding_process_that_cannot_run_is_an_error_not_a_bad_file(
 ) -> None:
     """Were every file blamed for a child that cannot start, the whole dataset would be replaced away."""
     monkeypatch.setattr(decoding, "_CHILD_DECODE", "import sys; sys.exit(3)")
-    ds = VideoClipDataset(dataset, split="train", num_segments=2, frames_per_segment=2, crop_size=16, train=True,
-                          seed=SEED)
+    ds = VideoClipDataset(dataset, split="train", train=True, seed=SEED,
+                          **with_clip_spec(num_segments=2, frames_per_segment=2, crop_size=16))
     with pytest.raises(DecodingProcessError, match="exited with code 3"):
         ds[(0, 0)]
     assert ds.substituted == 0 and ds.failures == 0

@@ -9,6 +9,7 @@ import torch
 from autovid.data.loaders import EpochSampler, LoaderBundle, build_loaders, measure_throughput, split_stratified
 from autovid.data.manifest import build_manifest
 from autovid.errors import UserError
+from tests.tiny import with_clip_spec
 
 CLASSES = {"a": 6, "b": 4, "c": 5}  # videos per class, 2 of each class go to test (groups g01, g02)
 
@@ -27,7 +28,7 @@ def manifest(module_kit) -> pd.DataFrame:
 def bundle(manifest: pd.DataFrame, **kw) -> LoaderBundle:
     args = dict(num_segments=2, frames_per_segment=2, crop_size=16, batch_size=4, seed=3, resize=(20, 20),
                 num_workers=0, train_portion=0.5, test_clips=1)
-    return build_loaders(manifest, **{**args, **kw})
+    return build_loaders(manifest, **with_clip_spec(**{**args, **kw}))
 
 
 def indices(loader) -> list[int]:
