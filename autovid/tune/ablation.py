@@ -69,9 +69,9 @@ class _Context:
             trainable, cfg, space, name=name, max_t=max_t, searcher=BasicVariantGenerator(random_state=cfg.seed),
             scheduler=scheduler, num_samples=num_samples,
             callbacks=make_callbacks(cfg, self.key, self.tracking_uri, self.cfg.name),
-            resume=self.resume and tune.Tuner.can_restore(path),
+            resume=(resumed := self.resume and tune.Tuner.can_restore(path)),
         )
-        return fit(tuner, path)
+        return fit(tuner, path, rewind_logs=resumed)  # FIFO and ASHA only here: no PBT
 
 
 def train_standalone(ctx: _Context, cfg: ExperimentConfig, genotypes: list[str], *, epochs: int, name: str,

@@ -2,7 +2,7 @@
 
     make_tuner(trainable, cfg, space) ─▶ Tuner(trainable with resources, OptunaSearch | random,
                                          ASHA | HyperBand | median | PBT | FIFO, MLflow + console + ResumeGuard)
-    fit(tuner, path)                  ─▶ ResultGrid, trial logs rewound to one row per epoch
+    fit(tuner, path, rewind_logs=...) ─▶ ResultGrid; after a resume, trial logs rewound to one row per epoch
 """
 
 from __future__ import annotations
@@ -211,10 +211,16 @@ def make_tuner(
     )
 
 
-def fit(tuner: tune.Tuner, experiment_path: str) -> tune.ResultGrid:
-    """`tuner.fit()`, then the trial logs rewound to one row per epoch (a resumed trial repeats some)."""
+def fit(tuner: tune.Tuner, experiment_path: str, *, rewind_logs: bool) -> tune.ResultGrid:
+    """`tuner.fit()`, then, with `rewind_logs` (a resumed experiment; never under PBT, whose exploits repeat
+    epochs on purpose), the trial logs rewound to one row per epoch: a resumed trial repeats the epochs
+    after its last recorded checkpoint."""
     results = tuner.fit()
-    dedupe_trial_logs(experiment_path)
+    if rewind_logs:
+        try:
+            dedupe_trial_logs(experiment_path)
+        except Exception as exc:  # noqa: BLE001 - a tidy-up of Ray's logs must never cost the results
+            log.warning("could not rewind the trial logs under %s: %s: %s", experiment_path, type(exc).__name__, exc)
     return results
 
 

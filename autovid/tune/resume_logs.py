@@ -31,14 +31,18 @@ def dedupe_trial_logs(experiment_path: str | Path) -> int:
         return 0
     dropped = 0
     for trial_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        dropped += _dedupe_result_json(trial_dir / "result.json")
-        dropped += _dedupe_progress_csv(trial_dir / "progress.csv")
+        dropped += _dedupe_trial(trial_dir)
     if dropped:
         log.info("resume: dropped %d repeated report rows from the trial logs under %s", dropped, root)
     return dropped
 
 
-def _dedupe_result_json(path: Path) -> int:
+def _dedupe_trial(trial_dir: Path) -> int:
+    """result.json (JSON lines) is the record; progress.csv is rewritten from it when rows were dropped.
+
+    Ray appends to progress.csv after a restore without rewriting its header, so once a resumed trial reports
+    a key the first attempt did not, that file is not even a table any more: it is rebuilt, not edited."""
+    path = trial_dir / "result.json"
     if not path.is_file():
         return 0
     lines = [line for line in path.read_text().splitlines() if line.strip()]
@@ -52,21 +56,12 @@ def _dedupe_result_json(path: Path) -> int:
     if len(kept) == len(lines):
         return 0
     write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in kept))
+    progress = trial_dir / "progress.csv"
+    if progress.is_file():
+        # as Ray writes it: the config left out, nested values flattened with "/"
+        table = pd.json_normalize([{k: v for k, v in row.items() if k != "config"} for row in kept], sep="/")
+        write_csv_atomic(table, progress)
     return len(lines) - len(kept)
-
-
-def _dedupe_progress_csv(path: Path) -> int:
-    if not path.is_file() or path.stat().st_size == 0:
-        return 0
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)  # as text: values are written back unchanged
-    if "training_iteration" not in frame:
-        return 0
-    kept = frame.drop_duplicates("training_iteration", keep="last")
-    kept = kept.sort_values("training_iteration", key=lambda s: s.astype(int), kind="stable")
-    if len(kept) == len(frame):
-        return 0
-    write_csv_atomic(kept, path)
-    return len(frame) - len(kept)
 
 
 def _last_per_iteration(rows: list[dict]) -> list[dict]:

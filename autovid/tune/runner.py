@@ -172,7 +172,7 @@ def run_search_experiment(
         callbacks=make_callbacks(cfg, experiment_path, tracking_uri, cfg.name),
         resume=resume,
     )
-    results = fit(tuner, experiment_path)
+    results = fit(tuner, experiment_path, rewind_logs=resume and cfg.tune.scheduler.name != "pbt")
     if resume:
         fail_orphaned_trials(Path(experiment_path) / "optuna.journal", cfg.name)
     summary = summarize(results, cfg)
@@ -371,7 +371,7 @@ def run_retrain(
         callbacks=(callbacks := make_callbacks(cfg, experiment_key or experiment_path, tracking_uri, name)),
         resume=resume,
     )
-    result = fit(tuner, experiment_path)[0]
+    result = fit(tuner, experiment_path, rewind_logs=resume)[0]
     if result.error:
         raise RunFailed(f"retraining failed: {error_line(result.error)} (details: {result.path}/error.txt)")
     metrics = result.metrics or {}
