@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autovid.nas.ops import PreActOp, edge_ops
+from autovid.nas.ops import PreActOp, bypass_path, edge_ops, partial_channels
 
 
 class Terms(NamedTuple):
@@ -168,10 +168,8 @@ class FusedMixedOp(nn.Module):
         self, ops: tuple[str, ...], C: int, stride: int, temporal_stride: int, *, kernel: str, pc_k: int = 1
     ) -> None:
         super().__init__()
-        if C % pc_k:
-            raise ValueError(f"PC-DARTS needs channels divisible by pc_k={pc_k}, got {C}")
         self.pc_k = pc_k
-        self.channels = C // pc_k
+        self.channels = partial_channels(C, pc_k)
         self.stride, self.temporal_stride = stride, temporal_stride
         self.num_ops = len(ops)
         index = [i for i, name in enumerate(ops) if name != "zero"]
@@ -182,10 +180,7 @@ class FusedMixedOp(nn.Module):
         self.preact = tuple(preact)
         self.shareable = frozenset(k for k, i in enumerate(index) if "pool" in ops[i])
         self._slot = {i: k for k, i in enumerate(index)}
-        if pc_k > 1 and (stride > 1 or temporal_stride > 1):
-            self.bypass: nn.Module = nn.MaxPool3d((temporal_stride, stride, stride), ceil_mode=True)
-        else:
-            self.bypass = nn.Identity()
+        self.bypass = bypass_path(stride, temporal_stride, pc_k)
 
     def share_from(self, other: FusedMixedOp) -> None:
         """Use ``other``'s pooling modules (pool + non-affine BN: no parameters, deterministic): edges reading

@@ -375,6 +375,20 @@ def create_op(name: str, C: int, stride: int, affine: bool, kernel: str, tempora
     return OPS[check_op(name)](C, stride, affine, kernel, temporal_stride=temporal_stride)
 
 
+def partial_channels(C: int, pc_k: int) -> int:
+    """PC-DARTS: the C/pc_k channels of an edge that go through its operators (pc_k = 1: all of them)."""
+    if C % pc_k:
+        raise ValueError(f"PC-DARTS needs channels divisible by pc_k={pc_k}, got {C}")
+    return C // pc_k
+
+
+def bypass_path(stride: int, temporal_stride: int, pc_k: int) -> nn.Module:
+    """PC-DARTS: what the channels skipping the operators go through (max-pooled on reducing edges)."""
+    if pc_k > 1 and (stride > 1 or temporal_stride > 1):
+        return nn.MaxPool3d((temporal_stride, stride, stride), ceil_mode=True)
+    return nn.Identity()
+
+
 def edge_ops(ops: tuple[str, ...], C: int, stride: int, temporal_stride: int, kernel: str) -> nn.ModuleList:
     """The operators of one edge, zero excluded (its term is w·0), pools followed by a non-affine BN (DARTS)."""
     modules = []

@@ -17,7 +17,7 @@ from autovid.errors import UserError
 from autovid.nas.cells import CellLayout, VideoNet, init_weights
 from autovid.nas.fused import FusedMixedOp, channel_shuffle_merge
 from autovid.nas.genotype import Genotype, derive_genotype, num_cell_inputs
-from autovid.nas.ops import edge_ops
+from autovid.nas.ops import bypass_path, edge_ops, partial_channels
 from autovid.nas.sampling import sample_genotype
 from autovid.nas.search_space import SearchSpace
 
@@ -39,13 +39,10 @@ class ReferenceMixedOp(nn.Module):
         self, ops: tuple[str, ...], C: int, stride: int, temporal_stride: int, *, kernel: str, pc_k: int = 1
     ) -> None:
         super().__init__()
-        if C % pc_k:
-            raise ValueError(f"PC-DARTS needs channels divisible by pc_k={pc_k}, got {C}")
-        self.pc_k, self.channels = pc_k, C // pc_k
+        self.pc_k, self.channels = pc_k, partial_channels(C, pc_k)
         self.op_index = tuple(i for i, name in enumerate(ops) if name != "zero")  # α column of each module
         self.ops = edge_ops(ops, self.channels, stride, temporal_stride, kernel)
-        reduces = pc_k > 1 and (stride > 1 or temporal_stride > 1)
-        self.bypass = nn.MaxPool3d((temporal_stride, stride, stride), ceil_mode=True) if reduces else nn.Identity()
+        self.bypass = bypass_path(stride, temporal_stride, pc_k)
 
     def forward(self, x: torch.Tensor, arg: Any, cache: dict[Any, torch.Tensor] | None = None) -> torch.Tensor:
         """``arg``: the edge's softmax(α) row (PC-DARTS: ``(row, β weight)``), or one op index (single path)."""
