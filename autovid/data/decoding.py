@@ -47,7 +47,9 @@ def _size(width: int | None, height: int | None) -> tuple[int, int]:
     # either both are set or neither (-1 = native size).
     if (width is None) != (height is None):
         raise ValueError("pass both width and height, or neither")
-    return (-1, -1) if width is None else (int(width), int(height))
+    if width is None or height is None:
+        return (-1, -1)
+    return (int(width), int(height))
 
 
 def open_reader(path: str | Path, *, width: int | None = None, height: int | None = None) -> decord.VideoReader:
@@ -113,7 +115,7 @@ class ReaderCache:
         return {"capacity": self.capacity}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["capacity"])
+        self.__init__(state["capacity"])  # type: ignore[misc]  # a fresh, empty cache in the new process
 
 
 def read_frames(
@@ -299,8 +301,14 @@ def serve_decodes(capacity: int = 0, requests: IO[bytes] | None = None, replies:
         data = json.dumps(header).encode()
         replies.write(_HEADER.pack(len(data)) + data)
         if frames is not None:
-            replies.write(memoryview(np.ascontiguousarray(frames)).cast("B"))
+            replies.write(np.ascontiguousarray(frames).data.cast("B"))
         replies.flush()
+
+
+def _pipe(stream: IO[bytes] | None) -> IO[bytes]:
+    """A child's pipe, which `Popen(stdin=PIPE, stdout=PIPE)` always opens."""
+    assert stream is not None
+    return stream
 
 
 class DecodingProcess:
@@ -333,7 +341,8 @@ class DecodingProcess:
             if self._proc is not None:
                 for stream in (self._proc.stdin, self._proc.stdout):
                     try:
-                        stream.close()  # our copies of the parent's pipes only; its child lives on
+                        if stream is not None:
+                            stream.close()  # our copies of the parent's pipes only; its child lives on
                     except OSError:
                         pass
             # a new lock too: the parent's may have been held by one of its threads at the fork
@@ -359,7 +368,7 @@ class DecodingProcess:
         try:
             import fcntl
 
-            fcntl.fcntl(self._proc.stdout.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), _PIPE_BYTES)
+            fcntl.fcntl(_pipe(self._proc.stdout).fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), _PIPE_BYTES)
         except (ImportError, OSError):
             pass  # not Linux, or above /proc/sys/fs/pipe-max-size: the default 64 KiB pipe just takes more reads
         self.starts += 1
@@ -381,14 +390,14 @@ class DecodingProcess:
         proc = self._child()
         deadline = time.monotonic() + self.timeout
         try:
-            proc.stdin.write(request + b"\n")
+            _pipe(proc.stdin).write(request + b"\n")
             (size,) = _HEADER.unpack(self._read(proc, _HEADER.size, deadline))
             header = json.loads(self._read(proc, size, deadline))
             if "error" in header:
                 cls = DecoderLimitation if header["error"] == "limitation" else DecodeError
                 raise cls(header["message"])
             frames = np.empty(header["shape"], dtype=np.uint8)
-            self._read(proc, frames.nbytes, deadline, into=memoryview(frames).cast("B"))
+            self._read(proc, frames.nbytes, deadline, into=frames.data.cast("B"))
         except (DecodeError, DecoderLimitation):
             raise
         except (_ChildGone, BrokenPipeError, OSError):
@@ -413,7 +422,7 @@ class DecodingProcess:
     def _read(self, proc: subprocess.Popen, n: int, deadline: float, into: memoryview | None = None) -> bytes:
         """Exactly ``n`` bytes of reply (into ``into`` when given); :class:`_ChildGone` on EOF or timeout."""
         buf = into if into is not None else memoryview(bytearray(n))
-        fd, got = proc.stdout.fileno(), 0
+        fd, got = _pipe(proc.stdout).fileno(), 0
         while got < n:
             ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
             if not ready:
@@ -446,7 +455,8 @@ class DecodingProcess:
             return
         for stream in (proc.stdin, proc.stdout):
             try:
-                stream.close()
+                if stream is not None:
+                    stream.close()
             except OSError:
                 pass
         if proc.poll() is None:
@@ -466,7 +476,7 @@ class DecodingProcess:
         return {"capacity": self.capacity, "timeout": self.timeout}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["capacity"], timeout=state["timeout"])
+        self.__init__(state["capacity"], timeout=state["timeout"])  # type: ignore[misc]  # no child carried over
 
 
 class _ChildGone(Exception):

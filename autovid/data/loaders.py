@@ -156,7 +156,9 @@ def _datasets(*loaders: DataLoader | None) -> list[VideoClipDataset]:
     found: dict[int, VideoClipDataset] = {}
     for loader in loaders:
         if loader is not None:
-            found.setdefault(id(loader.dataset), loader.dataset)
+            dataset = loader.dataset
+            assert isinstance(dataset, VideoClipDataset)  # every loader here is built by build_loaders
+            found.setdefault(id(dataset), dataset)
     return list(found.values())
 
 

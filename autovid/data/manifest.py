@@ -273,14 +273,16 @@ class _ProbeChild:
             [sys.executable, "-c", _CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL, text=True, env=env,
         )
+        assert self.proc.stdin is not None and self.proc.stdout is not None  # opened by PIPE
+        self.requests, self.replies = self.proc.stdin, self.proc.stdout
 
     def probe(self, path: str, timeout: float) -> ProbeOutcome | None:
         """The outcome for ``path``, or None when the child died or hung on it (then it is killed)."""
         try:
-            self.proc.stdin.write(json.dumps(path) + "\n")
-            self.proc.stdin.flush()
-            ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-            line = self.proc.stdout.readline() if ready else ""
+            self.requests.write(json.dumps(path) + "\n")
+            self.requests.flush()
+            ready, _, _ = select.select([self.replies], [], [], timeout)
+            line = self.replies.readline() if ready else ""
         except (BrokenPipeError, OSError):
             line = ""
         if line:
@@ -299,7 +301,7 @@ class _ProbeChild:
     def close(self) -> None:
         if self.proc.poll() is None:
             try:
-                self.proc.stdin.close()
+                self.requests.close()
                 self.proc.wait(timeout=5)
             except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()
@@ -414,10 +416,11 @@ def build_manifest(
     paths = [os.path.abspath(e.path) for e in listing.entries]
     outcomes: list[ProbeOutcome | None] = [not_a_regular_file(p) for p in paths]
     to_probe = [i for i, outcome in enumerate(outcomes) if outcome is None]
-    for i, outcome in zip(to_probe, probe_files([paths[i] for i in to_probe], workers=workers, progress=progress)):
-        outcomes[i] = outcome
+    for i, probed in zip(to_probe, probe_files([paths[i] for i in to_probe], workers=workers, progress=progress)):
+        outcomes[i] = probed
     rows = []
     for entry, path, outcome in zip(listing.entries, paths, outcomes):
+        assert outcome is not None  # every file was either refused before probing or probed
         info = outcome.info
         if info is None:
             log.warning("quarantined %s (%s: %s)", path, outcome.reason, outcome.detail)

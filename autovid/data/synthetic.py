@@ -285,6 +285,7 @@ def write_video(path: str | Path, frames: np.ndarray, *, fps: int = 25, codec: C
     with av.open(str(path), mode="w") as container:
         options = {"crf": "18", "preset": "veryfast"} if codec == "h264" else {}
         stream = container.add_stream(encoder, rate=fps, options=options)
+        assert isinstance(stream, av.VideoStream)  # a video encoder gives a video stream
         stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
         if codec != "h264":
             stream.bit_rate = max(200_000, 2 * w * h * fps)  # ~2 bits per pixel: artefacts stay below the noise
@@ -326,7 +327,8 @@ def synthesize(out_dir: str | Path, **params: Any) -> Path:
     out = Path(out_dir)
     check_out_dir(out)
     ext = CODECS[p.codec][1]
-    train, test = [], []
+    train: list[tuple[str, int]] = []
+    test: list[tuple[str, int]] = []
     # A group is a scene (background, clutter, the actor's looks) that performs every class, as the
     # subjects of KTH do: appearance then carries no class information, not even on the training set.
     looks = [_appearance(np.random.default_rng([p.seed, g]), p) for g in range(1, p.groups + 1)]

@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
+
+if TYPE_CHECKING:
+    from autovid.nas.supernet import SuperNet
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +44,7 @@ class Architect:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: SuperNet,
         *,
         lr: float = 3e-4,
         betas: tuple[float, float] = (0.5, 0.999),
@@ -193,7 +196,8 @@ class Architect:
     def _named_weights(self) -> tuple[list[str], list[Tensor]]:
         by_id = {id(p): name for name, p in self.model.named_parameters()}
         alpha_ids = {id(a) for a in self.alphas}
-        names, weights = [], []
+        names: list[str] = []
+        weights: list[Tensor] = []
         for p in self.model.weight_parameters():
             if id(p) in alpha_ids:
                 raise ValueError("model.weight_parameters() contains an architecture parameter")

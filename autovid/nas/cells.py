@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -106,8 +106,9 @@ class Cell(nn.Module):
         first_reader: dict[int, nn.Module] = {}
         for e, edge in enumerate(edges):
             j = self.edge_input[e]
-            if j in first_reader and hasattr(edge, "share_from"):
-                edge.share_from(first_reader[j])
+            share_from = getattr(edge, "share_from", None)
+            if j in first_reader and share_from is not None:
+                share_from(first_reader[j])
             first_reader.setdefault(j, edge)
 
     def forward(
@@ -126,7 +127,7 @@ class Cell(nn.Module):
             states = [_preprocess(self.pre1, s1, c1)]
         else:
             states = [_preprocess(self.pre0, s0, c0), _preprocess(self.pre1, s1, c1)]
-        caches: list[dict[Any, torch.Tensor]] = [{} for _ in range(len(states) + self.nodes)]
+        state_caches: list[dict[Any, torch.Tensor]] = [{} for _ in range(len(states) + self.nodes)]
         node_edges = self.node_edges if active is None else active
         for node in range(self.nodes):
             total: torch.Tensor | None = None
@@ -138,13 +139,13 @@ class Cell(nn.Module):
             groups = 1
             for e in node_edges[node]:
                 j = self.edge_input[e]
-                y = self.edges[e](states[j], None if edge_args is None else edge_args[e], caches[j])
+                y = self.edges[e](states[j], None if edge_args is None else edge_args[e], state_caches[j])
                 if isinstance(y, Terms):
                     units.extend(y.units)
                     if y.tensors:
                         tensors.extend(y.tensors)
                         weights.append(y.weights)
-                    if y.bypass is not None:
+                    if y.bypass is not None and y.bypass_weights is not None:
                         bypass.extend(y.bypass)
                         bypass_weights.append(y.bypass_weights)
                         groups = y.groups
@@ -155,6 +156,7 @@ class Cell(nn.Module):
                 if bypass:
                     ws = channel_shuffle_merge(ws, fused_sum([], bypass, torch.cat(bypass_weights)), groups)
                 total = ws if total is None else total + ws
+            assert total is not None  # every node has at least one incoming edge
             states.append(total)
         out = torch.cat([states[i] for i in self.concat], dim=1)
         return self.post(out)
@@ -280,10 +282,13 @@ class VideoNet(nn.Module):
             fmt = torch.channels_last_3d if x.device.type == "cpu" else torch.contiguous_format
         x = x.contiguous(memory_format=fmt)
         s0 = s1 = self.stem(x)
-        c0 = c1 = {}  # per-state caches: relu(cell output) is shared by the next two cells' preprocessing
+        # per-state caches: relu(cell output) is shared by the next two cells' preprocessing
+        c0: dict[Any, torch.Tensor] = {}
+        c1 = c0
         args = self._cell_args()
         for cell in self.cells:
-            s0, s1, c0, c1 = s1, cell(s0, s1, caches=(c0, c1), **args.get(cell.cell_type, {})), c1, {}
+            cell_args = args.get(cast(str, cell.cell_type), {})
+            s0, s1, c0, c1 = s1, cell(s0, s1, caches=(c0, c1), **cell_args), c1, {}
         return self.global_pool(s1).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

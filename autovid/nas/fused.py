@@ -12,7 +12,7 @@ prove it in float64, gradients included); it only does less work on CPU:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -201,7 +201,7 @@ class FusedMixedOp(nn.Module):
     ) -> torch.Tensor:
         op = self.ops[k]
         if self.preact[k]:
-            return op.forward_preact(shared_relu(x, self.channels, cache), scale)
+            return cast(PreActOp, op).forward_preact(shared_relu(x, self.channels, cache), scale)
         if k not in self.shareable:
             return op(xp)
         key = id(op)

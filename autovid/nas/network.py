@@ -27,7 +27,8 @@ class DiscreteEdge(nn.Module):
     def forward(
         self, x: torch.Tensor, arg: tuple[float, torch.Generator] | None, cache: dict[Any, torch.Tensor]
     ) -> torch.Tensor:
-        y = self.op.forward_preact(shared_relu(x, self.channels, cache)) if self.preact else self.op(x)
+        op = self.op
+        y = op.forward_preact(shared_relu(x, self.channels, cache)) if isinstance(op, PreActOp) else op(x)
         if arg is not None and self.droppable and self.training:
             prob, generator = arg
             keep = 1.0 - prob
@@ -102,6 +103,7 @@ class Network(VideoNet):
         if generator is not None:
             init_weights(self, generator)
         self.drop_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        self.drop_step: torch.Tensor
         self.register_buffer("drop_step", torch.zeros((), dtype=torch.long))
 
     def _cell_args(self) -> dict[str, dict[str, Any]]:

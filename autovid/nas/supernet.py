@@ -189,7 +189,7 @@ class SuperNet(VideoNet):
     def _cell_args(self) -> dict[str, dict[str, Any]]:
         args: dict[str, dict[str, Any]] = {}
         for t in self.space.cell_types:
-            if self._path is not None:
+            if self._path is not None and self._path_args is not None:
                 args[t] = {"edge_args": self._path_args[t], "active": self._path[t]}
                 continue
             rows = F.softmax(getattr(self, f"alpha_{t}"), dim=-1)
