@@ -15,7 +15,7 @@ from autovid.data.synthetic import write_video
 
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "autovid.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=120)
+                          timeout=300)
 
 
 def _one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:

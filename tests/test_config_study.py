@@ -113,6 +113,6 @@ def test_cli_refuses_a_bad_study_in_one_line(tmp_path, overrides: list[str], nee
     import sys
 
     result = subprocess.run([sys.executable, "-m", "autovid.cli", "tune", "pareto", *overrides], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=300)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and needle in lines[0], result.stderr

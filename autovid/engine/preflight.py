@@ -28,9 +28,11 @@ RunKind = Literal["search", "train"]
 PROBE_VIDEOS = 5  # usable videos tried for the decode-size check before giving up on finding a good one
 
 
-def preflight(cfg: ExperimentConfig, kind: RunKind, *, genotype_json: str | None = None, local: bool = True) -> None:
-    """Raise a one-line UserError if a `kind` run of `cfg` cannot start; `local`: trials run on this machine
-    (a cluster's workers may have the GPU the driver lacks, so the device is only checked locally)."""
+def preflight(cfg: ExperimentConfig, *kinds: RunKind, genotype_json: str | None = None, local: bool = True) -> None:
+    """Raise a one-line UserError if a run of `cfg` cannot start: its data once, then the network of each of
+    `kinds` ("search": the supernet; "train": the retrained network of `genotype_json` or `train.model`).
+    `local`: trials run on this machine (a cluster's workers may have the GPU the driver lacks, so the device
+    is only checked locally)."""
     from autovid.engine.session import build_network, build_supernet  # session imports the engine's heavy parts
 
     if local:
@@ -39,17 +41,15 @@ def preflight(cfg: ExperimentConfig, kind: RunKind, *, genotype_json: str | None
     manifest = prepare_manifest(cfg.data)
     num_classes = check_manifest(manifest)
     check_decoding(cfg, manifest)
-    if kind == "search":
-        model = build_supernet(cfg, num_classes=num_classes, space=space)
-    else:
-        genotype = None
-        if cfg.train.model is None:
-            if genotype_json is None:
-                raise UserError("retraining needs a genotype (--genotype FILE) or train.model=<registered model>")
-            genotype = Genotype.from_json(genotype_json)
-            space.check_genotype(genotype)
-        model = build_network(cfg, num_classes=num_classes, genotype=genotype, space=space)
-    check_forward(model, clip_shape(cfg.data), what=f"the {kind} network")
+    for kind in kinds:
+        if kind == "search":
+            model = build_supernet(cfg, num_classes=num_classes, space=space)
+        else:
+            genotype = Genotype.from_json(genotype_json) if genotype_json and cfg.train.model is None else None
+            if genotype is not None:
+                space.check_genotype(genotype)
+            model = build_network(cfg, num_classes=num_classes, genotype=genotype, space=space)  # no genotype: refused
+        check_forward(model, clip_shape(cfg.data), what=f"the {kind} network")
 
 
 def example_genotype(cfg: ExperimentConfig) -> str:

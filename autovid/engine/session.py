@@ -61,29 +61,27 @@ def build_network(
         _, _, frames, height, _ = clip_shape(cfg.data)
         # Only networks whose classifier depends on the clip size (C3D's fc6) take frames/input_size.
         extra = {k: v for k, v in {"frames": frames, "input_size": height}.items() if k in model_kwargs(cfg.train.model)}
-        model = create_model(
+        model: nn.Module = create_model(
             cfg.train.model, num_classes=num_classes, width=cfg.train.width, consensus=cfg.model.consensus, **extra
         )
-        apply_init(cfg, model)
-        return model
-    if genotype is None:
+    elif genotype is None:
         raise UserError("retraining needs a genotype (--genotype FILE) or train.model=<registered model>")
-    space = space or load_search_space(cfg.search_space)
-    network = Network(
-        generator=torch.Generator().manual_seed(cfg.seed),
-        genotype=genotype,
-        space=space,
-        num_classes=num_classes,
-        channels=cfg.train.channels,
-        cells=cfg.train.cells,
-        consensus=cfg.model.consensus,
-        drop_path=cfg.train.drop_path,
-        stem_multiplier=cfg.train.stem_multiplier,
-    )
+    else:
+        model = Network(
+            generator=torch.Generator().manual_seed(cfg.seed),
+            genotype=genotype,
+            space=space or load_search_space(cfg.search_space),
+            num_classes=num_classes,
+            channels=cfg.train.channels,
+            cells=cfg.train.cells,
+            consensus=cfg.model.consensus,
+            drop_path=cfg.train.drop_path,
+            stem_multiplier=cfg.train.stem_multiplier,
+        )
     # not only weights: the motion-prior init also makes the stem pad time by replicating edge frames, which no
     # state dict records; every rebuild of a trained network (evaluate, export, predict, MLflow) must get it
-    apply_init(cfg, network)
-    return network
+    apply_init(cfg, model)
+    return model
 
 
 def build_supernet(cfg: ExperimentConfig, *, num_classes: int, space: SearchSpace | None = None,

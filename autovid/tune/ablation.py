@@ -107,9 +107,8 @@ def preflight_arm(cfg: ExperimentConfig, arm: ArmConfig, *, local: bool) -> None
     if arm.strategy == "fixed":
         preflight(cfg, "train", local=local)
         return
-    if arm.strategy != "random":
-        preflight(cfg, "search", local=local)
-    preflight(cfg, "train", genotype_json=example_genotype(cfg), local=local)
+    kinds = ("train",) if arm.strategy == "random" else ("search", "train")
+    preflight(cfg, *kinds, genotype_json=example_genotype(cfg), local=local)
 
 
 def find_architecture(ctx: _Context, arm: ArmConfig, cfg: ExperimentConfig) -> tuple[str | None, float]:

@@ -154,10 +154,9 @@ def run_search_experiment(
     if register and retrain_mode == "pareto":
         raise UserError(f"--register {register} names one network, and tune.retrain=pareto retrains every front "
                         f"member: register the one you pick with `autovid train CONFIG --genotype G.json --register`")
-    preflight(cfg, "search", local=is_local(address))
-    if retrain_mode != "none":
-        # the retrain's network: a genotype of the space at retrain depth and width, before hours of search
-        preflight(cfg, "train", genotype_json=example_genotype(cfg), local=is_local(address))
+    # with a retrain, its network too (a genotype of the space at retrain size), before hours of search
+    kinds = ("search",) if retrain_mode == "none" else ("search", "train")
+    preflight(cfg, *kinds, genotype_json=example_genotype(cfg), local=is_local(address))
     start_run(cfg, address)
     experiment_path = experiment_dir(cfg)
     tuner = make_tuner(
