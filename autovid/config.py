@@ -225,8 +225,31 @@ class ObjectiveSpec(_Frozen):
 
 
 class ResourcesConfig(_Frozen):
+    """What one trial holds. With ``workers`` > 1 the trial runs data-parallel on that many Ray actors (one
+    torch.distributed rank each), and ``cpu`` / ``gpu`` are per worker."""
+
     cpu: PositiveFloat = 1.0
-    gpu: NonNegFloat = 0.0  # fractional GPUs allowed (e.g. 0.5 packs two trials per GPU)
+    gpu: NonNegFloat = 0.0  # fractional GPUs allowed with one worker (e.g. 0.5 packs two trials per GPU)
+    workers: PositiveInt = 1  # data-parallel ranks per trial; data.batch_size stays the global batch
+
+    @model_validator(mode="after")
+    def _every_device_used(self) -> "ResourcesConfig":
+        # A trial never holds devices it does not use: one process drives one GPU.
+        if self.gpu > 1:
+            raise ValueError(f"gpu={self.gpu:g} per worker, but a worker drives one GPU: set "
+                             f"tune.resources.workers={self.workers * int(-(-self.gpu // 1))} and gpu=1 to use them all")
+        if self.workers > 1 and 0 < self.gpu < 1:
+            raise ValueError(f"gpu={self.gpu:g} with workers={self.workers}: data-parallel workers need a whole GPU "
+                             f"each (NCCL cannot run two ranks on one GPU)")
+        return self
+
+    @property
+    def total_gpu(self) -> float:
+        return self.gpu * self.workers
+
+    @property
+    def total_cpu(self) -> float:
+        return self.cpu * self.workers
 
 
 class TuneConfig(_Frozen):

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Sampler, get_worker_info
+from torch.utils.data import DataLoader, Sampler, default_collate, get_worker_info
 
 from autovid.data.dataset import VideoClipDataset
 from autovid.data.manifest import class_names as manifest_class_names
@@ -43,6 +43,47 @@ class EpochSampler(Sampler[tuple[int, int]]):
         order = torch.randperm(len(self.indices), generator=self.generator).tolist() if self.shuffle else range(
             len(self.indices))
         return iter([(self.indices[i], epoch) for i in order])
+
+
+class ShardedBatches(Sampler[list[tuple[int, int]]]):
+    """Rank ``rank``'s part of each global batch of ``sampler``: the batches of ``batch_size`` one process
+    would draw, each cut into ``world`` contiguous parts (sizes differ by at most one; a part may be empty
+    when a last batch has fewer clips than ranks). The union over ranks is the one-process batch, in order."""
+
+    def __init__(self, sampler: EpochSampler, *, batch_size: int, rank: int, world: int) -> None:
+        if not 0 <= rank < world:
+            raise ValueError(f"rank must be in [0, {world}), got {rank}")
+        self.sampler, self.batch_size, self.rank, self.world = sampler, batch_size, rank, world
+
+    def __len__(self) -> int:
+        return -(-len(self.sampler) // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        items = list(self.sampler)
+        for start in range(0, len(items), self.batch_size):
+            batch = items[start : start + self.batch_size]
+            base, extra = divmod(len(batch), self.world)
+            lo = self.rank * base + min(self.rank, extra)
+            yield batch[lo : lo + base + (self.rank < extra)]
+
+
+def epoch_sampler(loader: DataLoader) -> EpochSampler | None:
+    """The ``EpochSampler`` behind a loader built here (sharded or not)."""
+    sampler = getattr(loader.batch_sampler, "sampler", None)
+    return sampler if isinstance(sampler, EpochSampler) else None
+
+
+class _Collate:
+    """``default_collate``, and an empty batch of the right shape for an empty shard (so that every rank
+    takes part in every step's collectives)."""
+
+    def __init__(self, clip_shape: tuple[int, ...]) -> None:
+        self.clip_shape = clip_shape
+
+    def __call__(self, items: list[tuple[torch.Tensor, int]]) -> Any:
+        if not items:
+            return torch.empty((0, *self.clip_shape)), torch.empty(0, dtype=torch.long)
+        return default_collate(items)
 
 
 def split_stratified(labels: Sequence[int], portion: float, seed: int,
@@ -167,14 +208,18 @@ def _split_name(ds: VideoClipDataset) -> str:
 
 
 def _loader(dataset: VideoClipDataset, indices: Sequence[int], *, shuffle: bool, seed: int, batch_size: int,
-            num_workers: int) -> DataLoader:
+            num_workers: int, shard: tuple[int, int]) -> DataLoader:
     kwargs: dict[str, Any] = {}
     if num_workers > 0:
         kwargs.update(persistent_workers=True, prefetch_factor=2, worker_init_fn=worker_init)
-    return DataLoader(
-        dataset, batch_size=batch_size, sampler=EpochSampler(indices, shuffle=shuffle, seed=seed),
-        num_workers=num_workers, pin_memory=torch.cuda.is_available(), drop_last=False, **kwargs,
-    )
+    sampler = EpochSampler(indices, shuffle=shuffle, seed=seed)
+    rank, world = shard
+    if world > 1:
+        kwargs.update(batch_sampler=ShardedBatches(sampler, batch_size=batch_size, rank=rank, world=world),
+                      collate_fn=_Collate(dataset.clip_shape))
+    else:
+        kwargs.update(batch_size=batch_size, sampler=sampler, drop_last=False)
+    return DataLoader(dataset, num_workers=num_workers, pin_memory=torch.cuda.is_available(), **kwargs)
 
 
 def build_loaders(
@@ -190,6 +235,7 @@ def build_loaders(
     hflip: bool = True,
     crop_scale: tuple[float, float] = (0.4, 1.0),
     isolate_decoding: bool = True,
+    shard: tuple[int, int] = (0, 1),
 ) -> LoaderBundle:
     """Build the experiment's loaders from a manifest (only ``status == "ok"`` rows are used).
 
@@ -200,6 +246,10 @@ def build_loaders(
     Each decoding process (this one, or each worker) decodes in a persistent child process unless
     ``isolate_decoding=False``: a video on which decord aborts or segfaults is then replaced like any
     undecodable file instead of ending the run (see :class:`VideoClipDataset`).
+
+    ``shard=(rank, world)`` with ``world > 1``: every loader yields rank's part of each global batch of
+    ``batch_size`` (:class:`ShardedBatches`), so ``world`` data-parallel ranks together see exactly the
+    batches of one process.
     """
     splits = set(manifest.loc[manifest["status"] == "ok", "split"])
     for name in ("train", val_split):
@@ -209,7 +259,7 @@ def build_loaders(
     common: dict[str, Any] = dict(spec=spec, isolate=isolate_decoding)
     train_ds = VideoClipDataset(manifest, split="train", train=True, seed=seed, hflip=hflip, scale=crop_scale, **common)
     test_ds = VideoClipDataset(manifest, split=val_split, train=False, seed=seed, num_clips=test_clips, **common)
-    opts = dict(batch_size=batch_size, num_workers=num_workers)
+    opts = dict(batch_size=batch_size, num_workers=num_workers, shard=shard)
     train = _loader(train_ds, range(len(train_ds)), shuffle=True, seed=seed, **opts)
     test = _loader(test_ds, range(len(test_ds)), shuffle=False, seed=seed, **opts)
     search_w = search_a = None

@@ -7,6 +7,11 @@ that is needed to continue exactly where a run stopped.
     SearchSession.step():  search_epoch (w on the weight half, α on the α half) ─▶ evaluate (α half)
                            ─▶ derive genotype ─▶ params/FLOPs of the derived network ─▶ metrics dict
     TrainSession.step():   train_epoch (whole train split) ─▶ evaluate (test split, multi-clip)
+
+With ``parallel=DataParallel(rank, world)`` (a process group already initialised) a session is one of
+``world`` data-parallel replicas: it loads rank's part of every global batch, and every rank returns the
+metrics of the global batches. Rank 0 alone derives the genotype and its costs; the replicas' parameters
+(α included) are checked to be identical after every epoch.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ import torch
 from torch import nn
 
 from autovid.config import ExperimentConfig
+from autovid.data.loaders import epoch_sampler
 from autovid.engine.accounting import count_flops, count_parameters, measure_latency
+from autovid.engine.distributed import DataParallel
 from autovid.engine.init import temporal_difference_init
 from autovid.engine.setup import build_data, clip_shape, resolve_device
 from autovid.engine.strategies import make_strategy
@@ -41,10 +48,9 @@ def _reseed_loader(loader: Any, seed: int, epoch: int) -> None:
     a restored run then draws exactly the batches an uninterrupted one would."""
     if loader is None:
         return
-    sampler = getattr(loader, "sampler", None)
-    if getattr(sampler, "generator", None) is not None:
+    sampler = epoch_sampler(loader)
+    if sampler is not None:
         sampler.generator.manual_seed(seed)
-    if hasattr(sampler, "epoch"):
         sampler.epoch = epoch
     if getattr(loader, "generator", None) is not None:
         loader.generator.manual_seed(seed)
@@ -135,15 +141,17 @@ def network_cost(cfg: ExperimentConfig, model: nn.Module) -> dict[str, int]:
 class SearchSession:
     """One DARTS (or random weight-sharing) search; `step()` runs one search epoch and returns metrics."""
 
-    def __init__(self, cfg: ExperimentConfig) -> None:
+    def __init__(self, cfg: ExperimentConfig, parallel: DataParallel | None = None) -> None:
         self.cfg = cfg
+        self.parallel = parallel or DataParallel()
         self.device = resolve_device(cfg.device)
         self.space = load_search_space(cfg.search_space)
-        self.data = build_data(cfg.data, seed=cfg.seed, train_portion=cfg.search.train_portion)
+        self.data = build_data(cfg.data, seed=cfg.seed, train_portion=cfg.search.train_portion,
+                               shard=self.parallel.shard)
         torch.manual_seed(cfg.seed)  # anything that still draws from the global generator
         s = cfg.search
-        self.model = build_supernet(cfg, num_classes=self.data.num_classes, space=self.space,
-                                    device=self.device).to(self.device)
+        supernet = build_supernet(cfg, num_classes=self.data.num_classes, space=self.space, device=self.device)
+        self.model = self.parallel.prepare(supernet).to(self.device)
         self.w_optimizer = make_optimizer(s.w_optimizer, self.model.weight_parameters(), lr=s.w_lr,
                                           momentum=s.w_momentum, weight_decay=s.w_weight_decay)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_optimizer, T_max=s.epochs, eta_min=s.w_lr_min)
@@ -155,6 +163,7 @@ class SearchSession:
             order=s.order,
             w_momentum=s.w_momentum,
             w_weight_decay=s.w_weight_decay,
+            parallel=self.parallel if self.parallel.enabled else None,
         )
         self.autocast_dtype = torch.bfloat16 if cfg.autocast == "bf16" and self.device.type == "cuda" else None
         self.epoch = 0
@@ -178,7 +187,7 @@ class SearchSession:
             self.model.set_path(genotype)  # a single path has its own BN statistics: recompute them first
             recalibrate_bn(self.model, self.data.search_w, batches=self.cfg.search.precise_bn_batches, device=self.device)
             _reseed_loader(self.data.search_a, epoch_seed(self.cfg.seed, 0, Stream.WS_SCORING), 0)
-            result = evaluate(self.model, self.data.search_a, device=self.device, num_classes=self.data.num_classes, prefix="val")
+            result = self._evaluate_alpha_half()
             scores.append(float(result["val/acc"]))
         self.model.set_path(None)
         return scores
@@ -225,18 +234,22 @@ class SearchSession:
                 update_alpha=update_alpha,
                 eta=self.scheduler.get_last_lr()[0],
                 autocast_dtype=self.autocast_dtype,
+                parallel=self.parallel,
             )
         )
         check_finite(metrics, epoch=self.epoch + 1, lrs=f"search.w_lr={s.w_lr}, search.alpha_lr={s.alpha_lr}")
         self.scheduler.step()
         self.model.set_path(None)
         recalibrate_bn(self.model, self.data.search_w, batches=s.precise_bn_batches, device=self.device)
-        metrics.update(_scalars(evaluate(self.model, self.data.search_a, device=self.device, num_classes=self.data.num_classes, prefix="val")))
+        metrics.update(_scalars(self._evaluate_alpha_half()))
         # videos that failed to decode (native crashes included) and were replaced by another of their class
         metrics.update(self.data.substitution_metrics(self.data.search_w, self.data.search_a))
         self.epoch += 1
         if self.done:
             metrics.update(self.strategy.finish(self))
+        self.parallel.check_replicas(self.model, epoch=self.epoch)
+        if not self.parallel.primary:  # rank 0 derives and reports; the others only had to take part
+            return metrics
 
         genotype = self.genotype()
         skips = genotype.num_skips("normal")
@@ -266,6 +279,10 @@ class SearchSession:
             log.warning("collapse guard: derived normal cell has %d skip connections (max %d)", skips, s.max_skips)
         return metrics
 
+    def _evaluate_alpha_half(self) -> dict[str, Any]:
+        return evaluate(self.model, self.data.search_a, device=self.device, num_classes=self.data.num_classes,
+                        prefix="val", parallel=self.parallel)
+
     def learning_rates(self) -> tuple[float, float]:
         """The base (pre-schedule) weight learning rate and the α learning rate the optimizers hold."""
         return (float(self.w_optimizer.param_groups[0]["initial_lr"]),
@@ -287,7 +304,7 @@ class SearchSession:
             group["lr"] = alpha_lr
 
     def should_stop(self, metrics: dict[str, Any]) -> bool:
-        return self.done or bool(self.cfg.search.stop_on_collapse and metrics.get("collapse/flag"))
+        return search_should_stop(self.cfg, self.epoch, metrics)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -317,18 +334,20 @@ class SearchSession:
 class TrainSession:
     """Retrain a genotype (or a registered hand-designed network) from scratch; `step()` = one epoch."""
 
-    def __init__(self, cfg: ExperimentConfig, genotype: Genotype | None) -> None:
+    def __init__(self, cfg: ExperimentConfig, genotype: Genotype | None, parallel: DataParallel | None = None) -> None:
         self.cfg = cfg
         self.genotype = genotype
+        self.parallel = parallel or DataParallel()
         self.device = resolve_device(cfg.device)
         # holdout: select architectures on the α half of the train split and never look at the test split.
         holdout = cfg.train.holdout
-        self.data = build_data(cfg.data, seed=cfg.seed, train_portion=cfg.search.train_portion if holdout else None)
+        self.data = build_data(cfg.data, seed=cfg.seed, train_portion=cfg.search.train_portion if holdout else None,
+                               shard=self.parallel.shard)
         self.train_loader = self.data.search_w if holdout else self.data.train
         self.eval_loader = self.data.search_a if holdout else self.data.test
         self.eval_prefix = "val" if holdout else "test"
         torch.manual_seed(cfg.seed)
-        self.model = build_network(cfg, num_classes=self.data.num_classes, genotype=genotype)
+        self.model = self.parallel.prepare(build_network(cfg, num_classes=self.data.num_classes, genotype=genotype))
         self.model.to(self.device)
         t = cfg.train
         self.optimizer = make_optimizer(t.optimizer, self.model.parameters(), lr=t.lr, momentum=t.momentum,
@@ -357,6 +376,7 @@ class TrainSession:
                 device=self.device,
                 grad_clip=self.cfg.train.grad_clip,
                 autocast_dtype=self.autocast_dtype,
+                parallel=self.parallel,
             )
         )
         check_finite(metrics, epoch=self.epoch + 1, lrs=f"train.lr={self.cfg.train.lr}")
@@ -364,6 +384,7 @@ class TrainSession:
         self.epoch += 1
         recalibrate_bn(self.model, self.train_loader, batches=self.cfg.train.precise_bn_batches, device=self.device)
         self.last_eval = self.evaluate()
+        self.parallel.check_replicas(self.model, epoch=self.epoch)
         metrics.update(_scalars(self.last_eval))
         metrics.update(self.data.substitution_metrics(self.train_loader))  # the eval split's count is in last_eval
         metrics.update({"epoch": self.epoch, "params": self.cost["params"], "flops": self.cost["flops"]})
@@ -377,7 +398,8 @@ class TrainSession:
     def evaluate(self) -> dict[str, Any]:
         """Test-split (or holdout) evaluation, multi-clip when data.test_clips > 1, with per-class and confusion."""
         _reseed_loader(self.eval_loader, epoch_seed(self.cfg.seed, 0, Stream.EVALUATION), 0)
-        result = evaluate(self.model, self.eval_loader, device=self.device, num_classes=self.data.num_classes, prefix=self.eval_prefix)
+        result = evaluate(self.model, self.eval_loader, device=self.device, num_classes=self.data.num_classes,
+                          prefix=self.eval_prefix, parallel=self.parallel)
         # replaced test videos change the test set: every evaluation says how many (data/substituted/<split>)
         result.update(self.data.substitution_metrics(self.eval_loader))
         return result
@@ -401,6 +423,12 @@ class TrainSession:
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = int(state["epoch"])
         torch.set_rng_state(state["torch_rng"])
+
+
+def search_should_stop(cfg: ExperimentConfig, epoch: int, metrics: dict[str, Any]) -> bool:
+    """Whether a search ends after `epoch` epochs, the last of which produced `metrics`: at its last epoch,
+    or at a collapse when ``search.stop_on_collapse`` is set."""
+    return epoch >= cfg.search.epochs or bool(cfg.search.stop_on_collapse and metrics.get("collapse/flag"))
 
 
 def check_finite(metrics: dict[str, Any], *, epoch: int, lrs: str) -> None:

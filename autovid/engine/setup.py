@@ -68,8 +68,10 @@ def prepare_manifest(data: DataConfig) -> pd.DataFrame:
     return frame
 
 
-def build_data(data: DataConfig, *, seed: int, train_portion: float | None) -> LoaderBundle:
-    """Loaders for a run: the DARTS weight/α halves (when train_portion is set), the full train split, test."""
+def build_data(data: DataConfig, *, seed: int, train_portion: float | None,
+               shard: tuple[int, int] = (0, 1)) -> LoaderBundle:
+    """Loaders for a run: the DARTS weight/α halves (when train_portion is set), the full train split, test;
+    with ``shard=(rank, world)`` rank's part of every global batch (``data.batch_size``)."""
     manifest = prepare_manifest(data)
     return build_loaders(
         manifest,
@@ -80,6 +82,7 @@ def build_data(data: DataConfig, *, seed: int, train_portion: float | None) -> L
         seed=seed,
         train_portion=train_portion,
         test_clips=data.test_clips,
+        shard=shard,
     )
 
 

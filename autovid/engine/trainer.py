@@ -26,6 +26,8 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import update_bn
 from tqdm.auto import tqdm
 
+from autovid.engine.distributed import DataParallel
+
 if TYPE_CHECKING:  # only for annotations: keeps importing the engine cheap
     from autovid.nas.architect import Architect
 
@@ -34,6 +36,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["alpha_entropy", "evaluate", "recalibrate_bn", "search_epoch", "train_epoch"]
 
 Batch = tuple[Tensor, Tensor]
+SINGLE = DataParallel()  # one process: no collective anywhere
 _POSTFIX_EVERY = 20  # steps between progress-bar loss updates (each one is a device sync)
 
 
@@ -50,6 +53,7 @@ def search_epoch(
     eta: float | None = None,
     autocast_dtype: torch.dtype | None = None,
     progress: bool = False,
+    parallel: DataParallel = SINGLE,
 ) -> dict[str, float]:
     """One DARTS search epoch over the weight half; returns ``train/loss``, ``train/acc``, ``train/clips_per_s``.
 
@@ -60,6 +64,8 @@ def search_epoch(
     second-order step unrolls with (default: ``w_optimizer``'s current one). With ``update_alpha`` the dict
     also has ``train/alpha_loss`` (mean α-half loss before each α step). ``clips_per_s`` counts weight-half
     clips per second of the whole epoch (α steps included). ``autocast_dtype`` applies to the weight step only.
+    With ``parallel`` (N ranks, each iterating its shard of every global batch) the weight gradients are
+    all-reduced before clipping and the metrics cover the global batches.
     """
     device = torch.device(device)
     weights = list(model.weight_parameters())
@@ -84,15 +90,17 @@ def search_epoch(
         w_optimizer.zero_grad(set_to_none=True)
         with _autocast(device, autocast_dtype):
             logits = model(x_w)
-        loss = F.cross_entropy(logits.float(), y_w)
+        loss, loss_sum = parallel.loss(logits.float(), y_w)
         loss.backward(inputs=weights)  # α gets no gradient from the weight half
+        parallel.reduce_grads_(weights)
         _clip(weights, grad_clip)
         w_optimizer.step()
-        meter.add(loss, logits, y_w)
+        meter.add(loss_sum, logits, y_w)
         if progress and step % _POSTFIX_EVERY == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
 
-    out = meter.result("train", _elapsed(start, device))
+    parallel.sum_(alpha_loss)  # each rank's α loss is its share of the global batch's mean
+    out = meter.result("train", _elapsed(start, device), parallel)
     if a_batches is not None:
         out["train/alpha_loss"] = float(alpha_loss) / max(meter.steps, 1)
     logger.debug("search epoch: %d steps, %s", meter.steps, out)
@@ -108,11 +116,13 @@ def train_epoch(
     grad_clip: float | None,
     autocast_dtype: torch.dtype | None = None,
     progress: bool = False,
+    parallel: DataParallel = SINGLE,
 ) -> dict[str, float]:
     """One epoch of plain supervised training; returns ``train/loss``, ``train/acc``, ``train/clips_per_s``.
 
     Gradients of the optimizer's parameters are clipped to ``grad_clip`` (``None``/0: off). ``autocast_dtype``
-    (``torch.bfloat16`` on CUDA; bf16 needs no loss scaling) runs the forward under autocast.
+    (``torch.bfloat16`` on CUDA; bf16 needs no loss scaling) runs the forward under autocast. With
+    ``parallel`` the gradients are all-reduced before clipping (see ``search_epoch``).
     """
     device = torch.device(device)
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -125,14 +135,15 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         with _autocast(device, autocast_dtype):
             logits = model(x)
-        loss = F.cross_entropy(logits.float(), y)
+        loss, loss_sum = parallel.loss(logits.float(), y)
         loss.backward()
+        parallel.reduce_grads_(params)
         _clip(params, grad_clip)
         optimizer.step()
-        meter.add(loss, logits, y)
+        meter.add(loss_sum, logits, y)
         if progress and step % _POSTFIX_EVERY == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
-    return meter.result("train", _elapsed(start, device))
+    return meter.result("train", _elapsed(start, device), parallel)
 
 
 def recalibrate_bn(model: nn.Module, loader: Iterable[Batch], *, batches: int, device: str | torch.device) -> None:
@@ -159,6 +170,7 @@ def evaluate(
     prefix: str = "val",
     autocast_dtype: torch.dtype | None = None,
     progress: bool = False,
+    parallel: DataParallel = SINGLE,
 ) -> dict[str, Any]:
     """Loss, top-1, top-5, per-class accuracy and confusion matrix over ``loader`` (model in eval mode).
 
@@ -166,7 +178,8 @@ def evaluate(
     ``{prefix}/per_class_acc`` (list of N floats, NaN for a class with no sample), ``{prefix}/confusion``
     (N×N list of int lists, row = true class, column = predicted) and ``{prefix}/correct`` (one "0"/"1" per
     sample, in loader order). 7-D batches are multi-clip (see module doc).
-    The model's train/eval mode is restored afterwards.
+    The model's train/eval mode is restored afterwards. With ``parallel`` each rank evaluates its shard of
+    every batch and all ranks return the figures of the whole loader (hits in the one-process order).
     """
     device = torch.device(device)
     n_cls = int(num_classes)
@@ -177,7 +190,6 @@ def evaluate(
     top5 = torch.zeros((), device=device, dtype=torch.long)
     confusion = torch.zeros(n_cls * n_cls, device=device, dtype=torch.long)
     hits: list[Tensor] = []
-    seen = 0
     try:
         for x, y in tqdm(loader, desc=prefix, leave=False, disable=not progress):
             x, y = _to(x, device), _to(y, device)
@@ -193,9 +205,11 @@ def evaluate(
             confusion += torch.bincount(y * n_cls + predicted, minlength=n_cls * n_cls)
             hits.append(predicted == y)
             top5 += (logits.topk(k, dim=1).indices == y[:, None]).any(dim=1).sum()
-            seen += y.shape[0]
     finally:
         model.train(was_training)
+    hit_string = _gather_hits(hits, parallel)
+    seen = len(hit_string)
+    parallel.sum_(loss_sum, top5, confusion)
     if seen == 0:
         raise ValueError(f"evaluate: the {prefix} loader yielded no batch")
 
@@ -210,8 +224,18 @@ def evaluate(
         f"{prefix}/per_class_acc": per_class,
         f"{prefix}/confusion": cm.tolist(),
         # per-sample top-1 hits in loader order ("1" = right): paired comparisons of arms on the same videos
-        f"{prefix}/correct": "".join("1" if h else "0" for h in torch.cat(hits).tolist()),
+        f"{prefix}/correct": hit_string,
     }
+
+
+def _gather_hits(hits: list[Tensor], parallel: DataParallel) -> str:
+    """Per-sample hits as a "0"/"1" string in loader order: with N ranks, batch by batch, rank by rank
+    (each rank holds a contiguous part of every global batch)."""
+    local = ["".join("1" if h else "0" for h in batch.tolist()) for batch in hits]
+    if not parallel.enabled:
+        return "".join(local)
+    per_rank = parallel.gather(local)
+    return "".join(part for batch in zip(*per_rank, strict=True) for part in batch)
 
 
 @torch.no_grad()
@@ -244,14 +268,18 @@ class _Meter:
         self.samples = 0
         self.steps = 0
 
-    def add(self, loss: Tensor, logits: Tensor, y: Tensor) -> None:
-        b = y.shape[0]
-        self.loss += loss.detach().double() * b
+    def add(self, loss_sum: Tensor, logits: Tensor, y: Tensor) -> None:
+        """One batch: the sum of its per-clip losses, its logits and labels."""
+        self.loss += loss_sum.detach().double()
         self.correct += (logits.detach().argmax(dim=1) == y).sum()
-        self.samples += b
+        self.samples += y.shape[0]
         self.steps += 1
 
-    def result(self, split: str, seconds: float) -> dict[str, float]:
+    def result(self, split: str, seconds: float, parallel: DataParallel = SINGLE) -> dict[str, float]:
+        if parallel.enabled:  # the global batches' figures on every rank
+            samples = torch.tensor(float(self.samples), device=self.loss.device, dtype=torch.float64)
+            parallel.sum_(self.loss, self.correct, samples)
+            self.samples = int(samples)
         if self.samples == 0:
             raise ValueError(f"the {split} loader yielded no batch")
         return {

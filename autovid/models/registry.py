@@ -133,7 +133,7 @@ class SegmentConsensus(nn.Module):
             raise ValueError(f"expected a clip batch [B, K, C, L, H, W], got shape {tuple(x.shape)}")
         b, k = x.shape[:2]
         logits = self.net(x.flatten(0, 1))  # (B*K, N)
-        return tsn_consensus(logits.view(b, k, -1), self.consensus)
+        return tsn_consensus(logits.view(b, k, logits.shape[-1]), self.consensus)
 
     def extra_repr(self) -> str:
         return f"consensus={self.consensus!r}"

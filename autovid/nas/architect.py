@@ -14,6 +14,11 @@ the virtual step runs through ``torch.func.functional_call`` on a dict of replac
 forward here also runs on copies of the model's buffers, so ``step`` changes neither the weights, their
 ``.grad``, nor BatchNorm running statistics — only α (and the Adam state).
 
+Data parallel (``parallel``, an ``autovid.engine.distributed.DataParallel``): each rank's loss is its share of
+the global batch's mean and every gradient is all-reduced right after it is taken — ∇w L_train before the
+virtual step, (∇α, ∇w') L_val before the finite difference, the difference itself — so all ranks compute
+the one-process α gradient of the global batch and α stays identical everywhere.
+
 Model contract: ``model(x) -> logits``, ``model.arch_parameters()`` (α), ``model.weight_parameters()``
 (everything the weight optimizer trains; must be registered parameters of ``model``).
 """
@@ -30,6 +35,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 if TYPE_CHECKING:
+    from autovid.engine.distributed import DataParallel
     from autovid.nas.supernet import SuperNet
 
 logger = logging.getLogger(__name__)
@@ -52,10 +58,12 @@ class Architect:
         order: Order = "first",
         w_momentum: float = 0.9,
         w_weight_decay: float = 3e-4,
+        parallel: DataParallel | None = None,
     ) -> None:
         if order not in ("first", "second"):
             raise ValueError(f"order must be 'first' or 'second', got {order!r}")
         self.model = model
+        self.parallel = parallel
         self.order: Order = order
         self.w_momentum = float(w_momentum)  # of the weight optimizer, mirrored by the virtual step
         self.w_weight_decay = float(w_weight_decay)
@@ -130,7 +138,7 @@ class Architect:
         if self.order == "first":
             loss = self._loss(x_a, y_a)
             grads = torch.autograd.grad(loss, self.alphas, allow_unused=True)
-            return self._fill(grads), loss.detach()
+            return self._reduce(grads, self.alphas), loss.detach()
         return self._unrolled_gradients(x_w, y_w, x_a, y_a, eta=eta, w_optimizer=w_optimizer)
 
     def _unrolled_gradients(
@@ -147,13 +155,11 @@ class Architect:
 
         # Virtual SGD step w' = w - η (g + μ m + λ w), exactly what the weight optimizer would do next.
         train_loss = self._loss(x_w, y_w)
-        g_train = torch.autograd.grad(train_loss, weights, allow_unused=True)
+        g_train = self._reduce(torch.autograd.grad(train_loss, weights, allow_unused=True), weights)
         with torch.no_grad():
             unrolled = []
             for w, g in zip(weights, g_train):
-                d = self.w_weight_decay * w
-                if g is not None:
-                    d = d + g
+                d = self.w_weight_decay * w + g
                 buf = self._momentum_buffer(w_optimizer, w)
                 if buf is not None:
                     d = d + self.w_momentum * buf
@@ -161,9 +167,9 @@ class Architect:
 
         # ∇α and ∇w' of L_val(w', α).
         val_loss = self._loss(x_a, y_a, dict(zip(names, unrolled)))
-        grads = torch.autograd.grad(val_loss, [*self.alphas, *unrolled], allow_unused=True)
-        d_alpha = self._fill(grads[: len(self.alphas)])
-        d_w = [torch.zeros_like(w) if g is None else g for w, g in zip(unrolled, grads[len(self.alphas) :])]
+        grads = self._reduce(torch.autograd.grad(val_loss, [*self.alphas, *unrolled], allow_unused=True),
+                             [*self.alphas, *unrolled])
+        d_alpha, d_w = grads[: len(self.alphas)], grads[len(self.alphas) :]
 
         # Finite-difference Hessian-vector product ∇²α,w L_train(w, α) · ∇w' L_val.
         # (No host sync on the norm: when it is 0, w± = w and the product is exactly 0.)
@@ -174,7 +180,8 @@ class Architect:
             w_minus = [w - r * v for w, v in zip(weights, d_w)]
         g_plus = self._fill(torch.autograd.grad(self._loss(x_w, y_w, dict(zip(names, w_plus))), self.alphas, allow_unused=True))
         g_minus = self._fill(torch.autograd.grad(self._loss(x_w, y_w, dict(zip(names, w_minus))), self.alphas, allow_unused=True))
-        out = [da - eta * (gp - gm) / (2 * r) for da, gp, gm in zip(d_alpha, g_plus, g_minus)]
+        difference = self._reduce([gp - gm for gp, gm in zip(g_plus, g_minus)], self.alphas)
+        out = [da - eta * d / (2 * r) for da, d in zip(d_alpha, difference)]
         return out, val_loss.detach()
 
     def _loss(self, x: Tensor, y: Tensor, weights: dict[str, Tensor] | None = None) -> Tensor:
@@ -191,7 +198,9 @@ class Architect:
         finally:
             for module, buffers in owned:
                 module._buffers.update(buffers)
-        return F.cross_entropy(logits, y)
+        if self.parallel is None:
+            return F.cross_entropy(logits, y)
+        return self.parallel.loss(logits, y)[0]
 
     def _named_weights(self) -> tuple[list[str], list[Tensor]]:
         by_id = {id(p): name for name, p in self.model.named_parameters()}
@@ -210,6 +219,11 @@ class Architect:
     def _fill(self, grads: tuple[Tensor | None, ...] | list[Tensor | None]) -> list[Tensor]:
         """Replace the gradient of an α the loss does not touch (None) by zeros."""
         return [torch.zeros_like(a) if g is None else g.detach() for a, g in zip(self.alphas, grads)]
+
+    def _reduce(self, grads: tuple[Tensor | None, ...] | list[Tensor | None], like: list[Tensor]) -> list[Tensor]:
+        """Gradients (zeros for None) summed over the data-parallel ranks, detached."""
+        filled = [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(like, grads)]
+        return filled if self.parallel is None else self.parallel.reduce_gradients(filled, like)
 
     @staticmethod
     def _momentum_buffer(optimizer: torch.optim.Optimizer | None, p: Tensor) -> Tensor | None:

@@ -297,7 +297,7 @@ class VideoNet(nn.Module):
             raise ValueError(f"expected a clip batch [B, K, C, L, H, W], got shape {tuple(x.shape)}")
         b, k = x.shape[:2]
         logits = self.classifier(self.features(x.flatten(0, 1)))  # [B·K, N]
-        return tsn_consensus(logits.view(b, k, -1), self.consensus)
+        return tsn_consensus(logits.view(b, k, logits.shape[-1]), self.consensus)
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean cross entropy of the consensus logits."""

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from autovid.errors import UserError
+from autovid.nas.batchnorm import batch_norm
 
 Kernel = Literal["p3d", "full3d", "p2d"]
 KERNELS: tuple[str, ...] = ("p3d", "full3d", "p2d")
@@ -104,31 +105,6 @@ def conv_stack(
         Conv3d(c_in, c_out, (1, k, k), (1, s, s), (0, p, p), (1, d, d), groups=groups, bias=False),
         Conv3d(c_out, c_out, (k, 1, 1), (ts, 1, 1), (p, 0, 0), (d, 1, 1), groups=groups, bias=False),
     ]
-
-
-def batch_norm(bn: nn.BatchNorm3d, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
-    """``bn(x) · scale`` with the scale folded into BN's affine weight, in one fused BN kernel.
-
-    The supernet multiplies each op output by its α weight. As BN's weight γ, that product costs nothing: the
-    BN backward kernel already computes ``Σ g·x̂`` per channel (the gradient of γ, summed here into the
-    gradient of the scale) and scales ``∂x`` by γ, so neither ``α·y`` nor ``α·∂y`` is ever materialized.
-    Same semantics as ``nn.BatchNorm3d.forward`` (running statistics, momentum, eval mode).
-    """
-    if scale is None:
-        return bn(x)
-    momentum = 0.0 if bn.momentum is None else bn.momentum
-    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
-        bn.num_batches_tracked.add_(1)
-        if bn.momentum is None:
-            momentum = 1.0 / float(bn.num_batches_tracked)
-    batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
-    # .contiguous(): with a stride-0 (expanded) weight, PyTorch's CPU BN backward on channels-last input
-    # returns a wrong input gradient (torch 2.13); a materialized C-vector is handled correctly.
-    weight = scale.expand(x.shape[1]).contiguous() if bn.weight is None else bn.weight * scale
-    bias = None if bn.bias is None else bn.bias * scale
-    track = not bn.training or bn.track_running_stats
-    return F.batch_norm(x, bn.running_mean if track else None, bn.running_var if track else None, weight, bias,
-                        batch_stats, momentum, bn.eps)
 
 
 class PreActOp(nn.Module):

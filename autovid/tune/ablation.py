@@ -86,7 +86,7 @@ def train_standalone(ctx: _Context, cfg: ExperimentConfig, genotypes: list[str],
 
 def _cpu_seconds(results: tune.ResultGrid, cfg: ExperimentConfig) -> float:
     """Measured cost: wall seconds of every trial × the CPUs (or GPUs) it held."""
-    per_trial = cfg.tune.resources.gpu or cfg.tune.resources.cpu
+    per_trial = cfg.tune.resources.total_gpu or cfg.tune.resources.total_cpu
     return float(sum((r.metrics or {}).get("time_total_s", 0.0) for r in results) * per_trial)
 
 
@@ -181,7 +181,7 @@ def run_arm(ctx: _Context, arm: ArmConfig, seed: int) -> dict[str, Any]:
     return {
         "arm": arm.name, "seed": seed, "top1": final["test/acc"], "top5": final.get("test/top5"),
         "params": final.get("params"), "flops": final.get("flops"), "search_cost_s": search_cost,
-        "retrain_cost_s": final.get("time_total_s", 0.0) * (ctx.cfg.tune.resources.gpu or final["trial_cpus"]),
+        "retrain_cost_s": final.get("time_total_s", 0.0) * (ctx.cfg.tune.resources.total_gpu or final["trial_cpus"]),
         "genotype_hash": Genotype.from_json(genotype_json).hash if genotype_json else "",
         "correct": final["test/correct"],
     }

@@ -34,6 +34,7 @@ from autovid.tune.trainables import (
     BASE_KEY,
     resolved_params,
 )
+from autovid.tune.workers import trial_resources
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +166,7 @@ def make_tuner(
 ) -> tune.Tuner:
     storage = str(cfg.storage_path)
     path = f"{storage.rstrip('/')}/{name}"
-    resources = {"cpu": cfg.tune.resources.cpu, "gpu": cfg.tune.resources.gpu}
-    wrapped = tune.with_resources(trainable, resources)
+    wrapped = tune.with_resources(trainable, trial_resources(cfg))
     exists = tune.Tuner.can_restore(path)
     if resume:
         if not exists:

@@ -376,7 +376,7 @@ def run_retrain(
     metrics = result.metrics or {}
     keep = ("test/acc", "test/top5", "test/loss", "test/correct", "params", "flops", "epoch", "time_total_s")
     final = {k: metrics[k] for k in keep if k in metrics}
-    final["trial_cpus"] = cfg.tune.resources.cpu
+    final["trial_cpus"] = cfg.tune.resources.total_cpu
     if not is_remote(experiment_path):
         Path(experiment_path).mkdir(parents=True, exist_ok=True)
         write_text_atomic(Path(experiment_path) / "final_metrics.json", json.dumps(final, indent=2))

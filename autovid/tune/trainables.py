@@ -21,12 +21,14 @@ from autovid.config import ExperimentConfig, ObjectiveConfig, validate_config
 from autovid.engine.checkpoint import load_state, save_state
 from autovid.engine.session import SearchSession, TrainSession
 from autovid.nas.genotype import Genotype
+from autovid.tune.workers import ReplicatedSession
 
 STATE_FILE = "state.pt"
 BASE_KEY = "base"
 GENOTYPE_KEY = "genotype"
-# Test hook, "<epoch>:<folder>": a trial about to run that epoch writes <folder>/held-<trial id> and waits
-# for <folder>/release-<trial id>. It gives the kill-and-resume test a kill point that no race can move.
+# Test hook, "<epoch>:<folder>": a trial about to run that epoch writes <folder>/held-<trial id> (holding the
+# PIDs of its data-parallel workers, if any) and waits for <folder>/release-<trial id>. It gives the
+# kill-and-resume tests a kill point that no race can move.
 TEST_HOLD_ENV = "AUTOVID_TEST_HOLD"
 
 
@@ -66,17 +68,28 @@ def _limit_threads(cfg: ExperimentConfig) -> None:
 
 
 class _SessionTrainable(tune.Trainable):
-    """Shared checkpointing: the whole session state in one file (weights, α, optimizers, RNG, epoch)."""
+    """Shared checkpointing: the whole session state in one file (weights, α, optimizers, RNG, epoch).
 
-    session: SearchSession | TrainSession
+    With ``tune.resources.workers`` > 1 the session runs data-parallel on that many Ray actors
+    (``ReplicatedSession``); the trial itself then only drives them and writes rank 0's checkpoints."""
+
+    kind: str
+    session: SearchSession | TrainSession | ReplicatedSession
 
     def setup(self, config: dict[str, Any]) -> None:
         self.cfg = resolve_trial_config(config)
         _limit_threads(self.cfg)
-        self.session = self.build_session(config)
+        if self.cfg.tune.resources.workers > 1:
+            self.session = ReplicatedSession(self.kind, self.cfg, config.get(GENOTYPE_KEY))
+        else:
+            self.session = self.build_session(config)
 
     def build_session(self, config: dict[str, Any]) -> SearchSession | TrainSession:
         raise NotImplementedError
+
+    def cleanup(self) -> None:
+        if isinstance(self.session, ReplicatedSession):
+            self.session.close()
 
     def hold_if_asked(self) -> None:
         """The TEST_HOLD_ENV hook: block before the named epoch until the test releases this trial."""
@@ -87,7 +100,8 @@ class _SessionTrainable(tune.Trainable):
         if self.session.epoch + 1 != int(epoch):
             return
         gate = Path(folder)
-        (gate / f"held-{self.trial_id}").touch()
+        pids = self.session.worker_pids() if isinstance(self.session, ReplicatedSession) else []
+        (gate / f"held-{self.trial_id}").write_text(" ".join(map(str, pids)))
         while not (gate / f"release-{self.trial_id}").exists():
             time.sleep(0.05)
 
@@ -105,6 +119,8 @@ class _SessionTrainable(tune.Trainable):
 
 class SearchTrainable(_SessionTrainable):
     """One DARTS (or random weight-sharing) search as a Tune trial."""
+
+    kind = "search"
 
     def build_session(self, config: dict[str, Any]) -> SearchSession:
         return SearchSession(self.cfg)
@@ -137,6 +153,8 @@ class SearchTrainable(_SessionTrainable):
 
 class TrainTrainable(_SessionTrainable):
     """Retraining one architecture from scratch (a genotype, or a registered network) as a Tune trial."""
+
+    kind = "train"
 
     def build_session(self, config: dict[str, Any]) -> TrainSession:
         genotype_json = config.get(GENOTYPE_KEY)
