@@ -44,6 +44,9 @@ def test_dotted_overrides_apply_and_parse_types(tmp_path: Path) -> None:
         ("data:\n  crop_scale: [0.9, 0.5]\n", [], "crop_scale must be (low, high)"),
         ("data:\n  crop_scale: [0, 1]\n", [], "data.crop_scale"),
         ("tune:\n  param_space:\n    data.nope: {type: choice, values: [1]}\n", [], "data.nope"),
+        # a trial never holds devices it does not use
+        ("name: x\n", ["tune.resources.gpu=2"], "set tune.resources.workers=2 and gpu=1"),
+        ("name: x\n", ["tune.resources.gpu=0.5", "tune.resources.workers=2"], "need a whole GPU each"),
     ],
 )
 def test_bad_input_is_one_line_naming_key_and_file(tmp_path: Path, text: str, overrides: list[str], expected: str) -> None:
@@ -72,3 +75,15 @@ def test_config_is_immutable_and_flat_roundtrips(tmp_path: Path) -> None:
 def test_parse_overrides_rejects_malformed() -> None:
     with pytest.raises(UserError, match="key.sub=value"):
         parse_overrides(["justakey"])
+
+
+def test_a_trial_larger_than_this_machine_is_refused() -> None:
+    from autovid.engine.preflight import check_trial_fits
+
+    cfg = load_config("quickstart", ["tune.resources.workers=2", "tune.resources.cpu=2"])
+    check_trial_fits(cfg, cpus=4, gpus=0)
+    with pytest.raises(UserError, match=r"needs 4 CPUs \(workers=2 × cpu=2\) but this machine has 2"):
+        check_trial_fits(cfg, cpus=2, gpus=0)
+    gpu = load_config("quickstart", ["tune.resources.workers=4", "tune.resources.gpu=1"])
+    with pytest.raises(UserError, match="needs 4 GPUs"):
+        check_trial_fits(gpu, cpus=64, gpus=2)

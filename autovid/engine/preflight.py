@@ -3,12 +3,13 @@
 Whatever a trial would only discover after Ray is up (and report as a traceback per retry) is checked here
 in the driver, so bad input answers at once with one line and exit code 2:
 
-    config ─▶ device ─▶ search space ─▶ genotype fits it / model registered ─▶ manifest
+    config ─▶ device, a trial's CPUs/GPUs fit this machine (local runs) ─▶ search space ─▶ genotype fits it / model registered ─▶ manifest
            ─▶ one frame decoded at data.resize ─▶ the network's forward on a meta-device clip
 """
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 import numpy as np
@@ -37,6 +38,7 @@ def preflight(cfg: ExperimentConfig, *kinds: RunKind, genotype_json: str | None 
 
     if local:
         resolve_device(cfg.device)
+        check_trial_fits(cfg, cpus=float(os.cpu_count() or 1), gpus=torch.cuda.device_count())
     space = load_search_space(cfg.search_space)
     manifest = prepare_manifest(cfg.data)
     num_classes = check_manifest(manifest)
@@ -50,6 +52,16 @@ def preflight(cfg: ExperimentConfig, *kinds: RunKind, genotype_json: str | None 
                 space.check_genotype(genotype)
             model = build_network(cfg, num_classes=num_classes, genotype=genotype, space=space)  # no genotype: refused
         check_forward(model, clip_shape(cfg.data), what=f"the {kind} network")
+
+
+def check_trial_fits(cfg: ExperimentConfig, *, cpus: float, gpus: int) -> None:
+    """A trial that needs more than the machine has would wait forever in Ray's queue: refuse it now."""
+    r = cfg.tune.resources
+    for kind, need, have in (("CPUs", r.total_cpu, cpus), ("GPUs", r.total_gpu, gpus)):
+        if need > have:
+            raise UserError(f"tune.resources: one trial needs {need:g} {kind} (workers={r.workers} × "
+                            f"{kind[:-1].lower()}={need / r.workers:g}) but this machine has {have:g}; "
+                            f"lower them, or run on a cluster (--address)")
 
 
 def example_genotype(cfg: ExperimentConfig) -> str:

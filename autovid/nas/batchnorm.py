@@ -70,7 +70,7 @@ def _global_batch_norm(bn: nn.BatchNorm3d, x: torch.Tensor, weight: torch.Tensor
     channels = x.shape[1]
     dims = [0, *range(2, x.dim())]
     shape = (1, channels) + (1,) * (x.dim() - 2)
-    xf = x.float()  # statistics in fp32 whatever the autocast dtype
+    xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # statistics in fp32 at least
     count = xf.new_tensor([x.numel() // max(channels, 1)])
     totals = all_reduce(torch.cat([xf.sum(dims), count]))
     n = totals[-1].clamp_min(1.0)

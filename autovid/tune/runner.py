@@ -354,7 +354,8 @@ def run_retrain(
     cfg, tracking_uri = resolve_run(cfg.with_overrides({"name": name}, source="retrain"), tracking_uri)
     preflight(cfg, "train", genotype_json=genotype_json, local=is_local(address))
     start_run(cfg, address)
-    cpus = node_cpus() if cfg.tune.retrain_cpu == "node" else cfg.tune.retrain_cpu
+    # "node": the retrain's workers share the largest node's cores
+    cpus = max(1.0, node_cpus() // cfg.tune.resources.workers) if cfg.tune.retrain_cpu == "node" else cfg.tune.retrain_cpu
     cfg = cfg.with_overrides({"tune.resources.cpu": cpus}, source="retrain")  # the trial's threads follow
     experiment_path = experiment_dir(cfg, name)
     space = {BASE_KEY: cfg.model_dump(mode="json"), GENOTYPE_KEY: genotype_json}

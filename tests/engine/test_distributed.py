@@ -99,6 +99,65 @@ def test_two_ranks_retrain_like_one_process(tmp_path: Path) -> None:
     assert metrics[-1]["test/acc"] == pytest.approx(expected[-1]["test/acc"], abs=1e-9)
 
 
+def _gradients(parallel: DataParallel, cfg: Any, batches: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The weight gradient and the second-order α gradient of one step, in float64 (reduced over ranks)."""
+    from autovid.engine.session import build_supernet
+    from autovid.nas.architect import Architect
+
+    x_w, y_w, x_a, y_a = batches
+    model = parallel.prepare(build_supernet(cfg, num_classes=4))
+    weights = list(model.weight_parameters())
+    loss, _ = parallel.loss(model(x_w), y_w)
+    w_grads = parallel.reduce_gradients(torch.autograd.grad(loss, weights, allow_unused=True), weights)
+    architect = Architect(model, order="second", parallel=parallel if parallel.enabled else None)
+    a_grads = architect.alpha_gradients(x_w, y_w, x_a, y_a, eta=0.05)
+    return [g.detach().clone() for g in (*w_grads, *a_grads)]
+
+
+def _batches(cfg: Any, size: int) -> list[torch.Tensor]:
+    from autovid.engine.setup import clip_shape
+
+    g = torch.Generator().manual_seed(size)
+    x = [torch.randn((size, *clip_shape(cfg.data)), generator=g, dtype=torch.float64) for _ in range(2)]
+    y = [torch.randint(0, 4, (size,), generator=g) for _ in range(2)]
+    return [x[0], y[0], x[1], y[1]]
+
+
+def _exact_replica(rank: int, folder: str, config: dict[str, Any], size: int) -> None:
+    torch.set_num_threads(1)
+    torch.set_default_dtype(torch.float64)
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous-{size}", rank=rank, world_size=WORLD)
+    try:
+        cfg = validate_config(config, source="test")
+        base, extra = divmod(size, WORLD)  # the split ShardedBatches makes: sizes differ by one at most
+        lo = rank * base + min(rank, extra)
+        part = [t[lo : lo + base + (rank < extra)] for t in _batches(cfg, size)]
+        grads = _gradients(DataParallel(rank, WORLD), cfg, part)
+        if rank == 0:
+            torch.save(grads, Path(folder) / f"grads-{size}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("size", [5, 1])  # uneven shards (3 + 2), and one rank with an empty shard
+def test_in_float64_two_ranks_give_the_one_process_gradients_exactly(tmp_path: Path, size: int) -> None:
+    """Float32 cannot show exactness (permuting one process's batch moves some gradients of this network by
+    several percent), float64 can: weight and second-order α gradients agree to round-off."""
+    cfg = tiny_config(tmp_path, model={"channels": 8, "cells": 3, "stem_init": "temporal_difference"})
+    mp.spawn(_exact_replica, args=(str(tmp_path), cfg.model_dump(mode="json"), size), nprocs=WORLD, join=True)
+    parallel = torch.load(tmp_path / f"grads-{size}.pt", weights_only=True)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        single = _gradients(DataParallel(), cfg, _batches(cfg, size))
+    finally:
+        torch.set_default_dtype(default)
+    assert len(parallel) == len(single)
+    for a, b in zip(parallel, single, strict=True):
+        assert a.dtype == torch.float64
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
 def _diverge(rank: int, folder: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=WORLD)
     try:
