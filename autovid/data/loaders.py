@@ -259,7 +259,7 @@ def build_loaders(
     common: dict[str, Any] = dict(spec=spec, isolate=isolate_decoding)
     train_ds = VideoClipDataset(manifest, split="train", train=True, seed=seed, hflip=hflip, scale=crop_scale, **common)
     test_ds = VideoClipDataset(manifest, split=val_split, train=False, seed=seed, num_clips=test_clips, **common)
-    opts = dict(batch_size=batch_size, num_workers=num_workers, shard=shard)
+    opts: dict[str, Any] = dict(batch_size=batch_size, num_workers=num_workers, shard=shard)
     train = _loader(train_ds, range(len(train_ds)), shuffle=True, seed=seed, **opts)
     test = _loader(test_ds, range(len(test_ds)), shuffle=False, seed=seed, **opts)
     search_w = search_a = None

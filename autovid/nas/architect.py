@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -220,7 +221,7 @@ class Architect:
         """Replace the gradient of an α the loss does not touch (None) by zeros."""
         return [torch.zeros_like(a) if g is None else g.detach() for a, g in zip(self.alphas, grads)]
 
-    def _reduce(self, grads: tuple[Tensor | None, ...] | list[Tensor | None], like: list[Tensor]) -> list[Tensor]:
+    def _reduce(self, grads: Sequence[Tensor | None], like: Sequence[Tensor]) -> list[Tensor]:
         """Gradients (zeros for None) summed over the data-parallel ranks, detached."""
         filled = [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(like, grads)]
         return filled if self.parallel is None else self.parallel.reduce_gradients(filled, like)

@@ -3,15 +3,18 @@
 With N data-parallel workers each sees 1/N of the global batch. Plain BatchNorm would normalise with the
 statistics of its own shard, so N workers would train a different function than one worker on the same
 global batch. ``GlobalBatchNorm`` (a ``BatchNorm3d`` with the same parameters and buffers, so state dicts
-move freely between worker counts) all-reduces the per-channel sums across ranks, differentiably:
+move freely between worker counts) all-reduces the per-channel sums across ranks, differentiably, in one
+collective per forward (and one in its backward):
 
-    local Σx, count ──all_reduce──▶ mean ──▶ local Σ(x-mean)² ──all_reduce──▶ var   (two passes: no cancellation)
+    d = x - running_mean ──▶ local (Σd, Σd², count) ──all_reduce──▶ mean, var of the global batch
 
 PyTorch's own SyncBatchNorm would do this on GPUs only; this one runs on gloo (CPU) and NCCL alike, which
 is what lets the equivalence of N workers and one worker be tested on a CPU machine.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -65,19 +68,22 @@ def _normalize(bn: nn.BatchNorm3d, x: torch.Tensor, weight: torch.Tensor | None,
 def _global_batch_norm(bn: nn.BatchNorm3d, x: torch.Tensor, weight: torch.Tensor | None,
                        bias: torch.Tensor | None, momentum: float) -> torch.Tensor:
     """Training-mode BN over the union of every rank's batch (an empty local batch takes part too)."""
-    from torch.distributed.nn.functional import all_reduce  # differentiable: its backward all-reduces ∂
-
     channels = x.shape[1]
     dims = [0, *range(2, x.dim())]
     shape = (1, channels) + (1,) * (x.dim() - 2)
     xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # statistics in fp32 at least
+    # One collective for both moments: sums of (x - shift) and its square, where the shift (the running
+    # mean, identical on every rank) keeps E[d²] - E[d]² free of cancellation once it tracks the mean.
+    running_mean = bn.running_mean if bn.track_running_stats else None
+    shift = running_mean.detach().to(xf.dtype).clone() if running_mean is not None else xf.new_zeros(channels)
+    d = xf - shift.view(shape)
     count = xf.new_tensor([x.numel() // max(channels, 1)])
-    totals = all_reduce(torch.cat([xf.sum(dims), count]))
+    totals = _AllReduceSum.apply(torch.cat([d.sum(dims), (d * d).sum(dims), count]))
     n = totals[-1].clamp_min(1.0)
-    mean = totals[:channels] / n
-    centred = xf - mean.view(shape)
-    var = all_reduce((centred * centred).sum(dims)) / n
-    y = centred * torch.rsqrt(var + bn.eps).view(shape)
+    m1 = totals[:channels] / n
+    var = (totals[channels : 2 * channels] / n - m1 * m1).clamp_min(0.0)
+    mean = shift + m1
+    y = (d - m1.view(shape)) * torch.rsqrt(var + bn.eps).view(shape)
     if weight is not None:
         y = y * weight.view(shape)
     if bias is not None:
@@ -88,6 +94,23 @@ def _global_batch_norm(bn: nn.BatchNorm3d, x: torch.Tensor, weight: torch.Tensor
             bn.running_mean.mul_(1 - momentum).add_(mean.detach(), alpha=momentum)
             bn.running_var.mul_(1 - momentum).add_(unbiased.detach(), alpha=momentum)
     return y.to(x.dtype)
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Differentiable sum over the ranks: the gradient of every rank's loss reaches every rank's input.
+    (torch.distributed.nn.functional.all_reduce does the same and is deprecated since torch 2.x.)"""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
+        out = tensor.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        out = grad.contiguous().clone()
+        dist.all_reduce(out)
+        return out
 
 
 class GlobalBatchNorm(nn.BatchNorm3d):
