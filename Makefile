@@ -36,6 +36,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/loader.py
 	$(PY) benchmarks/search_step.py
+	$(PY) benchmarks/data_parallel.py
 
 clean:
 	rm -rf $(VENV) .autovid_cache autovid_runs mlflow.db
