@@ -387,6 +387,9 @@ class ExperimentConfig(_Frozen):
     seed: Seed = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     autocast: Literal["none", "bf16"] = "none"  # bf16 autocast on CUDA
+    # torch.compile fast path of the forward passes (engine/fastpath.py): auto = on CUDA only (on CPU the
+    # hand-fused eager ops are the fast path and inductor compiles take minutes); compile = on any device
+    compile: Literal["off", "auto", "compile"] = "auto"
     search_space: str = "p3d"  # a search_spaces/ name or a YAML path
     storage_path: Path = Path("autovid_runs")
     data: DataConfig = DataConfig()

@@ -29,6 +29,7 @@ from autovid.config import ExperimentConfig
 from autovid.data.loaders import epoch_sampler
 from autovid.engine.accounting import count_flops, count_parameters, measure_latency
 from autovid.engine.distributed import DataParallel
+from autovid.engine.fastpath import accelerate
 from autovid.engine.init import temporal_difference_init
 from autovid.engine.setup import build_data, clip_shape, resolve_device
 from autovid.engine.strategies import make_strategy
@@ -122,6 +123,12 @@ def drop_path_at(final: float, epoch: int, epochs: int) -> float:
     return final * epoch / max(epochs - 1, 1)
 
 
+def fast_path(cfg: ExperimentConfig, model: nn.Module, device: torch.device, parallel: DataParallel) -> nn.Module:
+    """What the epoch loops call for forward passes: ``model``, or its compiled fast path (``cfg.compile``).
+    Data-parallel ranks stay eager: the collectives of their BatchNorm would break the graph at every layer."""
+    return accelerate(model, device=device, mode="off" if parallel.enabled else cfg.compile)
+
+
 def make_optimizer(kind: str, params: Any, *, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
     """Momentum SGD, or Adam/AdamW with betas (momentum, 0.999)."""
     if kind == "sgd":
@@ -166,6 +173,7 @@ class SearchSession:
             parallel=self.parallel if self.parallel.enabled else None,
         )
         self.autocast_dtype = torch.bfloat16 if cfg.autocast == "bf16" and self.device.type == "cuda" else None
+        self.fast = fast_path(cfg, self.model, self.device, self.parallel)  # the architect stays on the model
         self.epoch = 0
         self.alpha_history: list[dict[str, Any]] = []
         self.strategy = make_strategy(s, cfg.seed)
@@ -224,7 +232,7 @@ class SearchSession:
         w_loader = self.strategy.weight_batches(self.data.search_w, self.model, self.space, self.epoch)
         metrics: dict[str, Any] = dict(
             search_epoch(
-                self.model,
+                self.fast,
                 self.architect,
                 w_loader,
                 self.data.search_a,
@@ -280,7 +288,7 @@ class SearchSession:
         return metrics
 
     def _evaluate_alpha_half(self) -> dict[str, Any]:
-        return evaluate(self.model, self.data.search_a, device=self.device, num_classes=self.data.num_classes,
+        return evaluate(self.fast, self.data.search_a, device=self.device, num_classes=self.data.num_classes,
                         prefix="val", parallel=self.parallel)
 
     def learning_rates(self) -> tuple[float, float]:
@@ -355,6 +363,7 @@ class TrainSession:
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=t.epochs, eta_min=t.lr_min)
         self.cost = network_cost(cfg, self.model)
         self.autocast_dtype = torch.bfloat16 if cfg.autocast == "bf16" and self.device.type == "cuda" else None
+        self.fast = fast_path(cfg, self.model, self.device, self.parallel)
         self.epoch = 0
         self.last_eval: dict[str, Any] = {}
 
@@ -370,7 +379,7 @@ class TrainSession:
             self.model.drop_path_prob = drop_path_at(self.cfg.train.drop_path, self.epoch, self.cfg.train.epochs)
         metrics: dict[str, Any] = dict(
             train_epoch(
-                self.model,
+                self.fast,
                 self.train_loader,
                 self.optimizer,
                 device=self.device,
@@ -398,7 +407,7 @@ class TrainSession:
     def evaluate(self) -> dict[str, Any]:
         """Test-split (or holdout) evaluation, multi-clip when data.test_clips > 1, with per-class and confusion."""
         _reseed_loader(self.eval_loader, epoch_seed(self.cfg.seed, 0, Stream.EVALUATION), 0)
-        result = evaluate(self.model, self.eval_loader, device=self.device, num_classes=self.data.num_classes,
+        result = evaluate(self.fast, self.eval_loader, device=self.device, num_classes=self.data.num_classes,
                           prefix=self.eval_prefix, parallel=self.parallel)
         # replaced test videos change the test set: every evaluation says how many (data/substituted/<split>)
         result.update(self.data.substitution_metrics(self.eval_loader))

@@ -188,3 +188,13 @@ def test_mixed_op_follows_config_and_device(tmp_path: Path) -> None:
     assert kinds(cfg, "cuda") == {ReferenceMixedOp}  # auto: the plain op on CUDA (built on CPU, never run here)
     assert kinds(cfg.with_overrides({"model.mixed_op": "reference"}), "cpu") == {ReferenceMixedOp}
     assert kinds(cfg.with_overrides({"model.mixed_op": "fused"}), "cuda") == {FusedMixedOp}
+
+
+def test_the_compile_key_picks_the_forward_path(tmp_path: Path) -> None:
+    from autovid.engine.fastpath import FastPath
+
+    auto = SearchSession(tiny_config(tmp_path))
+    assert auto.fast is auto.model  # CPU, compile=auto: the hand-fused eager ops are the fast path
+    compiled = TrainSession(tiny_config(tmp_path, compile="compile"), auto.genotype())
+    assert isinstance(compiled.fast, FastPath) and compiled.fast.model is compiled.model
+    assert compiled.fast.state_dict().keys() == compiled.model.state_dict().keys()  # checkpoints stay unprefixed
