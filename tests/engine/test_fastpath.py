@@ -66,6 +66,7 @@ def _assert_same_buffers(a: nn.Module, b: nn.Module) -> None:
 @pytest.fixture(scope="module")
 def supernets(tmp_path_factory: pytest.TempPathFactory) -> tuple[nn.Module, nn.Module, FastPath]:
     """Two identical tiny PC-DARTS supernets (fused mixed op, as on CPU), the first behind the fast path."""
+    torch._dynamo.reset()  # graph counts below must not depend on what compiled earlier in the process
     cfg = tiny_config(tmp_path_factory.mktemp("fastpath"), model={"pc_k": 2, "mixed_op": "fused", "cells": 1})
     model = build_supernet(cfg, num_classes=CLASSES)
     eager = copy.deepcopy(model)
@@ -142,6 +143,7 @@ def test_supernet_matches_eager_and_alpha_changes_do_not_recompile(supernets: tu
 
 def test_reference_supernet_compiles_training_and_evaluation(tmp_path: Path) -> None:
     """The CUDA path (mixed_op "reference") is one graph with and without grad; α changes recompile neither."""
+    torch._dynamo.reset()
     cfg = tiny_config(tmp_path, model={"pc_k": 2, "mixed_op": "reference", "cells": 1})
     model = build_supernet(cfg, num_classes=CLASSES)
     eager = copy.deepcopy(model)
@@ -184,14 +186,15 @@ def test_single_path_and_precise_bn_run_eagerly(supernets: tuple) -> None:
 
 
 def _genotype(tmp_path: Path) -> tuple:
+    """The tiny config (with drop path) and the genotype its supernet derives at its seeded initial α."""
     cfg = tiny_config(tmp_path, train={"drop_path": 0.3})
-    # a fixed, op-diverse genotype of the p3d space (module topology, 3 nodes)
     supernet = build_supernet(cfg, num_classes=CLASSES)
     genotype: Genotype = supernet.genotype()
     return cfg, genotype
 
 
 def test_derived_network_matches_eager_drop_path_runs_eagerly(tmp_path: Path) -> None:
+    torch._dynamo.reset()
     cfg, genotype = _genotype(tmp_path)
     model = build_network(cfg, num_classes=CLASSES, genotype=genotype)
     eager = copy.deepcopy(model)
