@@ -117,3 +117,20 @@ def test_measure_throughput_counts_clips_after_the_first_batch(manifest) -> None
     result = measure_throughput(b.train)  # 9 train videos, batches of 4: the first is not timed
     assert result.clips == 5 and result.seconds > 0 and result.clips_per_s > 0
     assert measure_throughput(b.train, max_batches=1).clips == 4
+
+
+def test_sharded_loaders_split_each_global_batch_in_rank_order(manifest) -> None:
+    one = bundle(manifest, test_clips=3)
+    ranks = [bundle(manifest, test_clips=3, shard=(rank, 3)) for rank in range(3)]
+    for name in ("train", "test"):
+        full = list(getattr(one, name))
+        parts = [list(getattr(b, name)) for b in ranks]
+        assert all(len(p) == len(full) for p in parts)  # every rank takes part in every step's collectives
+        for i, (x, y) in enumerate(full):  # the ranks' parts, in rank order, are the one-process batch
+            assert torch.equal(torch.cat([p[i][1] for p in parts]), y)
+            assert torch.equal(torch.cat([p[i][0] for p in parts]), x)
+    # 9 train videos in batches of 4: the last global batch (1 clip) leaves ranks 1 and 2 an empty batch
+    last = [list(b.train)[-1] for b in ranks]
+    assert [len(y) for _, y in last] == [1, 0, 0]
+    assert last[2][0].shape == (0, 2, 3, 2, 16, 16) and last[2][1].dtype == torch.int64
+    assert list(ranks[1].test)[-1][0].shape[1:] == (3, 2, 3, 2, 16, 16)  # multi-clip test items
