@@ -115,11 +115,12 @@ class DataParallel:
         """
         if not self.enabled:
             return
+        named = sorted(model.named_parameters())
         with torch.no_grad():
             fingerprint = torch.stack([torch.stack([p.double().sum(), p.double().square().sum()])
-                                       for _, p in sorted(model.named_parameters())]).cpu()
+                                       for _, p in named]).cpu()
         gathered = self.gather(fingerprint)
-        names = [name for name, _ in sorted(model.named_parameters())]
+        names = [name for name, _ in named]
         for rank, other in enumerate(gathered[1:], start=1):
             delta = (other - gathered[0]).abs().amax(dim=1)
             if bool((delta > 0).any()):

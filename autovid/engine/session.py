@@ -353,7 +353,7 @@ class TrainSession:
                                shard=self.parallel.shard)
         self.train_loader = self.data.search_w if holdout else self.data.train
         self.eval_loader = self.data.search_a if holdout else self.data.test
-        self.eval_prefix = "val" if holdout else "test"
+        self.eval_prefix = eval_prefix(cfg)
         torch.manual_seed(cfg.seed)
         self.model = self.parallel.prepare(build_network(cfg, num_classes=self.data.num_classes, genotype=genotype))
         self.model.to(self.device)
@@ -432,6 +432,11 @@ class TrainSession:
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = int(state["epoch"])
         torch.set_rng_state(state["torch_rng"])
+
+
+def eval_prefix(cfg: ExperimentConfig) -> str:
+    """Where a retrain is evaluated: "val" (the α half, ``train.holdout``) or "test"."""
+    return "val" if cfg.train.holdout else "test"
 
 
 def search_should_stop(cfg: ExperimentConfig, epoch: int, metrics: dict[str, Any]) -> bool:

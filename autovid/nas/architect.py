@@ -217,13 +217,13 @@ class Architect:
             weights.append(p)
         return names, weights
 
-    def _fill(self, grads: tuple[Tensor | None, ...] | list[Tensor | None]) -> list[Tensor]:
-        """Replace the gradient of an α the loss does not touch (None) by zeros."""
-        return [torch.zeros_like(a) if g is None else g.detach() for a, g in zip(self.alphas, grads)]
+    def _fill(self, grads: Sequence[Tensor | None], like: Sequence[Tensor] | None = None) -> list[Tensor]:
+        """Detached gradients, zeros for a tensor of ``like`` (default: α) the loss does not touch (None)."""
+        return [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(like or self.alphas, grads)]
 
     def _reduce(self, grads: Sequence[Tensor | None], like: Sequence[Tensor]) -> list[Tensor]:
-        """Gradients (zeros for None) summed over the data-parallel ranks, detached."""
-        filled = [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(like, grads)]
+        """``_fill``, then summed over the data-parallel ranks."""
+        filled = self._fill(grads, like)
         return filled if self.parallel is None else self.parallel.reduce_gradients(filled, like)
 
     @staticmethod

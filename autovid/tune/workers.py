@@ -25,12 +25,13 @@ from typing import Any
 
 import ray
 import torch
+from ray import tune
 from ray.util.placement_group import get_current_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from autovid.config import ExperimentConfig, validate_config
 from autovid.engine.distributed import DataParallel
-from autovid.engine.session import SearchSession, TrainSession, search_should_stop
+from autovid.engine.session import SearchSession, TrainSession, eval_prefix, search_should_stop
 from autovid.nas.genotype import Genotype
 
 # A collective that waits this long means a peer is gone; the driver notices a dead actor much sooner.
@@ -92,7 +93,7 @@ class ReplicatedSession:
         resources = cfg.tune.resources
         self.world = resources.workers
         self.epoch = 0
-        self.eval_prefix = "val" if cfg.train.holdout else "test"
+        self.eval_prefix = eval_prefix(cfg)
         pg = get_current_placement_group()  # the trial's: one bundle per worker (see trial_resources)
         actor = ray.remote(Replica)
         config = cfg.model_dump(mode="json")
@@ -171,7 +172,5 @@ def trial_resources(cfg: ExperimentConfig) -> dict[str, float] | Any:
     resources = cfg.tune.resources
     if resources.workers == 1:
         return {"cpu": resources.cpu, "gpu": resources.gpu}
-    from ray import tune
-
     bundle = {"CPU": resources.cpu, "GPU": resources.gpu}
     return tune.PlacementGroupFactory([{}] + [bundle] * resources.workers, strategy="PACK")
