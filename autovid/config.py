@@ -99,6 +99,11 @@ class ModelConfig(_Frozen):
     # temporal_difference: the first time-mixing convolution (the stem) starts as a difference of consecutive
     # frames (autovid.engine.init), for the supernet, the retrained network and hand-designed baselines alike
     stem_init: Literal["random", "temporal_difference"] = "random"
+    # where time may be mixed: anywhere (the stem and the module topology's fixed reductions in the space's
+    # kernel style, as in the paper) or searched (stem and fixed reductions spatial-only 1×k×k, so every
+    # temporal interaction is one the search chose; stem_init's motion prior then initialises the temporal
+    # convolutions of the first searched cell instead of the stem's)
+    temporal_mixing: Literal["anywhere", "searched"] = "anywhere"
     # the supernet's mixed op: DARTS' plain sum (reference), the same values with less work (fused, faster on
     # CPU), or auto: fused on CPU, reference on CUDA where it was measured faster
     mixed_op: Literal["auto", "reference", "fused"] = "auto"
@@ -127,6 +132,9 @@ class SearchConfig(_Frozen):
     strategy: Literal["darts", "random_ws"] = "darts"  # random_ws: uniform single paths, no α updates
     ws_candidates: PositiveInt = 16  # random_ws: genotypes scored with inherited weights at the end
     precise_bn_batches: Annotated[int, Field(ge=0)] = 8  # BN statistics recomputed before validation (0 = off)
+    # the null control: the identical search on the train split's labels permuted across videos (a fixed
+    # permutation per seed, in both the weight and α halves; the test split keeps its true labels)
+    shuffle_labels: bool = False
 
     @model_validator(mode="after")
     def _second_order_needs_sgd(self) -> "SearchConfig":

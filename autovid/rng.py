@@ -25,6 +25,7 @@ class Stream(IntEnum):
     RANK_GENOTYPES = 7  # `autovid rank`: the genotypes whose rankings are compared
     VERSUS_RANDOM = 8  # `autovid vs-random`: the random genotypes the searched one is compared with
     EVALUATION = 9  # evaluation batches (multi-clip offsets are deterministic; this fixes anything else)
+    SHUFFLED_LABELS = 10  # search.shuffle_labels: the permutation of the train split's labels (null control)
     HALVES = 0x5EA  # the split of the train split into weight and α halves
 
 

@@ -1,20 +1,31 @@
-"""Confidence statistics for ablations: bootstrap intervals, paired permutation tests, power, rank correlation."""
+"""Confidence statistics for ablations: bootstrap intervals, paired permutation tests, power, rank correlation.
+
+Seed-level statistics (``compare_arms``, ``seed_power``, ``seeds_needed``, ``holm``, ``icc_oneway``) treat each
+seed, an independent search + retrain, as the unit of replication: they are the calibrated way to compare NAS
+methods. The per-video tests condition on the trained seeds and only speak about those networks.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Iterator, NamedTuple
+from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 
 __all__ = [
     "Interval",
     "bootstrap_accuracy_ci",
+    "compare_arms",
+    "holm",
+    "icc_oneway",
     "kendall_tau_ci",
     "min_detectable_difference",
     "paired_comparison",
     "percentile_with_ci",
+    "seed_power",
+    "seeds_needed",
+    "wilson_interval",
 ]
 
 # Bootstrap replicates are drawn in chunks of at most this many [replicate, video] cells (32 MiB of float64),
@@ -167,11 +178,209 @@ def percentile_with_ci(
     return {"percentile": float(100 * rank.mean()), "ci_low": low, "ci_high": high}
 
 
+def compare_arms(
+    arm: np.ndarray,
+    ref: np.ndarray,
+    *,
+    alpha: float = 0.05,
+    n_perm: int = 10_000,
+    rng: np.random.Generator | None = None,
+) -> dict[str, float]:
+    """Compare two NAS methods at the seed level: Welch's t-test on per-seed accuracies, Δ = arm − ref.
+
+    ``arm`` and ``ref`` are ``[seeds, videos]`` 0/1 (or fractional) correctness on the same test videos; seeds
+    are independent searches + retrains, not paired between arms, and their counts may differ. Each seed's
+    accuracy (row mean) is one observation, so seed-to-seed variation is what the test and the CI are measured
+    against: ``scipy.stats.ttest_ind(equal_var=False)`` gives ``p_value``, ``df`` and the ``1 − alpha`` CI
+    ``delta_ci_low``/``delta_ci_high``. These are NaN when an arm has fewer than two seeds or neither arm varies
+    between seeds (even with a non-zero Δ): there is no seed variance to test against, and none is invented.
+
+    ``seed_sd`` is the pooled SD of per-seed accuracies (sqrt of the df-weighted mean of the two sample
+    variances; NaN with one seed per arm), the input to ``seed_power``/``seeds_needed``. ``p_networks`` is the
+    per-video sign-flip test of ``paired_comparison`` (``n_perm`` draws from ``rng``): a statement about THESE
+    trained networks only, never about the methods; with a few seeds it rejects most of the time under the null.
+
+    Returns ``{"delta", "delta_ci_low", "delta_ci_high", "p_value", "df", "seeds_arm", "seeds_ref", "seed_sd",
+    "p_networks"}``.
+    """
+    _check_alpha(alpha)
+    a, r = _correctness(arm, "arm"), _correctness(ref, "ref")
+    if a.shape[1] != r.shape[1]:
+        raise ValueError(f"arm and ref must be scored on the same test videos, got {a.shape[1]} and {r.shape[1]}")
+    acc_a, acc_r = a.mean(axis=1), r.mean(axis=1)  # per-seed accuracies: the observations
+    n_a, n_r = len(acc_a), len(acc_r)
+    ss = float(((acc_a - acc_a.mean()) ** 2).sum() + ((acc_r - acc_r.mean()) ** 2).sum())
+    seed_sd = math.sqrt(ss / (n_a + n_r - 2)) if n_a + n_r > 2 else math.nan
+    # exact test of "no seed varies" (a sum of squares of identical values can round to a tiny positive number)
+    no_variance = np.ptp(acc_a) == 0 and np.ptp(acc_r) == 0
+    low = high = p_value = df = math.nan
+    if n_a >= 2 and n_r >= 2 and not no_variance:
+        result = stats.ttest_ind(acc_a, acc_r, equal_var=False)
+        ci = result.confidence_interval(1 - alpha)
+        low, high = float(ci.low), float(ci.high)
+        p_value, df = float(result.pvalue), float(result.df)
+    return {
+        "delta": float(acc_a.mean() - acc_r.mean()),
+        "delta_ci_low": low,
+        "delta_ci_high": high,
+        "p_value": p_value,
+        "df": df,
+        "seeds_arm": n_a,
+        "seeds_ref": n_r,
+        "seed_sd": seed_sd,
+        "p_networks": _sign_flip_p_value(a.mean(axis=0) - r.mean(axis=0), n_perm, _rng(rng)),
+    }
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values (step-down, monotone, capped at 1) in the input order.
+
+    Controls the family-wise error when several arms are compared with one reference. NaN entries stay NaN and
+    do not count towards the number of tests m.
+    """
+    p = np.asarray(p_values, dtype=float)
+    adjusted = np.full(p.shape, math.nan)
+    valid = ~np.isnan(p)
+    m = int(valid.sum())
+    order = np.argsort(p[valid])
+    steps = np.maximum.accumulate((m - np.arange(m)) * p[valid][order])  # (m − i) · p_(i), made monotone
+    ranked = np.empty(m)
+    ranked[order] = np.minimum(steps, 1.0)
+    adjusted[valid] = ranked
+    return adjusted
+
+
+def seed_power(seed_sd: float, seeds_arm: int, seeds_ref: int, *, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Minimal detectable difference (a fraction) of ``compare_arms`` at these seed counts and seed SD.
+
+    The smallest Δ that a two-sided level-``alpha`` two-sample t-test detects with probability ``power``, from
+    the noncentral t with ncp = Δ / (sd · sqrt(1/n₁ + 1/n₂)) and the Welch–Satterthwaite df at equal SDs (which
+    is n₁ + n₂ − 2 for equal counts). Use it to say which gaps a report could have seen. NaN when ``seed_sd`` is
+    NaN or a count is below 2.
+    """
+    _check_alpha(alpha)
+    _check_power(power, alpha)
+    if math.isnan(seed_sd) or seeds_arm < 2 or seeds_ref < 2:
+        return math.nan
+    if seed_sd < 0:
+        raise ValueError(f"seed_sd must be non-negative, got {seed_sd}")
+    df = _welch_df_equal_sd(seeds_arm, seeds_ref)
+    upper = stats.t.ppf(1 - alpha / 2, df) + stats.norm.ppf(power) + 10.0  # power there is ≈ 1
+    ncp = optimize.brentq(lambda nc: _t_test_power(nc, df, alpha) - power, 0.0, upper)
+    return float(ncp * seed_sd * math.sqrt(1 / seeds_arm + 1 / seeds_ref))
+
+
+def seeds_needed(
+    seed_sd: float,
+    delta: float = 0.05,
+    *,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    max_seeds: int = 1000,
+) -> int | None:
+    """Smallest number of seeds per arm (equal arms, ≥ 2) at which a Δ of ``delta`` is detected with ``power``.
+
+    Two-sided level-``alpha`` two-sample t-test, power from the noncentral t with df = 2n − 2 (the same model
+    as ``seed_power``). ``None`` when ``max_seeds`` do not suffice or ``seed_sd`` is NaN; 2 when ``seed_sd`` is 0.
+    """
+    _check_alpha(alpha)
+    _check_power(power, alpha)
+    if math.isnan(seed_sd):
+        return None
+    if seed_sd < 0:
+        raise ValueError(f"seed_sd must be non-negative, got {seed_sd}")
+    if seed_sd == 0:
+        return 2
+    n = np.arange(2, max(2, max_seeds) + 1)
+    reached = _t_test_power(abs(delta) / (seed_sd * np.sqrt(2 / n)), 2 * n - 2, alpha) >= power
+    return int(n[np.argmax(reached)]) if reached.any() else None
+
+
+def wilson_interval(hits: int, n: int, *, confidence: float = 0.95) -> Interval:
+    """One run's accuracy ``hits / n`` with its Wilson score interval (``scipy.stats.binomtest``).
+
+    For a single trained network scored on ``n`` test videos: it covers video sampling only, not seed variation.
+    Unlike the normal (Wald) interval it stays inside [0, 1] and is not degenerate at 0 or ``n`` hits.
+    """
+    if n < 1 or not 0 <= hits <= n or int(hits) != hits or int(n) != n:
+        raise ValueError(f"need integers 0 <= hits <= n and n >= 1, got hits={hits}, n={n}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    ci = stats.binomtest(int(hits), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return Interval(hits / n, float(ci.low), float(ci.high))
+
+
+def icc_oneway(scores: np.ndarray, *, confidence: float = 0.95) -> dict[str, float]:
+    """One-way random-effects ICC(1) (Shrout & Fleiss ICC(1,1)): the share of variance due to the group.
+
+    ``scores`` is ``[groups, replicates]``, e.g. random genotypes × training seeds: ICC = (MSB − MSW) /
+    (MSB + (k − 1)·MSW) says how much of the spread of accuracies is the genotype rather than the seed (it can
+    be negative when groups differ less than chance). The CI is the exact F-based one (F = MSB / MSW with
+    g − 1 and g(k − 1) df) and ``p_value`` the F-test of ICC = 0 (``scipy.stats.f.sf``). When replicates never
+    vary within a group (MSW = 0) but groups differ, ``icc`` is 1.0, ``f`` inf, ``p_value`` 0 and the CI bounds
+    NaN; when nothing varies at all, everything but the counts is NaN.
+
+    Returns ``{"icc", "ci_low", "ci_high", "p_value", "f", "groups", "replicates"}``.
+    """
+    x = np.asarray(scores, dtype=float)
+    if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 2 or not np.isfinite(x).all():
+        raise ValueError(f"scores must be a finite [groups, replicates] array with >= 2 of each, got {x.shape}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    g, k = x.shape
+    df1, df2 = g - 1, g * (k - 1)
+    group_means = x.mean(axis=1)
+    msb = k * float(((group_means - group_means.mean()) ** 2).sum()) / df1
+    msw = float(((x - group_means[:, None]) ** 2).sum()) / df2
+    out = {"icc": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan, "f": math.nan,
+           "groups": g, "replicates": k}
+    if (np.ptp(x, axis=1) == 0).all():  # exact: no replicate differs within its group (MSW = 0)
+        if msb > 0:
+            out.update(icc=1.0, p_value=0.0, f=math.inf)
+        return out
+    f = msb / msw
+    tail = (1 - confidence) / 2
+    f_low = f / stats.f.ppf(1 - tail, df1, df2)
+    f_high = f * stats.f.ppf(1 - tail, df2, df1)
+    out.update(
+        icc=(msb - msw) / (msb + (k - 1) * msw),
+        ci_low=float((f_low - 1) / (f_low + k - 1)),
+        ci_high=float((f_high - 1) / (f_high + k - 1)),
+        p_value=float(stats.f.sf(f, df1, df2)),
+        f=f,
+    )
+    return out
+
+
 # --------------------------------------------------------------------------------------------- helpers
 
 
 def _rng(rng: np.random.Generator | None) -> np.random.Generator:
     return np.random.default_rng(0) if rng is None else rng
+
+
+def _check_alpha(alpha: float) -> None:
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+
+
+def _check_power(power: float, alpha: float) -> None:
+    if not alpha < power < 1:
+        raise ValueError(f"power must lie in (alpha, 1), got {power}")
+
+
+def _t_test_power(ncp: np.ndarray | float, df: np.ndarray | float, alpha: float) -> np.ndarray:
+    """Power of the two-sided level-``alpha`` t-test at noncentrality ``ncp`` (both tails of the noncentral t).
+
+    The lower tail P(T < −c; ncp) is taken as P(T > c; −ncp): scipy's ``nct.cdf`` returns NaN for some tiny tails.
+    """
+    crit = stats.t.ppf(1 - alpha / 2, df)
+    return np.asarray(stats.nct.sf(crit, df, ncp) + stats.nct.sf(crit, df, np.negative(ncp)))
+
+
+def _welch_df_equal_sd(n1: int, n2: int) -> float:
+    """Welch–Satterthwaite df when both arms have the same SD (n1 + n2 − 2 for equal counts)."""
+    return (1 / n1 + 1 / n2) ** 2 / (1 / (n1**2 * (n1 - 1)) + 1 / (n2**2 * (n2 - 1)))
 
 
 def _correctness(values: np.ndarray, name: str) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from autovid.data.sampling import ClipSpec
 from autovid.errors import UserError
 from autovid.rng import Stream
 from autovid.rng import generator as rng_stream
+
+log = logging.getLogger(__name__)
 
 
 class EpochSampler(Sampler[tuple[int, int]]):
@@ -86,33 +89,86 @@ class _Collate:
         return default_collate(items)
 
 
-def split_stratified(labels: Sequence[int], portion: float, seed: int,
-                     groups: Sequence[str] | None = None) -> tuple[list[int], list[int]]:
-    """Split positions per class: about ``portion`` of each class's videos to the first part, the rest to the second.
+def split_stratified(labels: Sequence[int], portion: float, seed: int, groups: Sequence[str] | None = None,
+                     class_names: Sequence[str] | None = None) -> tuple[list[int], list[int]]:
+    """Split positions into a first part of about ``portion`` of the videos and a second part of the rest.
 
-    With ``groups`` (UCF101/HMDB51's ``_gNN_``: clips cut from one long video), whole groups go to one side,
-    so the α half never validates on clips of a video the weights trained on; a class with a single group
-    falls back to splitting its videos. Deterministic for ``seed``; each class keeps at least one video (one
-    group) on each side when it has two.
+    Without ``groups``, per class: about ``portion`` of each class's videos go to the first part, each
+    class keeping at least one video on each side when it has two.
+
+    With ``groups`` (UCF101/HMDB51's ``_gNN_``: clips cut from one long video, one scene), whole groups go
+    to one side, so the α half never validates on clips of a video (a scene) the weights trained on:
+
+    * groups not shared (each group holds one class): per class as above, in units of the class's groups
+      (at least one group on each side when it has two); a class with a single group falls back to
+      splitting its videos.
+    * groups shared (some group occurs in two or more classes, as in the synthetic benchmark, where every
+      scene performs every class, and in UCF101, whose group numbers recur across classes): ONE permutation
+      of the distinct groups, cut where the first part's share of all videos is closest to ``portion``,
+      with at least one group on each side. Every group then lies wholly in one half across all classes;
+      a per-class split would pair scene g05 with class A in one half and with class B in the other, a
+      leak. Stratification is then only approximate: a class may end up with no video in one half (few
+      groups); that is logged as a warning naming the classes (``class_names``, else their labels), and
+      the group-pure split is kept, since purity matters more. With a single distinct group there is
+      nothing to cut, and the per-class video split is used.
+
+    Deterministic for ``seed`` (stream :attr:`Stream.HALVES`).
     """
     if not 0.0 < portion < 1.0:
         raise UserError(f"train_portion must be in (0, 1), got {portion}")
     rng = rng_stream(seed, Stream.HALVES)
     labels_arr = np.asarray(labels)
+    if groups is not None and len(set(groups)) >= 2 and _groups_shared(labels_arr, groups):
+        return _split_shared_groups(labels_arr, groups, portion, rng, class_names)
     first: list[int] = []
     second: list[int] = []
     for label in np.unique(labels_arr):
         positions = np.flatnonzero(labels_arr == label)
         units = _units(positions, groups)
         members = [units[i] for i in rng.permutation(len(units))]
-        sizes = np.cumsum([len(unit) for unit in members])
-        # the cut (in units) whose share of the class's videos is closest to `portion`
-        cut = int(np.argmin(np.abs(sizes - portion * len(positions)))) + 1
-        if len(members) >= 2:
-            cut = min(max(cut, 1), len(members) - 1)
-        first += [i for unit in members[:cut] for i in unit]
-        second += [i for unit in members[cut:] for i in unit]
+        first_units, second_units = _cut(members, portion)
+        first += [i for unit in first_units for i in unit]
+        second += [i for unit in second_units for i in unit]
     return sorted(first), sorted(second)
+
+
+def _cut(members: list[list[int]], portion: float) -> tuple[list[list[int]], list[list[int]]]:
+    """Cut ordered units where the first part's share of their videos is closest to ``portion``
+    (at least one unit on each side when there are two or more)."""
+    sizes = np.cumsum([len(unit) for unit in members])
+    cut = int(np.argmin(np.abs(sizes - portion * sizes[-1]))) + 1
+    if len(members) >= 2:
+        cut = min(max(cut, 1), len(members) - 1)
+    return members[:cut], members[cut:]
+
+
+def _groups_shared(labels: np.ndarray, groups: Sequence[str]) -> bool:
+    """Whether some group occurs in two or more classes."""
+    classes_of: dict[str, set[int]] = {}
+    for group, label in zip(groups, labels.tolist()):
+        classes_of.setdefault(group, set()).add(label)
+    return any(len(classes) >= 2 for classes in classes_of.values())
+
+
+def _split_shared_groups(labels: np.ndarray, groups: Sequence[str], portion: float, rng: np.random.Generator,
+                         class_names: Sequence[str] | None) -> tuple[list[int], list[int]]:
+    """One cut of a permutation of all distinct groups: every group wholly on one side, across all classes."""
+    by_group: dict[str, list[int]] = {}
+    for i, group in enumerate(groups):
+        by_group.setdefault(group, []).append(i)  # in order of first appearance: deterministic
+    units = list(by_group.values())
+    members = [units[i] for i in rng.permutation(len(units))]
+    first_units, second_units = _cut(members, portion)
+    first = sorted(i for unit in first_units for i in unit)
+    second = sorted(i for unit in second_units for i in unit)
+    present = set(labels.tolist())
+    one_sided = sorted((present - set(labels[first].tolist())) | (present - set(labels[second].tolist())))
+    if one_sided:
+        names = [class_names[c] if class_names is not None and c < len(class_names) else str(c) for c in one_sided]
+        log.warning("the group-pure weight/α split leaves %d class(es) with no video in one half (too few "
+                    "shared groups): %s; kept, since a split that mixes groups would leak scenes across the "
+                    "halves", len(names), ", ".join(names))
+    return first, second
 
 
 def _units(positions: np.ndarray, groups: Sequence[str] | None) -> list[list[int]]:
@@ -161,9 +217,12 @@ class LoaderBundle:
     """The loaders of one experiment. ``search_w``/``search_a`` are None when no search split was asked for.
 
         train split ─┬─────────────────────────────▶ train     (retraining on all train videos)
-                     └─ by class and group, train_portion ─▶ search_w  (network weights)
+                     └─ by group, train_portion ───▶ search_w  (network weights)
                                                    └▶ search_a  (architecture α)
         val_split   ───────────────────────────────▶ test      (centre crops, test_clips per video)
+
+    The halves take whole groups, per class unless groups are shared across classes (then one split of
+    all groups): :func:`split_stratified`.
     """
 
     train: DataLoader
@@ -265,7 +324,7 @@ def build_loaders(
     search_w = search_a = None
     if train_portion is not None:
         groups = [group_of(record.path) for record in train_ds.records]
-        w_idx, a_idx = split_stratified(train_ds.labels, train_portion, seed, groups=groups)
+        w_idx, a_idx = split_stratified(train_ds.labels, train_portion, seed, groups=groups, class_names=names)
         # initial shuffling seeds of the halves; a session reseeds every loader per epoch (autovid.rng streams)
         search_w = _loader(train_ds, w_idx, shuffle=True, seed=seed + 1, **opts)
         search_a = _loader(train_ds, a_idx, shuffle=True, seed=seed + 2, **opts)

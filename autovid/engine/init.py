@@ -30,21 +30,41 @@ def temporal_difference_init(model: nn.Module) -> bool:
     conv = first_temporal_conv(model)
     if conv is None:
         return False
+    _difference(conv)
+    return True
+
+
+@torch.no_grad()
+def temporal_difference_init_all(module: nn.Module) -> int:
+    """The same motion prior on every time-mixing convolution inside ``module`` (e.g. every candidate
+    operator of the first searched cell, when the stem is spatial-only); returns how many were initialised.
+
+    Depthwise temporal convolutions (separable and dilated operators) become the per-channel difference.
+    """
+    convs = [m for m in module.modules() if isinstance(m, nn.Conv3d) and m.kernel_size[0] > 1]
+    for conv in convs:
+        _difference(conv)
+    return len(convs)
+
+
+def _difference(conv: nn.Conv3d) -> None:
     kt = conv.kernel_size[0]
     centre = kt // 2
     profile = torch.zeros(kt, dtype=conv.weight.dtype, device=conv.weight.device)
     profile[centre], profile[centre - 1] = 1.0, -1.0
     w = conv.weight
-    if conv.in_channels == conv.out_channels and conv.groups == 1 and w.shape[3:] == (1, 1):
-        # the temporal half of a factorized (P3D) stem: channel c becomes the frame difference of channel c
+    pure_temporal = w.shape[3:] == (1, 1) and conv.in_channels == conv.out_channels
+    if pure_temporal and conv.groups == 1:
+        # the temporal half of a factorized (P3D) conv: channel c becomes the frame difference of channel c
         difference = torch.eye(w.shape[0], dtype=w.dtype, device=w.device)[:, :, None] * profile
         w.mul_(RESIDUAL).add_(difference.view_as(w))
+    elif pure_temporal and conv.groups == conv.in_channels:  # depthwise [C, 1, kt, 1, 1]: per channel
+        w.mul_(RESIDUAL).add_(profile.view(1, 1, kt, 1, 1))
     else:  # a full 3D kernel: its random centre slice, applied to the frame difference
         w.copy_(w[:, :, centre : centre + 1] * profile.view(1, 1, kt, 1, 1) * kt**0.5)
     # Replicate the edge frames instead of padding with zeros: a zero frame before the first one would make
-    # its "difference" the whole static frame, which then dominates the stem's statistics.
+    # its "difference" the whole static frame, which then dominates the layer's statistics.
     conv.padding_mode = "replicate"
-    return True
 
 
 RESIDUAL = 0.1  # the share of the random init kept on top of the difference, so that symmetry is broken

@@ -30,12 +30,13 @@ from autovid.data.loaders import epoch_sampler
 from autovid.engine.accounting import count_flops, count_parameters, measure_latency
 from autovid.engine.distributed import DataParallel
 from autovid.engine.fastpath import accelerate
-from autovid.engine.init import temporal_difference_init
+from autovid.engine.init import temporal_difference_init, temporal_difference_init_all
 from autovid.engine.setup import build_data, clip_shape, resolve_device
 from autovid.engine.strategies import make_strategy
 from autovid.engine.trainer import alpha_entropy, evaluate, recalibrate_bn, search_epoch, train_epoch
 from autovid.errors import TrainingDiverged, UserError
 from autovid.nas.architect import Architect
+from autovid.nas.cells import VideoNet
 from autovid.nas.genotype import Genotype
 from autovid.nas.network import Network
 from autovid.nas.search_space import SearchSpace, load_search_space
@@ -84,6 +85,7 @@ def build_network(
             consensus=cfg.model.consensus,
             drop_path=cfg.train.drop_path,
             stem_multiplier=cfg.train.stem_multiplier,
+            fixed_kernel=fixed_kernel(cfg),
         )
     # not only weights: the motion-prior init also makes the stem pad time by replicating edge frames, which no
     # state dict records; every rebuild of a trained network (evaluate, export, predict, MLflow) must get it
@@ -107,14 +109,26 @@ def build_supernet(cfg: ExperimentConfig, *, num_classes: int, space: SearchSpac
         pc_k=cfg.model.pc_k,
         consensus=cfg.model.consensus,
         mixed_op=mixed_op,
+        fixed_kernel=fixed_kernel(cfg),
     )
     apply_init(cfg, model)
     return model
 
 
+def fixed_kernel(cfg: ExperimentConfig) -> str | None:
+    """The kernel style of the layers nobody searches: spatial-only when only the search may mix time."""
+    return "p2d" if cfg.model.temporal_mixing == "searched" else None
+
+
 def apply_init(cfg: ExperimentConfig, model: nn.Module) -> None:
-    """The configured initialisation beyond each layer's default (``model.stem_init``)."""
-    if cfg.model.stem_init == "temporal_difference":
+    """The configured initialisation beyond each layer's default (``model.stem_init``): the motion prior goes
+    to the stem, or, when only searched operators mix time, to the first searched cell's temporal convolutions
+    (hand-designed networks keep it in their first temporal convolution either way)."""
+    if cfg.model.stem_init != "temporal_difference":
+        return
+    if cfg.model.temporal_mixing == "searched" and isinstance(model, VideoNet):
+        temporal_difference_init_all(model.cells[0])  # the first cell: the module input's first time mixing
+    else:
         temporal_difference_init(model)
 
 
@@ -154,7 +168,7 @@ class SearchSession:
         self.device = resolve_device(cfg.device)
         self.space = load_search_space(cfg.search_space)
         self.data = build_data(cfg.data, seed=cfg.seed, train_portion=cfg.search.train_portion,
-                               shard=self.parallel.shard)
+                               shard=self.parallel.shard, shuffle_labels=cfg.search.shuffle_labels)
         torch.manual_seed(cfg.seed)  # anything that still draws from the global generator
         s = cfg.search
         supernet = build_supernet(cfg, num_classes=self.data.num_classes, space=self.space, device=self.device)

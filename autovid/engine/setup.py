@@ -7,6 +7,7 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -16,6 +17,8 @@ from autovid.data.manifest import build_manifest, read_manifest, summarize_manif
 from autovid.data.sampling import ClipSpec
 from autovid.data.synthetic import ensure_synthetic
 from autovid.errors import UserError
+from autovid.rng import Stream
+from autovid.rng import generator as rng_stream
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +72,16 @@ def prepare_manifest(data: DataConfig) -> pd.DataFrame:
 
 
 def build_data(data: DataConfig, *, seed: int, train_portion: float | None,
-               shard: tuple[int, int] = (0, 1)) -> LoaderBundle:
+               shard: tuple[int, int] = (0, 1), shuffle_labels: bool = False) -> LoaderBundle:
     """Loaders for a run: the DARTS weight/α halves (when train_portion is set), the full train split, test;
-    with ``shard=(rank, world)`` rank's part of every global batch (``data.batch_size``)."""
+    with ``shard=(rank, world)`` rank's part of every global batch (``data.batch_size``).
+
+    ``shuffle_labels`` (``search.shuffle_labels``, the search's null control): the train split's labels are
+    permuted across its videos (:func:`shuffle_train_labels`) before the weight/α split, so both halves and
+    the full train loader carry them; the test split keeps its true labels."""
     manifest = prepare_manifest(data)
+    if shuffle_labels:
+        manifest = shuffle_train_labels(manifest, seed)
     return build_loaders(
         manifest,
         spec=clip_spec(data),
@@ -84,6 +93,28 @@ def build_data(data: DataConfig, *, seed: int, train_portion: float | None,
         test_clips=data.test_clips,
         shard=shard,
     )
+
+
+def shuffle_train_labels(manifest: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """A copy of ``manifest`` whose usable (``status == "ok"``) train-split rows carry a permutation of their
+    own labels, drawn from stream :attr:`Stream.SHUFFLED_LABELS` of ``seed`` (same seed, same permutation).
+
+    Labels move across videos (each video takes another video's label), which destroys the link between a
+    video and its class while keeping every class's count; a relabelling of the classes would keep it.
+    ``class_name`` moves with ``label``, so the class-name list (label order) is unchanged. Other splits and
+    quarantined rows are untouched.
+    """
+    rows = np.flatnonzero(((manifest["status"] == "ok") & (manifest["split"] == "train")).to_numpy())
+    order = rows[rng_stream(seed, Stream.SHUFFLED_LABELS).permutation(len(rows))]
+    source = np.arange(len(manifest))  # the row each row takes its label from
+    source[rows] = order
+    shuffled = manifest.copy()
+    for column in ("label", "class_name"):
+        shuffled[column] = manifest[column].iloc[source].set_axis(manifest.index)
+    moved = int((shuffled["label"].to_numpy()[rows] != manifest["label"].to_numpy()[rows]).sum())
+    log.info("search.shuffle_labels: the labels of %d train videos permuted (%d changed): a null-control search",
+             len(rows), moved)
+    return shuffled
 
 
 def clip_spec(data: DataConfig) -> ClipSpec:

@@ -198,7 +198,9 @@ class VideoNet(nn.Module):
                              ─unfold→ [B, K, N] ─consensus (mean | max over K)→ [B, N]
 
     - stem: a k=3 convolution in the space's kernel style (P3D 1×3×3 then 3×1×1 for p3d, so that p2d stays
-      spatial-only), ``stem_multiplier·channels`` wide, spatial stride ``stem_stride``, then BN;
+      spatial-only), ``stem_multiplier·channels`` wide, spatial stride ``stem_stride``, then BN; with
+      ``fixed_kernel="p2d"`` the stem and the fixed reduction blocks are spatial-only whatever the space, so
+      time is mixed only inside searched operators;
     - cell topology (DARTS): reduction cells at ``cells//3`` and ``2·cells//3`` halve H, W (and T when the
       space says so) and double the channels; each cell reads the two previous outputs;
     - module topology (the paper): ``cells`` searched modules; before the modules at those same positions a
@@ -221,6 +223,7 @@ class VideoNet(nn.Module):
         stem_multiplier: int = 3,
         stem_stride: int = 1,
         consensus: str = "avg",
+        fixed_kernel: str | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
@@ -236,17 +239,21 @@ class VideoNet(nn.Module):
         self.memory_format: torch.memory_format | None = None
         ts = 2 if space.reduce_temporal else 1
         reductions = reduction_positions(cells)
+        # the layers nobody searches (stem, fixed reductions): in the space's style, or p2d so that every
+        # temporal interaction in the network is one the search put there (model.temporal_mixing=searched)
+        fixed = fixed_kernel or space.kernel
+        self.fixed_kernel = fixed
         # With a generator, subclasses redraw the default initializations from it after this constructor (see
         # init_weights): building under fork_rng keeps the global RNG untouched.
         with torch.random.fork_rng(devices=[]) if generator is not None else contextlib.nullcontext():
             c_stem = stem_multiplier * channels
-            self.stem = make_stem(c_stem, kernel=space.kernel, stride=stem_stride)
+            self.stem = make_stem(c_stem, kernel=fixed, stride=stem_stride)
             blocks: list[nn.Module] = []
             if space.topology == "module":
                 c_prev, c = c_stem, channels
                 for i in range(cells):
                     if i in reductions:
-                        blocks.append(ReductionBlock(c_prev, 2 * c, kernel=space.kernel, temporal_stride=ts))
+                        blocks.append(ReductionBlock(c_prev, 2 * c, kernel=fixed, temporal_stride=ts))
                         c = c_prev = 2 * c
                     cell = Cell(cell_type="normal", topology="module", nodes=space.nodes, layout=layouts["normal"],
                                 c_pp=c_prev, c_p=c_prev, c=c, kernel=space.kernel, reduction=False, reduction_prev=False,

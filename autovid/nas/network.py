@@ -77,6 +77,7 @@ class Network(VideoNet):
         drop_path: float = 0.0,
         stem_multiplier: int = 3,
         stem_stride: int = 1,
+        fixed_kernel: str | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
         if genotype.topology != space.topology:
@@ -95,6 +96,7 @@ class Network(VideoNet):
             build_edge=_DiscreteBuilder(genotype, space.kernel),
             stem_multiplier=stem_multiplier,
             stem_stride=stem_stride,
+            fixed_kernel=fixed_kernel,
             consensus=consensus,
             generator=generator,
         )

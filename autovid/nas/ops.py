@@ -67,7 +67,14 @@ class Conv3d(nn.Conv3d):
     """Bias-free nn.Conv3d computed by ``conv3d_views`` (2D kernels on views for factorized shapes)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.bias is not None or self.padding_mode != "zeros" or isinstance(self.padding, str):
+        if self.bias is not None or isinstance(self.padding, str):
+            return super().forward(x)
+        if self.padding_mode == "replicate" and self.padding[1:] == (0, 0):
+            # a temporal conv that replicates edge frames (the motion-prior init): pad time, then the fast path
+            pt = self.padding[0]
+            return conv3d_views(F.pad(x, (0, 0, 0, 0, pt, pt), mode="replicate"), self.weight,
+                                self.stride, (0, 0, 0), self.dilation, self.groups)  # type: ignore[arg-type]
+        if self.padding_mode != "zeros":
             return super().forward(x)
         return conv3d_views(
             x, self.weight, self.stride, self.padding, self.dilation, self.groups  # type: ignore[arg-type]

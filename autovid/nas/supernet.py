@@ -106,6 +106,7 @@ class SuperNet(VideoNet):
         cells: int,
         stem_multiplier: int = 3,
         stem_stride: int = 1,
+        fixed_kernel: str | None = None,
         pc_k: int = 1,
         consensus: str = "avg",
         mixed_op: MixedOpKind = "fused",
@@ -123,6 +124,7 @@ class SuperNet(VideoNet):
             build_edge=_MixedOpBuilder(space, pc_k, mixed_op),
             stem_multiplier=stem_multiplier,
             stem_stride=stem_stride,
+            fixed_kernel=fixed_kernel,
             consensus=consensus,
             generator=generator,
         )

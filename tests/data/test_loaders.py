@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from autovid.data.loaders import EpochSampler, LoaderBundle, build_loaders, measure_throughput, split_stratified
-from autovid.data.manifest import build_manifest
+from autovid.data.manifest import build_manifest, group_of
 from autovid.errors import UserError
 from tests.tiny import with_clip_spec
 
@@ -43,6 +43,8 @@ def test_search_halves_are_disjoint_stratified_and_cover_train(manifest) -> None
     labels = b.train.dataset.labels
     per_class = {c: ([labels[i] for i in w].count(c), [labels[i] for i in a].count(c)) for c in range(3)}
     assert per_class == {0: (2, 2), 1: (1, 1), 2: (2, 1)} or per_class == {0: (2, 2), 1: (1, 1), 2: (1, 2)}
+    groups = [group_of(record.path) for record in b.train.dataset.records]
+    assert not {groups[i] for i in w} & {groups[i] for i in a}  # groups g03.. hold several classes: split whole
     assert b.search_w.dataset is b.train.dataset  # one dataset, one set of worker caches per loader
 
 
@@ -95,9 +97,10 @@ def test_split_stratified_is_deterministic() -> None:
 
 
 def test_split_keeps_groups_on_one_side() -> None:
-    # class 0: 4 groups of 3 clips; class 1: 2 groups; class 2: one group (falls back to splitting videos)
+    # class 0: 4 groups of 3 clips; class 1: 2 groups; class 2: one group (falls back to splitting videos);
+    # no group holds two classes, so each class is split on its own
     labels = [0] * 12 + [1] * 6 + [2] * 4
-    groups = [f"g{i // 3}" for i in range(12)] + ["g1"] * 3 + ["g2"] * 3 + ["g9"] * 4
+    groups = [f"g{i // 3}" for i in range(12)] + ["h1"] * 3 + ["h2"] * 3 + ["g9"] * 4
     for seed in range(5):
         w, a = split_stratified(labels, 0.5, seed=seed, groups=groups)
         assert sorted(w + a) == list(range(len(labels)))
@@ -110,6 +113,52 @@ def test_split_keeps_groups_on_one_side() -> None:
     # videos that are their own group split exactly as without groups
     assert split_stratified(labels, 0.7, seed=3, groups=[str(i) for i in range(len(labels))]) == \
         split_stratified(labels, 0.7, seed=3)
+
+
+def shared_groups(n_groups: int = 8, classes: int = 4, clips: int = 2) -> tuple[list[int], list[str]]:
+    """Every group (scene) performs every class, ``clips`` videos each, as in the synthetic benchmark."""
+    labels, groups = [], []
+    for label in range(classes):
+        for g in range(n_groups):
+            labels += [label] * clips
+            groups += [f"g{g:04d}"] * clips
+    return labels, groups
+
+
+def test_split_with_shared_groups_keeps_every_group_on_one_side_across_classes() -> None:
+    labels, groups = shared_groups()
+    splits = set()
+    for seed in range(6):
+        w, a = split_stratified(labels, 0.5, seed=seed, groups=groups)
+        assert sorted(w + a) == list(range(len(labels))) and not set(w) & set(a)
+        w_groups, a_groups = {groups[i] for i in w}, {groups[i] for i in a}
+        assert w_groups and a_groups and not w_groups & a_groups  # no scene in both halves, over all classes
+        assert len(w) == len(labels) // 2  # 4 of 8 equal groups: exactly the portion
+        assert all(labels[i] in {labels[j] for j in a} for i in w)  # every group holds every class here
+        assert (w, a) == split_stratified(labels, 0.5, seed=seed, groups=groups)  # deterministic per seed
+        splits.add(tuple(w))
+    assert len(splits) > 1  # other seeds, other groups
+
+
+def test_split_with_shared_groups_cuts_nearest_the_portion() -> None:
+    # unequal groups: the first part's share of ALL videos is the closest the group sizes allow
+    labels = [0, 1, 0, 1, 2, 0, 1, 2, 2, 0, 1, 2, 0, 1, 2, 0]
+    groups = ["a", "a", "b", "b", "b", "c", "c", "c", "d", "e", "e", "e", "f", "f", "f", "f"]
+    for portion in (0.3, 0.5, 0.7):
+        for seed in range(4):
+            w, a = split_stratified(labels, portion, seed=seed, groups=groups)
+            assert not {groups[i] for i in w} & {groups[i] for i in a} and w and a
+            assert abs(len(w) - portion * len(labels)) <= 2  # groups of at most 4 videos
+
+
+def test_split_with_two_shared_groups_warns_of_one_sided_classes_but_stays_pure(caplog) -> None:
+    # class 2 occurs only in group "y": the pure split must leave it on one side, and says so
+    labels = [0, 1, 0, 1, 2, 2]
+    groups = ["x", "x", "y", "y", "y", "y"]
+    with caplog.at_level("WARNING", logger="autovid.data.loaders"):
+        w, a = split_stratified(labels, 0.5, seed=0, groups=groups, class_names=["run", "jump", "swim"])
+    assert {groups[i] for i in w} != {groups[i] for i in a} and len({groups[i] for i in w}) == 1
+    assert "swim" in caplog.text and "run" not in caplog.text
 
 
 def test_measure_throughput_counts_clips_after_the_first_batch(manifest) -> None:

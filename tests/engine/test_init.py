@@ -66,3 +66,57 @@ def test_init_is_deterministic_and_config_driven() -> None:
     plain = build_network(load_config("quickstart", ["model.stem_init=random"]), num_classes=10,
                           genotype=_genotype("sep_conv_3"))
     assert not torch.equal(first_temporal_conv(plain).weight, first_temporal_conv(nets[0]).weight)
+
+
+def _segments_shuffled_in_time(clip: torch.Tensor) -> torch.Tensor:
+    """[B, K, C, L, H, W] with the L frames of every segment in reverse order."""
+    return clip.flip(3)
+
+
+def test_searched_mixing_leaves_time_to_the_searched_operators() -> None:
+    """With model.temporal_mixing=searched a cell of per-frame operators cannot see frame order (the stem
+    and the fixed reduction are spatial-only), while the same genotype in the paper's layout can."""
+    clip = torch.randn(2, 2, 3, 3, 16, 16)
+    outputs = {}
+    for mixing in ("anywhere", "searched"):
+        cfg = load_config("quickstart", [f"model.temporal_mixing={mixing}", "model.stem_init=temporal_difference"])
+        # train mode: batch statistics keep activations at unit scale (fresh running stats shrink them to ~0)
+        net = build_network(cfg, num_classes=10, genotype=_genotype("conv_1")).train()
+        with torch.no_grad():
+            outputs[mixing] = (net(clip), net(_segments_shuffled_in_time(clip)))
+    same, reversed_ = outputs["searched"]
+    torch.testing.assert_close(same, reversed_, rtol=1e-4, atol=1e-5)
+    same, reversed_ = outputs["anywhere"]
+    assert (same - reversed_).abs().max() > 1e-3
+
+
+def test_searched_mixing_moves_the_motion_prior_into_the_first_cell() -> None:
+    cfg = load_config("quickstart", ["model.temporal_mixing=searched", "model.stem_init=temporal_difference"])
+    net = build_network(cfg, num_classes=10, genotype=_genotype("sep_conv_3")).eval()
+    assert first_temporal_conv(net.stem) is None  # the stem is spatial-only
+    first_cell = [m for m in net.cells[0].modules() if isinstance(m, torch.nn.Conv3d) and m.kernel_size[0] > 1]
+    assert first_cell and all(m.padding_mode == "replicate" for m in first_cell)
+    for conv in first_cell:  # depthwise temporal kernels: −1 / +1 around the centre, plus the 0.1 residual
+        w = conv.weight[:, 0, :, 0, 0]
+        assert torch.all(w[:, 1] - w[:, 0] > 1.5)
+    later = [m for cell in net.cells[1:] for m in cell.modules() if isinstance(m, torch.nn.Conv3d)
+             and m.kernel_size[0] > 1]
+    assert later and all(m.padding_mode == "zeros" for m in later)  # only the first cell gets the prior
+    supernet_cfg = cfg.with_overrides({})
+    from autovid.engine.session import build_supernet
+
+    supernet = build_supernet(supernet_cfg, num_classes=10)
+    assert first_temporal_conv(supernet.stem) is None
+    assert all(m.padding_mode == "replicate" for m in supernet.cells[0].modules()
+               if isinstance(m, torch.nn.Conv3d) and m.kernel_size[0] > 1)
+
+
+def test_replicate_padded_temporal_conv_matches_torch() -> None:
+    from autovid.nas.ops import Conv3d
+
+    conv = Conv3d(4, 4, (3, 1, 1), padding=(1, 0, 0), bias=False, padding_mode="replicate")
+    x = torch.randn(2, 4, 5, 6, 6)
+    reference = torch.nn.functional.conv3d(torch.nn.functional.pad(x, (0, 0, 0, 0, 1, 1), mode="replicate"),
+                                           conv.weight)
+    torch.testing.assert_close(conv(x), reference)
+    torch.testing.assert_close(conv(x.contiguous(memory_format=torch.channels_last_3d)), reference)
