@@ -103,11 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
     experiment("ablate", "run ablation arms (DARTS, random, random-WS, fixed networks) and report")
     experiment("rank", "does weight sharing rank architectures right? (Kendall tau, Spearman rho)")
     versus = experiment("vs-random", "did the search beat chance? the searched genotype vs random ones, retrained alike")
-    versus.add_argument("--genotype", type=Path, required=True, help="the searched genotype.json (e.g. best_genotype.json)")
+    versus.add_argument("--genotype", type=Path, default=None,
+                        help="a searched genotype.json to retrain under every seed (default: run the config's search "
+                             "once per seed)")
     versus.add_argument("--samples", type=int, default=8, help="uniform random genotypes of the same space (default 8)")
+    versus.add_argument("--seeds", type=int, default=2,
+                        help="seeds (seed, seed+1, ...): each retrains every genotype and, without --genotype, "
+                             "runs its own search (default 2)")
     segments = experiment("segments", "TSN segments vs one dense clip, K in --segments, same architecture")
     segments.add_argument("--genotype", type=Path, default=None, help="genotype.json (omit with train.model=<name>)")
     segments.add_argument("--segments", default="1,2,4,8", help="comma-separated segment counts (default 1,2,4,8)")
+    segments.add_argument("--seeds", type=int, default=2,
+                          help="seeds per setting (seed, seed+1, ...); 2+ for a seed-level test (default 2)")
     models = sub.add_parser("models", help="list registered networks with params and FLOPs per clip")
     models.add_argument("--num-classes", type=int, default=101)
     models.add_argument("--input", default="16x112x112", help="frames x height x width of one clip (default 16x112x112)")
@@ -322,16 +329,10 @@ def cmd_vs_random(args: argparse.Namespace) -> int:
     genotype_json = _genotype_arg(args.genotype, cfg)
     from autovid.tune.ablation import run_versus_random
 
-    result = run_versus_random(cfg, genotype_json, samples=args.samples, resume=args.resume, address=args.address,
-                               tracking_uri=args.tracking_uri)
-    print(f"searched genotype {result['searched']}: test top-1 {result['searched_test_acc']:.3f}; "
-          f"{result['random_samples']} random genotypes: median {result['random_test_acc_median']:.3f}")
-    print(f"percentile among random genotypes: {result['percentile']:.0f} "
-          f"(95 % CI {result['ci_low']:.0f}-{result['ci_high']:.0f})")
-    best = result["vs_best_random"]
-    print(f"vs the best random genotype {best['genotype']}: delta {best['delta']:+.3f} "
-          f"(95 % CI {best['delta_ci_low']:+.3f} to {best['delta_ci_high']:+.3f}), p = {best['p_value']:.4f}")
-    print(f"table: {result['table']}")
+    result = run_versus_random(cfg, genotype_json, samples=args.samples, seeds=args.seeds, resume=args.resume,
+                               address=args.address, tracking_uri=args.tracking_uri)
+    print(Path(result["report"]).read_text(), end="")
+    print(f"table: {result['table']}\nreport: {result['report']}")
     return 0
 
 
@@ -344,10 +345,15 @@ def cmd_segments(args: argparse.Namespace) -> int:
     genotype_json = _genotype_arg(args.genotype, cfg)
     from autovid.tune.ablation import run_segments_sweep
 
-    out = run_segments_sweep(cfg, genotype_json, segments=segments, resume=args.resume, address=args.address,
-                             tracking_uri=args.tracking_uri)
+    out = run_segments_sweep(cfg, genotype_json, segments=segments, seeds=args.seeds, resume=args.resume,
+                             address=args.address, tracking_uri=args.tracking_uri)
+    from autovid.report import provenance_line
+
+    print(provenance_line(out["provenance"]))
     print(out["table"].to_string(index=False))
-    print(f"table: {out['csv']}\nplot: {out['plot']}")
+    print("segments - dense, across seeds (Welch, Holm over K):")
+    print(out["comparisons"].to_string(index=False))
+    print(f"table: {out['csv']}\ncomparisons: {out['comparisons_csv']}\nplot: {out['plot']}")
     return 0
 
 

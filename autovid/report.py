@@ -6,7 +6,7 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -16,23 +16,30 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from scipy import stats
 
 from autovid.files import write_csv_atomic, write_text_atomic
-from autovid.stats import bootstrap_accuracy_ci, kendall_tau_ci, min_detectable_difference, paired_comparison
+from autovid.stats import accuracy_ci, compare_arms, holm, kendall_tau_ci, seed_power, seeds_needed
 
 __all__ = [
     "ABLATION_COLUMNS",
     "ABLATION_INPUT_COLUMNS",
     "Correctness",
+    "SEEDS_COLUMNS",
     "SEGMENTS_COLUMNS",
+    "SEGMENTS_COMPARISON_COLUMNS",
     "SEGMENTS_INPUT_COLUMNS",
     "ablation_table",
     "plot_accuracy_vs_params",
     "plot_rank_scatter",
     "plot_segments",
+    "power_statement",
+    "provenance_line",
     "rank_correlation",
+    "seeds_table",
+    "segments_comparisons",
     "segments_table",
     "operator_agreement",
     "summary_table",
     "top_operators",
+    "versus_random_markdown",
     "write_ablation_report",
 ]
 
@@ -40,18 +47,22 @@ log = logging.getLogger(__name__)
 
 # One row per (arm, seed): accuracies are fractions in [0, 1]; costs are measured CPU-seconds.
 ABLATION_INPUT_COLUMNS = ("arm", "seed", "top1", "top5", "params", "flops", "search_cost_s", "retrain_cost_s")
-# One row per arm: top-1 over seeds and test videos with its bootstrap CI, the paired comparison with the
-# reference arm (Δ = arm − reference, as fractions), size, and costs in CPU-seconds per seed (the mean over seeds).
+# One row per arm: top-1 over seeds with its seed-level CI, the comparison with the reference arm at the seed level
+# (Δ = arm − reference, as fractions; Welch across seeds, Holm-adjusted over the report's comparisons), the
+# per-video test on these trained networks (p_networks, not a method comparison), size, and costs in CPU-seconds
+# per seed (the mean over seeds).
 ABLATION_COLUMNS = (
     "arm", "seeds", "test_videos", "top1_mean", "top1_ci_low", "top1_ci_high",
-    "delta_vs_ref", "delta_ci_low", "delta_ci_high", "p_value", "significant",
+    "delta_vs_ref", "delta_ci_low", "delta_ci_high", "p_value", "p_holm", "significant", "p_networks",
     "params", "flops", "search_cpu_s", "top5_mean", "retrain_cpu_s", "top1_std",
 )
+SEEDS_COLUMNS = ("arm", "seed", "top1", "test_videos")
 SEGMENTS_INPUT_COLUMNS = ("mode", "num_segments", "frames", "top1")
 SEGMENTS_COLUMNS = ("mode", "num_segments", "frames", "top1_mean", "top1_std", "runs")
 
 CONFIDENCE = 0.95
-POWER = 0.8  # the power at which report.md states the minimum detectable difference
+POWER = 0.8  # the power at which reports state the minimum detectable difference
+TARGET_DIFFERENCE = 0.05  # reports say how many seeds per arm a difference of this size (5 points) needs
 
 Correctness = Mapping[tuple[str, int], np.ndarray]
 """Per-test-video 0/1 correctness of each (arm, seed), the same video order for every key."""
@@ -70,10 +81,12 @@ def ablation_table(
 ) -> pd.DataFrame:
     """One row per arm (first-appearance order) with ``ABLATION_COLUMNS``.
 
-    Accuracy and its CI come from ``correct`` (two-level bootstrap over seeds and videos); Δ, its CI and the
-    p-value compare each arm with ``reference`` on the same videos (``autovid.stats.paired_comparison``). The
-    reference row has Δ = 0, NaN CI and p-value, and ``significant`` False. ``top1_std`` is the sample standard
-    deviation of per-seed accuracy (NaN for one seed); ``params``, ``flops`` and the costs are means over seeds.
+    The unit of replication is the seed (an independent search and retrain): top-1 and its CI are over the
+    per-seed accuracies (``stats.accuracy_ci``: t interval, Wilson for one seed); Δ, its CI and ``p_value`` compare
+    each arm with ``reference`` across seeds (``stats.compare_arms``, Welch); ``p_holm`` adjusts the p-values of
+    all the table's comparisons (Holm) and ``significant`` is ``p_holm < alpha``. ``p_networks`` is the per-video
+    test of these trained networks, kept as such. The reference row has Δ = 0 and NaN tests. ``top1_std`` is the
+    sample SD of per-seed accuracy (NaN for one seed); ``params``, ``flops`` and the costs are means over seeds.
     """
     _require_columns(results, ABLATION_INPUT_COLUMNS, "ablation results")
     _check_fractions(results, ("top1", "top5"))
@@ -84,25 +97,62 @@ def ablation_table(
     matrices = _correctness_by_arm(results, correct)
     rng = np.random.default_rng(0) if rng is None else rng
     no_comparison = {"delta": 0.0, "delta_ci_low": math.nan, "delta_ci_high": math.nan, "p_value": math.nan,
-                     "significant": False}
+                     "p_networks": math.nan}
     rows = []
     for arm, part in results.groupby("arm", sort=False):
         c = matrices[arm]
-        top1 = bootstrap_accuracy_ci(c, confidence=CONFIDENCE, rng=rng)
-        cmp = no_comparison if arm == reference else paired_comparison(
-            c, matrices[reference], confidence=CONFIDENCE, alpha=alpha, rng=rng
-        )
+        top1 = accuracy_ci(c, confidence=CONFIDENCE)
+        cmp = no_comparison if arm == reference else compare_arms(c, matrices[reference], alpha=1 - CONFIDENCE, rng=rng)
         rows.append({
             "arm": arm, "seeds": c.shape[0], "test_videos": c.shape[1],
             "top1_mean": top1.mean, "top1_ci_low": top1.low, "top1_ci_high": top1.high,
             "delta_vs_ref": cmp["delta"], "delta_ci_low": cmp["delta_ci_low"], "delta_ci_high": cmp["delta_ci_high"],
-            "p_value": cmp["p_value"], "significant": cmp["significant"],
+            "p_value": cmp["p_value"], "p_networks": cmp["p_networks"],
             "params": part["params"].mean(), "flops": part["flops"].mean(),
             "search_cpu_s": part["search_cost_s"].mean(), "top5_mean": part["top5"].mean(),
             "retrain_cpu_s": part["retrain_cost_s"].mean(),
             "top1_std": float(np.std(c.mean(axis=1), ddof=1)) if c.shape[0] > 1 else math.nan,
         })
-    return pd.DataFrame(rows, columns=list(ABLATION_COLUMNS))
+    table = pd.DataFrame(rows)
+    table["p_holm"] = holm(table["p_value"].to_numpy())
+    table["significant"] = table["p_holm"] < alpha  # NaN (no seed-level test) compares False
+    return table[list(ABLATION_COLUMNS)]
+
+
+def seeds_table(results: pd.DataFrame, correct: Correctness) -> pd.DataFrame:
+    """``SEEDS_COLUMNS``: one row per (arm, seed), the observations every method comparison rests on."""
+    matrices = _correctness_by_arm(results.assign(arm=results["arm"].astype(str)), correct)
+    rows = []
+    for arm, c in matrices.items():
+        seeds = [int(s) for s in results.loc[results["arm"].astype(str) == arm, "seed"]]
+        rows += [{"arm": arm, "seed": seed, "top1": float(hits.mean()), "test_videos": len(hits)}
+                 for seed, hits in zip(dict.fromkeys(seeds), c)]
+    return pd.DataFrame(rows, columns=list(SEEDS_COLUMNS))
+
+
+def power_statement(table: pd.DataFrame, *, alpha: float) -> str:
+    """What the seeds run can detect: the pooled per-seed SD, the minimum detectable difference of each
+    comparison's seed counts (two-sided level ``alpha`` at 80 % power), and the seeds a 5-point difference needs.
+
+    ``table`` needs ``seeds`` and ``top1_std`` per row (the first row is compared with; the reference's count is
+    taken from the row whose Δ is 0 and has no test)."""
+    with_sd = table.dropna(subset=["top1_std"])
+    if with_sd.empty:
+        return ("Seed-level power: unknown (every arm has one seed, so seed-to-seed variation is not measured; "
+                "run at least 2 seeds per arm, 5 for a useful test).")
+    df = with_sd["seeds"] - 1
+    sd = float(np.sqrt((df * with_sd["top1_std"] ** 2).sum() / df.sum()))
+    counts = sorted({int(n) for n in table["seeds"]})
+    n_small, n_large = counts[0], counts[-1]
+    mdd_small = seed_power(sd, n_small, n_small, alpha=alpha, power=POWER)
+    needed = seeds_needed(sd, TARGET_DIFFERENCE, alpha=alpha, power=POWER)
+    span = (f"{100 * mdd_small:.1f} points ({n_small} vs {n_small} seeds)" if n_small == n_large else
+            f"{100 * mdd_small:.1f} points ({n_small} vs {n_small} seeds) to "
+            f"{100 * seed_power(sd, n_large, n_large, alpha=alpha, power=POWER):.1f} points ({n_large} vs {n_large})")
+    need = (f"{needed} seeds per arm" if needed is not None else "more than 1000 seeds per arm")
+    return (f"Seed-level power: per-seed top-1 varies with SD {100 * sd:.1f} points (pooled over arms); at α = {alpha:g} "
+            f"and power {POWER:g} a comparison detects a difference of {span} before the Holm correction; "
+            f"a {100 * TARGET_DIFFERENCE:.0f}-point difference needs {need}.")
 
 
 def write_ablation_report(
@@ -114,21 +164,25 @@ def write_ablation_report(
     reference: str = "darts-p3d",
     alpha: float = 0.05,
     budget: str = "",
+    provenance: Mapping[str, str] | None = None,
     rng: np.random.Generator | None = None,
 ) -> dict[str, Path]:
-    """Write ``report.md``, ``report.csv`` (``ablation_table``) and ``accuracy_vs_params.png`` into ``out_dir``.
+    """Write ``report.md``, ``report.csv`` (``ablation_table``), ``seeds.csv`` (``seeds_table``) and
+    ``accuracy_vs_params.png`` into ``out_dir``.
 
-    report.md opens with the minimum difference detectable on this test set, then the budget (``budget``, one
-    line, if given; the measured compute; ``budget_note``), the table with CIs and paired comparisons against
-    ``reference``, and the conclusions the data support. Returns ``{"markdown": ..., "csv": ..., "plot": ...}``.
+    report.md opens with the provenance (commit, config and manifest hashes) and the seed-level power, then the
+    budget (``budget``, one line, if given; the measured compute; ``budget_note``), the table with seed-level
+    CIs and Holm-adjusted comparisons against ``reference``, the conclusions the data support, and the per-video
+    tests of these trained networks. Returns ``{"markdown", "csv", "seeds", "plot"}`` paths.
     """
     table = ablation_table(results, correct, reference=reference, alpha=alpha, rng=rng)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"markdown": out / "report.md", "csv": out / "report.csv", "plot": out / "accuracy_vs_params.png"}
+    paths = {"markdown": out / "report.md", "csv": out / "report.csv", "seeds": out / "seeds.csv",
+             "plot": out / "accuracy_vs_params.png"}
     write_csv_atomic(table, paths["csv"])
+    write_csv_atomic(seeds_table(results, correct), paths["seeds"])
     n_videos = int(table["test_videos"].iloc[0])
-    mdd = min_detectable_difference(n_videos, alpha=alpha, power=POWER)
     budget_lines = [f"Budget: {budget.strip()}"] if budget.strip() else []
     budget_lines.append(
         f"Measured compute: {results['search_cost_s'].sum() / 3600:.2f} CPU-hours of search and "
@@ -136,17 +190,25 @@ def write_ablation_report(
     )
     write_text_atomic(
         paths["markdown"],
-        f"Test set: {n_videos} videos; the minimum detectable difference between two arms "
-        f"(α = {alpha:g}, power {POWER:g}) is {100 * mdd:.1f} points.\n\n"
+        provenance_line(provenance) + "\n\n"
+        + f"Test set: {n_videos} videos, the same for every run. " + power_statement(table, alpha=alpha) + "\n\n"
         + "\n".join(budget_lines) + "\n\n" + budget_note.strip() + "\n\n"
         + "## Results\n\n" + _ablation_markdown(table, reference) + "\n\n"
-        + _method_note(reference, alpha) + "\n\n"
+        + _method_note(reference, alpha, comparisons=int(table["p_value"].notna().sum())) + "\n\n"
         + "## Conclusions supported by the data\n\n" + _conclusions(table, reference, alpha) + "\n\n"
+        + "## These trained networks, video by video\n\n" + _networks_note(table, reference, alpha) + "\n\n"
         + "![top-1 vs parameters](accuracy_vs_params.png)\n"
     )
     plot_accuracy_vs_params(table, paths["plot"])
     log.info("ablation report written to %s", out)
     return paths
+
+
+def provenance_line(provenance: Mapping[str, str] | None) -> str:
+    """``Provenance: commit …, config …, manifest ….`` (what produced a report's figures), or a warning."""
+    if not provenance:
+        return "Provenance: not recorded (the figures below cannot be traced to a commit, config and data)."
+    return "Provenance: " + ", ".join(f"{k} {v}" for k, v in provenance.items()) + "."
 
 
 def plot_accuracy_vs_params(table: pd.DataFrame, path: str | Path) -> Path:
@@ -208,19 +270,21 @@ def _correctness_by_arm(results: pd.DataFrame, correct: Correctness) -> dict[str
 
 
 def _ablation_markdown(table: pd.DataFrame, reference: str) -> str:
-    header = ["arm", "seeds", "top-1 % [95 % CI]", f"Δ vs {reference}, points [95 % CI]", "p", "params",
+    header = ["arm", "seeds", "top-1 % [95 % CI]", f"Δ vs {reference}, points [95 % CI]", "p", "p (Holm)", "params",
               "FLOPs / clip", "search (CPU-h / seed)", "retrain (CPU-h / seed)"]
     rows = []
     for r in table.itertuples(index=False):
         is_ref = r.arm == reference
+        tested = not is_ref and not math.isnan(r.p_value)
         rows.append(
             [
                 str(r.arm),
                 str(r.seeds),
                 f"{100 * r.top1_mean:.1f} [{100 * r.top1_ci_low:.1f}, {100 * r.top1_ci_high:.1f}]",
-                "reference" if is_ref else
-                f"{100 * r.delta_vs_ref:+.1f} [{100 * r.delta_ci_low:+.1f}, {100 * r.delta_ci_high:+.1f}]",
-                "–" if is_ref else _p(r.p_value) + (" *" if r.significant else ""),
+                "reference" if is_ref else f"{100 * r.delta_vs_ref:+.1f} " + (
+                    f"[{100 * r.delta_ci_low:+.1f}, {100 * r.delta_ci_high:+.1f}]" if tested else "[needs 2+ seeds]"),
+                _p(r.p_value) if tested else "–",
+                (_p(r.p_holm) + (" *" if r.significant else "")) if tested else "–",
                 _human(r.params),
                 _human(r.flops),
                 f"{r.search_cpu_s / 3600:.3f}",
@@ -232,45 +296,86 @@ def _ablation_markdown(table: pd.DataFrame, reference: str) -> str:
     return "\n".join(lines)
 
 
-def _method_note(reference: str, alpha: float) -> str:
+def _method_note(reference: str, alpha: float, *, comparisons: int) -> str:
     return (
-        "Top-1: mean over seeds and test videos; 95 % CI by a two-level bootstrap (seeds and videos resampled). "
-        f"Δ: arm − {reference} on the same test videos, 95 % CI by a paired bootstrap (videos, and seeds within "
-        "each arm). p: two-sided sign-flip permutation test on per-video differences of seed-averaged correctness; it "
-        f"holds the trained seeds fixed, so a claim also needs the CI to exclude 0. * marks p < {alpha:g}, "
-        "not corrected for multiple comparisons. Costs: measured CPU-hours per seed."
+        "Each seed is one independent search and retrain, the unit of replication. Top-1: mean of the per-seed "
+        "accuracies, 95 % t interval over seeds (Wilson interval over videos for a single run). "
+        f"Δ: arm − {reference}, 95 % CI and p from Welch's t-test across seeds (seeds are not paired between arms). "
+        f"p (Holm): adjusted over the {comparisons} comparisons of this report; * marks p (Holm) < {alpha:g}. "
+        "Per-seed accuracies: seeds.csv. Costs: measured CPU-hours per seed."
     )
 
 
 def _conclusions(table: pd.DataFrame, reference: str, alpha: float) -> str:
-    """One line per arm that differs from the reference: significant and a CI that excludes 0.
-
-    The p-value conditions on the trained seeds; the CI also resamples them. With large seed-to-seed variation
-    the p-value alone would call differences that another draw of seeds need not reproduce, so an arm with
-    p < alpha but a CI that spans 0 is listed as unresolved instead.
-    """
-    supported, unresolved = [], []
+    """One line per arm that differs from the reference at the seed level after the Holm correction."""
+    supported = []
     for r in table.itertuples(index=False):
         if r.arm == reference or not r.significant:
             continue
-        if r.delta_ci_low > 0 or r.delta_ci_high < 0:
-            # state the winner first, so the difference and its CI read as positive points
-            winner, loser, sign = (r.arm, reference, 1) if r.delta_vs_ref > 0 else (reference, r.arm, -1)
-            low, high = sorted((sign * r.delta_ci_low, sign * r.delta_ci_high))
-            supported.append(f"- {winner} beats {loser} by {100 * abs(r.delta_vs_ref):.1f} points "
-                             f"(95 % CI {100 * low:.1f}–{100 * high:.1f}), p = {_p(r.p_value)}")
-        else:
-            unresolved.append(f"- {r.arm} vs {reference}: p = {_p(r.p_value)} on these seeds, but the 95 % CI over "
-                              f"seeds and videos ({100 * r.delta_ci_low:+.1f} to {100 * r.delta_ci_high:+.1f} points) "
-                              "includes 0; more seeds are needed before claiming a difference.")
+        # state the winner first, so the difference and its CI read as positive points
+        winner, loser, sign = (r.arm, reference, 1) if r.delta_vs_ref > 0 else (reference, r.arm, -1)
+        low, high = sorted((sign * r.delta_ci_low, sign * r.delta_ci_high))
+        supported.append(f"- {winner} beats {loser} by {100 * abs(r.delta_vs_ref):.1f} points "
+                         f"(95 % CI {100 * low:.1f}–{100 * high:.1f}; {r.seeds} and "
+                         f"{int(table.loc[table['arm'] == reference, 'seeds'].iloc[0])} seeds), "
+                         f"p = {_p(r.p_value)}, Holm-adjusted {_p(r.p_holm)}")
     if not supported:
-        supported = [f"No arm differs significantly from {reference} at α = {alpha:g}."]
-    return "\n".join(supported + unresolved)
+        untested = [str(r.arm) for r in table.itertuples(index=False) if r.arm != reference and math.isnan(r.p_value)]
+        supported = [f"No arm differs significantly from {reference} at α = {alpha:g} (seed level, Holm)."]
+        if untested:
+            supported.append(f"Not tested (fewer than 2 seeds, or no seed-to-seed variation): {', '.join(untested)}.")
+    return "\n".join(supported)
+
+
+def _networks_note(table: pd.DataFrame, reference: str, alpha: float) -> str:
+    """The per-video sign-flip test of each arm's trained networks against the reference's: labelled as what it
+    is, a statement about these networks (another draw of seeds need not reproduce it), never the method answer."""
+    lines = [f"Whether these particular trained networks differ from {reference}'s on these videos (per-video "
+             "sign-flip test of seed-averaged correctness; it holds the seeds fixed, so it says nothing about the "
+             "methods):"]
+    for r in table.itertuples(index=False):
+        if r.arm != reference:
+            lines.append(f"- {r.arm}: p = {_p(r.p_networks)}" + (f" (< {alpha:g})" if r.p_networks < alpha else ""))
+    return "\n".join(lines)
 
 
 def _p(p: float) -> str:
     # 1 / (10 000 + 1), the smallest permutation p-value, reads as 0.0001; smaller ones would round to 0
     return "< 0.0001" if p < 0.00005 else f"{p:.4f}" if p < 0.001 else f"{p:.3f}"
+
+
+# --------------------------------------------------------------------------------------------- versus random
+
+
+def versus_random_markdown(result: Mapping[str, Any]) -> str:
+    """vs_random.md: the searched method against random genotypes of its space, with the genotype's share of
+    variance (ICC) and the spatial control against chance (``ablation.versus_random_stats`` plus provenance)."""
+    icc, st = result["icc"], result["standing"]
+    searched = ", ".join(f"{100 * a:.1f}" for a in result["searched_top1"])
+    lines = [
+        provenance_line(result.get("provenance")),
+        "",
+        f"Searched: {result['seeds']} seed(s), each its own search and retrain: top-1 {searched} % "
+        f"(genotypes {', '.join(dict.fromkeys(result['searched']))}).",
+        f"Random: {result['random_samples']} uniform genotypes, each retrained under every seed: mean top-1 "
+        f"{100 * result['random_top1_mean']:.1f} %.",
+        f"Genotype share of variance among the random genotypes (one-way ICC over seeds): {_icc(icc)}.",
+        f"Searched standing: percentile {st['percentile']:.0f} of the random genotypes' means "
+        f"(95 % CI {st['percentile_ci_low']:.0f}–{st['percentile_ci_high']:.0f}); Δ vs their mean "
+        f"{100 * st['delta']:+.1f} points" + (
+            f" (95 % CI {100 * st['delta_ci_low']:+.1f} to {100 * st['delta_ci_high']:+.1f}, Welch p = "
+            f"{_p(st['p_value'])})" if not math.isnan(st["p_value"]) else " (no seed-level test: needs 2+ seeds)") + ".",
+        f"Spatial control (conv_1 on every edge, no frame mixing in the cell): top-1 "
+        f"{100 * result['control_top1']:.1f} % against chance {100 * result['chance']:.1f} %.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _icc(icc: Mapping[str, float]) -> str:
+    if math.isnan(icc["icc"]):
+        return "not measured (needs 2+ seeds)"
+    ci = "" if math.isnan(icc["ci_low"]) else f" (95 % CI {icc['ci_low']:.2f}–{icc['ci_high']:.2f})"
+    return f"{icc['icc']:.2f}{ci}, F-test p = {_p(icc['p_value'])}"
 
 
 # --------------------------------------------------------------------------------------------- ranking
@@ -352,6 +457,28 @@ def segments_table(results: pd.DataFrame) -> pd.DataFrame:
         }
     )
     return table.reset_index()[list(SEGMENTS_COLUMNS)]
+
+
+SEGMENTS_COMPARISON_COLUMNS = ("num_segments", "seeds", "delta", "delta_ci_low", "delta_ci_high", "p_value", "p_holm",
+                               "significant")
+
+
+def segments_comparisons(hits: Mapping[tuple[str, int, int], np.ndarray], *, alpha: float = 0.05) -> pd.DataFrame:
+    """Segments vs dense at each K, across seeds: Δ = segments − dense top-1 (``stats.compare_arms``, Welch over
+    seeds; NaN with one seed), Holm-adjusted over the Ks. ``hits`` maps (mode, K, seed) to per-video 0/1 hits."""
+    rows = []
+    for k in sorted({k for _, k, _ in hits}):
+        arms = {mode: np.stack([h for (m, kk, _), h in sorted(hits.items()) if m == mode and kk == k])
+                for mode in ("segments", "dense") if any(m == mode and kk == k for m, kk, _ in hits)}
+        if len(arms) < 2:
+            continue
+        cmp = compare_arms(arms["segments"], arms["dense"], alpha=alpha)
+        rows.append({"num_segments": k, "seeds": min(len(a) for a in arms.values()), **{
+            key: cmp[key] for key in ("delta", "delta_ci_low", "delta_ci_high", "p_value")}})
+    table = pd.DataFrame(rows, columns=[c for c in SEGMENTS_COMPARISON_COLUMNS if c not in ("p_holm", "significant")])
+    table["p_holm"] = holm(table["p_value"].to_numpy()) if len(table) else []
+    table["significant"] = table["p_holm"] < alpha
+    return table[list(SEGMENTS_COMPARISON_COLUMNS)]
 
 
 def plot_segments(results: pd.DataFrame, path: str | Path) -> Path:

@@ -14,6 +14,7 @@ import numpy as np
 from scipy import optimize, stats
 
 __all__ = [
+    "accuracy_ci",
     "Interval",
     "bootstrap_accuracy_ci",
     "compare_arms",
@@ -25,6 +26,7 @@ __all__ = [
     "percentile_with_ci",
     "seed_power",
     "seeds_needed",
+    "standing",
     "wilson_interval",
 ]
 
@@ -230,6 +232,50 @@ def compare_arms(
         "seed_sd": seed_sd,
         "p_networks": _sign_flip_p_value(a.mean(axis=0) - r.mean(axis=0), n_perm, _rng(rng)),
     }
+
+
+def accuracy_ci(correct: np.ndarray, *, confidence: float = 0.95) -> Interval:
+    """One arm's accuracy over seeds with a seed-level CI: the t interval of the per-seed accuracies (rows of
+    ``[seeds, videos]`` correctness), or, for a single run, its Wilson interval over the test videos."""
+    c = _correctness(correct, "correct")
+    per_seed = c.mean(axis=1)
+    if len(per_seed) == 1:
+        return wilson_interval(int(round(c.sum())), c.shape[1], confidence=confidence)
+    if np.ptp(per_seed) == 0:  # every seed scored the same: nothing to spread (scipy would return NaN)
+        return Interval(float(per_seed[0]), float(per_seed[0]), float(per_seed[0]))
+    ci = stats.ttest_1samp(per_seed, 0.0).confidence_interval(confidence)
+    return Interval(float(per_seed.mean()), float(ci.low), float(ci.high))
+
+
+def standing(
+    searched: Sequence[float],
+    population: Sequence[float],
+    *,
+    alpha: float = 0.05,
+    rng: np.random.Generator | None = None,
+) -> dict[str, float]:
+    """Where a search method stands in a population of random architectures, at the seed level.
+
+    ``searched``: per-seed accuracies of the searched method (each seed one search + retrain); ``population``:
+    mean accuracies of random genotypes (each over its seeds). Returns the percentile of the searched mean among
+    the population (ties count half; bootstrap CI over the population, ``percentile_with_ci``) and Welch's
+    Δ = mean(searched) − mean(population) with its ``1 − alpha`` CI and p (NaN with fewer than two values on a
+    side or no spread at all): ``{"percentile", "percentile_ci_low", "percentile_ci_high", "delta",
+    "delta_ci_low", "delta_ci_high", "p_value"}``.
+    """
+    _check_alpha(alpha)
+    a, b = np.asarray(searched, dtype=float), np.asarray(population, dtype=float)
+    if a.size == 0 or b.size == 0 or np.isnan(a).any() or np.isnan(b).any():
+        raise ValueError("searched and population must be non-empty accuracies without NaN")
+    rank = percentile_with_ci(float(a.mean()), b, confidence=1 - alpha, rng=rng)
+    low = high = p_value = math.nan
+    if a.size >= 2 and b.size >= 2 and not (np.ptp(a) == 0 and np.ptp(b) == 0):
+        result = stats.ttest_ind(a, b, equal_var=False)
+        ci = result.confidence_interval(1 - alpha)
+        low, high, p_value = float(ci.low), float(ci.high), float(result.pvalue)
+    return {"percentile": rank["percentile"], "percentile_ci_low": rank["ci_low"],
+            "percentile_ci_high": rank["ci_high"], "delta": float(a.mean() - b.mean()), "delta_ci_low": low,
+            "delta_ci_high": high, "p_value": p_value}
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:

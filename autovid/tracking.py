@@ -30,7 +30,6 @@ import numbers
 import os
 import re
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 import autovid
+from autovid.provenance import git_commit
 
 if TYPE_CHECKING:  # heavy imports stay out of module import time
     import pandas as pd
@@ -202,18 +202,6 @@ def open_parent(tracking_uri: str, experiment: str, experiment_key: str) -> tupl
         logger.warning("MLflow tracking: store %s unavailable (%s); results are written to disk only",
                        tracking_uri, describe(exc))
         return None, None
-
-
-def git_commit(repo_dir: str | Path | None = None) -> str:
-    """`git rev-parse HEAD` of the autovid source tree (or `repo_dir`), "unknown" when unavailable."""
-    cwd = Path(repo_dir) if repo_dir is not None else Path(autovid.__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
-                             text=True, timeout=5, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    commit = out.stdout.strip()
-    return commit if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", commit) else "unknown"
 
 
 def standard_tags(search_space: str | None = None, genotype_hash: str | None = None) -> dict[str, str]:

@@ -8,7 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from scipy import stats
+
 from autovid import report
+from autovid.stats import holm, seed_power, seeds_needed
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -55,10 +58,15 @@ def test_ablation_table_one_row_per_arm():
     assert darts["retrain_cpu_s"] == pytest.approx(1801.0)
     # the reference row compares with nothing
     assert darts["delta_vs_ref"] == 0.0 and np.isnan(darts["p_value"]) and not darts["significant"]
-    # 2 points on 300 videos: within noise; 40 points: not
+    # 2 points with 3 seeds a side: within noise; 40 points: not
     assert not random["significant"] and random["delta_ci_low"] < 0 < random["delta_ci_high"]
-    assert r3d["significant"] and r3d["p_value"] < 0.001 and r3d["delta_ci_high"] < 0
+    assert r3d["significant"] and r3d["p_holm"] < 0.01 and r3d["delta_ci_high"] < 0
     assert r3d["delta_vs_ref"] == pytest.approx(table["top1_mean"].iloc[2] - darts["top1_mean"])
+    # the seed-level test is Welch's across per-seed accuracies, Holm-adjusted over the two comparisons
+    per_seed = {arm: np.stack([correct[arm, s] for s in range(3)]).mean(axis=1) for arm in ("darts-p3d", "r3d_18")}
+    welch = stats.ttest_ind(per_seed["r3d_18"], per_seed["darts-p3d"], equal_var=False)
+    assert r3d["p_value"] == pytest.approx(welch.pvalue)
+    assert table["p_holm"].iloc[1:].tolist() == pytest.approx(list(holm(table["p_value"].iloc[1:])))
 
 
 def test_ablation_table_rejects_bad_inputs():
@@ -77,29 +85,42 @@ def test_ablation_table_rejects_bad_inputs():
 
 def test_write_ablation_report(tmp_path):
     results, correct = _ablation_results()
+    provenance = {"commit": "0123abc", "config": "cfg123", "manifest": "man456"}
     paths = report.write_ablation_report(results, tmp_path / "out", budget_note="Tiny budget: 2 epochs.",
-                                         correct=correct, budget="9 runs of 2 epochs")
-    assert set(paths) == {"markdown", "csv", "plot"}
+                                         correct=correct, budget="9 runs of 2 epochs", provenance=provenance)
+    assert set(paths) == {"markdown", "csv", "seeds", "plot"}
     csv = pd.read_csv(paths["csv"])
-    assert list(csv.columns)[:14] == ["arm", "seeds", "test_videos", "top1_mean", "top1_ci_low", "top1_ci_high",
-                                      "delta_vs_ref", "delta_ci_low", "delta_ci_high", "p_value", "significant",
-                                      "params", "flops", "search_cpu_s"]
+    assert list(csv.columns)[:13] == ["arm", "seeds", "test_videos", "top1_mean", "top1_ci_low", "top1_ci_high",
+                                      "delta_vs_ref", "delta_ci_low", "delta_ci_high", "p_value", "p_holm",
+                                      "significant", "p_networks"]
     assert len(csv) == 3 and csv["top1_mean"].between(0, 1).all()
+    assert (csv["significant"] == (csv["p_holm"] < 0.05)).all()
+    seeds = pd.read_csv(paths["seeds"])
+    assert list(seeds.columns) == ["arm", "seed", "top1", "test_videos"] and len(seeds) == 9
+    assert seeds.loc[(seeds["arm"] == "r3d_18") & (seeds["seed"] == 2), "top1"].item() == pytest.approx(
+        correct["r3d_18", 2].mean())
     md = paths["markdown"].read_text()
     lines = md.splitlines()
-    assert lines[0] == ("Test set: 300 videos; the minimum detectable difference between two arms "
-                        "(α = 0.05, power 0.8) is 11.4 points.")
-    assert lines[2] == "Budget: 9 runs of 2 epochs"
+    assert lines[0] == "Provenance: commit 0123abc, config cfg123, manifest man456."
+    assert lines[2].startswith("Test set: 300 videos, the same for every run. Seed-level power: per-seed top-1 varies")
+    sd = np.sqrt(np.mean([np.var([correct[a, s].mean() for s in range(3)], ddof=1)
+                          for a in ("darts-p3d", "random-p3d", "r3d_18")]))
+    assert f"SD {100 * sd:.1f} points" in lines[2]
+    assert f"{100 * seed_power(sd, 3, 3):.1f} points (3 vs 3 seeds)" in lines[2]
+    assert f"a 5-point difference needs {seeds_needed(sd, 0.05)} seeds per arm" in lines[2]
+    assert lines[4] == "Budget: 9 runs of 2 epochs"
     assert "Tiny budget: 2 epochs." in md
     top1 = csv.iloc[0]
     top1_cell = f"{100 * top1.top1_mean:.1f} [{100 * top1.top1_ci_low:.1f}, {100 * top1.top1_ci_high:.1f}]"
-    assert f"| darts-p3d | 3 | {top1_cell} | reference | – |" in md
+    assert f"| darts-p3d | 3 | {top1_cell} | reference | – | – |" in md
     conclusions = md.split("## Conclusions supported by the data\n\n")[1].split("\n\n")[0].splitlines()
     r3d = csv.iloc[2]
     assert conclusions == [
         f"- darts-p3d beats r3d_18 by {-100 * r3d.delta_vs_ref:.1f} points "
-        f"(95 % CI {-100 * r3d.delta_ci_high:.1f}–{-100 * r3d.delta_ci_low:.1f}), p = 0.0001"
+        f"(95 % CI {-100 * r3d.delta_ci_high:.1f}–{-100 * r3d.delta_ci_low:.1f}; 3 and 3 seeds), "
+        f"p = {report._p(r3d.p_value)}, Holm-adjusted {report._p(r3d.p_holm)}"
     ]
+    assert "## These trained networks, video by video" in md and "- random-p3d: p = " in md
     assert paths["plot"].name == "accuracy_vs_params.png" and _is_png(paths["plot"])
 
 
@@ -109,17 +130,18 @@ def test_report_says_when_no_arm_differs(tmp_path):
     paths = report.write_ablation_report(results[keep], tmp_path, budget_note="", correct=correct,
                                          reference="random-p3d")
     md = paths["markdown"].read_text()
-    assert "No arm differs significantly from random-p3d at α = 0.05." in md
+    assert "No arm differs significantly from random-p3d at α = 0.05 (seed level, Holm)." in md
     assert "beats" not in md
+    assert md.startswith("Provenance: not recorded")
 
 
-def test_report_flags_p_values_that_the_ci_does_not_back(tmp_path):
-    # The arm's two seeds land 20 points above and 10 below the reference: the permutation test (seeds held
-    # fixed) finds the 5-point mean difference, the CI over seeds does not exclude 0, so no conclusion is drawn.
+def test_per_video_significance_of_these_networks_is_not_a_method_claim(tmp_path):
+    # The arm's two seeds land 20 points above and 10 below the reference: the per-video test (seeds held
+    # fixed) finds the 5-point mean difference in these networks; across seeds nothing is established.
     rng = np.random.default_rng(1)
     difficulty = rng.random(VIDEOS)
     rows, correct = [], {}
-    for arm, shifts in [("ref", [0.0, 0.0]), ("arm", [0.2, -0.1])]:
+    for arm, shifts in [("ref", [0.0, 0.01]), ("arm", [0.2, -0.1])]:
         for seed, shift in enumerate(shifts):
             c = (difficulty < 0.6 + shift).astype(float)
             correct[arm, seed] = c
@@ -127,17 +149,63 @@ def test_report_flags_p_values_that_the_ci_does_not_back(tmp_path):
                              search_cost_s=0.0, retrain_cost_s=60.0))
     paths = report.write_ablation_report(pd.DataFrame(rows), tmp_path, budget_note="", correct=correct, reference="ref")
     row = pd.read_csv(paths["csv"]).iloc[1]
-    assert row["significant"] and row["delta_ci_low"] < 0 < row["delta_ci_high"]
+    assert row["p_networks"] < 0.05 and not row["significant"] and row["delta_ci_low"] < 0 < row["delta_ci_high"]
     md = paths["markdown"].read_text()
-    assert "No arm differs significantly from ref at α = 0.05." in md
-    assert "- arm vs ref: p = " in md and "more seeds are needed" in md
+    assert "No arm differs significantly from ref at α = 0.05 (seed level, Holm)." in md
+    assert "- arm: p = " in md and "(< 0.05)" in md
 
 
-def test_single_seed_arm_has_no_std():
+def _exact_hits(accuracy: float, rng: np.random.Generator) -> np.ndarray:
+    """0/1 hits on VIDEOS videos with exactly round(accuracy · VIDEOS) ones, in random places."""
+    hits = np.zeros(VIDEOS)
+    hits[rng.permutation(VIDEOS)[: round(accuracy * VIDEOS)]] = 1.0
+    return hits
+
+
+def test_holm_decides_significance_across_the_report():
+    """Two arms with p ≈ 0.03 each and one with p = 1: each is below 0.05 alone, none after Holm over three."""
+    rng = np.random.default_rng(3)
+    per_seed = {"ref": [0.50, 0.53, 0.47, 0.50], "a": [0.545, 0.565, 0.525, 0.545], "b": [0.545, 0.565, 0.525, 0.545],
+                "c": [0.51, 0.53, 0.47, 0.49]}
+    rows, correct = [], {}
+    for arm, accuracies in per_seed.items():
+        for seed, accuracy in enumerate(accuracies):
+            correct[arm, seed] = _exact_hits(accuracy, rng)
+            rows.append(dict(arm=arm, seed=seed, top1=correct[arm, seed].mean(), top5=1.0, params=1e5, flops=1e8,
+                             search_cost_s=0.0, retrain_cost_s=60.0))
+    table = report.ablation_table(pd.DataFrame(rows), correct, reference="ref").set_index("arm")
+    assert table.loc["a", "p_value"] < 0.05 and table.loc["b", "p_value"] < 0.05
+    # m = 3: the smallest is multiplied by 3, the tied second by 2 but kept monotone (never below the first)
+    assert table.loc["a", "p_holm"] == table.loc["b", "p_holm"] == pytest.approx(3 * table.loc["a", "p_value"])
+    assert not table["significant"].any()
+
+
+def test_segments_comparisons_test_segments_against_dense_at_each_k_across_seeds():
+    rng = np.random.default_rng(5)
+    hits = {}
+    for k, gap in ((1, 0.0), (4, 0.25)):
+        for seed in range(4):
+            hits["dense", k, seed] = _exact_hits(0.5 + rng.normal(0, 0.02), rng)
+            hits["segments", k, seed] = _exact_hits(0.5 + gap + rng.normal(0, 0.02), rng)
+    table = report.segments_comparisons(hits).set_index("num_segments")
+    assert list(table.columns) == list(report.SEGMENTS_COMPARISON_COLUMNS)[1:]
+    assert table.loc[4, "significant"] and table.loc[4, "delta"] == pytest.approx(0.25, abs=0.04)
+    assert not table.loc[1, "significant"]
+    assert table.loc[4, "p_holm"] == pytest.approx(min(1.0, 2 * table.loc[4, "p_value"]))
+    one_seed = report.segments_comparisons({key: v for key, v in hits.items() if key[2] == 0})
+    assert one_seed["p_value"].isna().all() and not one_seed["significant"].any()
+
+
+def test_single_seed_arm_has_no_std_and_a_wilson_interval():
     results, correct = _ablation_results(seeds=1)
     table = report.ablation_table(results, correct, reference="darts-p3d")
     assert table["top1_std"].isna().all()
-    assert (table["top1_ci_low"] < table["top1_mean"]).all()  # videos alone still give an interval
+    assert table["p_value"].isna().all() and not table["significant"].any()  # no seed-level test on one seed
+    row = table.iloc[0]
+    hits = int(correct["darts-p3d", 0].sum())
+    wilson = stats.binomtest(hits, VIDEOS).proportion_ci(method="wilson")
+    assert (row["top1_ci_low"], row["top1_ci_high"]) == pytest.approx((wilson.low, wilson.high))
+    assert "every arm has one seed" in report.power_statement(table, alpha=0.05)
 
 
 @pytest.mark.parametrize(

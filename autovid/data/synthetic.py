@@ -20,7 +20,7 @@ import shutil
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Iterator, Literal, NamedTuple
 
 import numpy as np
 
@@ -311,6 +311,34 @@ def check_out_dir(out: Path) -> None:
             return
 
 
+class RenderedClip(NamedTuple):
+    """One video of the benchmark before encoding: where it goes, what it shows, and its frames."""
+
+    path: str  # relative, UCF101 layout: <Class>/v_<Class>_gNN_cMM.<ext>
+    label: int  # 0-based class index
+    group: int  # scene, 1-based (groups 1..test_groups are the test split)
+    frames: np.ndarray  # uint8 [T, S, S, 3]
+
+
+def rendered(p: SynthParams) -> Iterator[RenderedClip]:
+    """Every clip of the benchmark ``p``, rendered in a fixed order (deterministic for the parameters)."""
+    ext = CODECS[p.codec][1]
+    # A group is a scene (background, clutter, the actor's looks) that performs every class, as the
+    # subjects of KTH do: appearance then carries no class information, not even on the training set.
+    looks = [_appearance(np.random.default_rng([p.seed, g]), p) for g in range(1, p.groups + 1)]
+    for label, name in enumerate(MOTIONS[: p.classes]):
+        for v in range(p.videos_per_class):
+            group, clip = v % p.groups + 1, v // p.groups + 1
+            video = render_video(name, looks[group - 1], np.random.default_rng([p.seed, label, group, clip]), p)
+            yield RenderedClip(f"{name}/v_{name}_g{group:02d}_c{clip:02d}{ext}", label, group, video)
+
+
+def clip_digests(**params: Any) -> dict[str, str]:
+    """Relative path -> SHA-256 of the rendered frames, for every clip of the benchmark ``params``: what tells
+    two configs' benchmarks apart (a claim's test videos must be equal to none of another config's videos)."""
+    return {c.path: hashlib.sha256(c.frames.tobytes()).hexdigest() for c in rendered(SynthParams.from_kwargs(**params))}
+
+
 def synthesize(out_dir: str | Path, **params: Any) -> Path:
     """Write the benchmark in UCF101 layout and return ``out_dir``.
 
@@ -326,20 +354,12 @@ def synthesize(out_dir: str | Path, **params: Any) -> Path:
     p = SynthParams.from_kwargs(**params)
     out = Path(out_dir)
     check_out_dir(out)
-    ext = CODECS[p.codec][1]
     train: list[tuple[str, int]] = []
     test: list[tuple[str, int]] = []
-    # A group is a scene (background, clutter, the actor's looks) that performs every class, as the
-    # subjects of KTH do: appearance then carries no class information, not even on the training set.
-    looks = [_appearance(np.random.default_rng([p.seed, g]), p) for g in range(1, p.groups + 1)]
-    for label, name in enumerate(MOTIONS[: p.classes]):
-        (out / name).mkdir(parents=True, exist_ok=True)
-        for v in range(p.videos_per_class):
-            group, clip = v % p.groups + 1, v // p.groups + 1
-            rel = f"{name}/v_{name}_g{group:02d}_c{clip:02d}{ext}"
-            video = render_video(name, looks[group - 1], np.random.default_rng([p.seed, label, group, clip]), p)
-            write_video(out / rel, video, fps=p.fps, codec=p.codec)
-            (test if group <= p.test_groups else train).append((rel, label + 1))
+    for clip in rendered(p):
+        (out / clip.path).parent.mkdir(parents=True, exist_ok=True)
+        write_video(out / clip.path, clip.frames, fps=p.fps, codec=p.codec)
+        (test if clip.group <= p.test_groups else train).append((clip.path, clip.label + 1))
     lists = out / "ucfTrainTestlist"
     lists.mkdir(parents=True, exist_ok=True)
     (lists / "classInd.txt").write_text("".join(f"{i + 1} {n}\n" for i, n in enumerate(MOTIONS[: p.classes])))

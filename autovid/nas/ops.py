@@ -341,6 +341,17 @@ OPS: dict[str, OpBuilder] = {
 }
 
 
+# Operators that combine neighbouring frames in the p3d and full3d kernel styles (p2d mixes nothing in time).
+_TIME_MIXING = frozenset({"max_pool_3", "avg_pool_3", "conv_3", "conv_5", "sep_conv_3", "sep_conv_5", "dil_conv_3",
+                          "dil_conv_5"})
+
+
+def mixes_time(op: str, kernel: str) -> bool:
+    """Whether operator ``op`` in ``kernel`` style combines neighbouring frames (skip, zero and 1×1×1 never do)."""
+    _check_kernel(kernel)
+    return kernel != "p2d" and check_op(op) in _TIME_MIXING
+
+
 def list_ops() -> list[str]:
     """Names of every registered operator."""
     return list(OPS)

@@ -12,6 +12,7 @@ each arm × seed as Ray Tune trials, every final architecture retrained under on
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +30,12 @@ from autovid.engine.preflight import example_genotype, preflight
 from autovid.engine.session import SearchSession, build_network, build_supernet
 from autovid.engine.setup import clip_shape, prepare_manifest
 from autovid.errors import RunFailed, UserError
-from autovid.files import write_csv_atomic
-from autovid.nas.genotype import Genotype
+from autovid.files import write_csv_atomic, write_text_atomic
+from autovid.nas.genotype import Genotype, derive_genotype
+from autovid.nas.ops import mixes_time
 from autovid.nas.sampling import sample_genotype
-from autovid.nas.search_space import load_search_space
+from autovid.nas.search_space import SearchSpace, load_search_space
+from autovid.provenance import provenance
 from autovid.rng import Stream
 from autovid.rng import generator as rng_stream
 from autovid.tune.cluster import is_local
@@ -249,7 +252,8 @@ def run_ablation(cfg: ExperimentConfig, *, resume: bool = False, address: str | 
             write_csv_atomic(done, results_path)  # after every arm × seed: an interruption loses nothing
     correct = {(str(a), int(s)): hits_array(hits) for a, s, hits in zip(done["arm"], done["seed"], done["correct"])}
     paths = report.write_ablation_report(done, ctx.root, budget_note=budget_note(cfg, arms), correct=correct,
-                                         reference=cfg.ablation.reference, alpha=cfg.ablation.alpha)
+                                         reference=cfg.ablation.reference, alpha=cfg.ablation.alpha,
+                                         provenance=provenance(cfg, prepare_manifest(cfg.data)))
     tracker = tracking.Tracker(tracking_uri, cfg.tracking.experiment)
     parent = tracker.find_run("autovid.experiment_id", ctx.key)
     if parent:
@@ -302,55 +306,121 @@ def run_rank_check(cfg: ExperimentConfig, *, resume: bool = False, address: str 
     return result
 
 
-def run_versus_random(cfg: ExperimentConfig, genotype_json: str, *, samples: int, resume: bool = False,
-                      address: str | None = None, tracking_uri: str | None = None) -> dict[str, Any]:
-    """Did the search beat chance? Retrain the searched genotype and `samples` uniform random genotypes of the
-    same space under one protocol (the config's retrain, test split) and place the searched one among them:
-    its percentile with a bootstrap CI over the random draws, and a paired test against the best random one."""
+VERSUS_RANDOM_COLUMNS = ("genotype", "source", "seed", "top1", "params", "flops", "temporal_edges")
+
+
+def spatial_control(space: SearchSpace) -> Genotype:
+    """The space's topology with ``conv_1`` on every edge: a cell that mixes no frames (with a spatial-only stem
+    and fixed layers it cannot see motion at all), the floor a searched cell is judged against."""
+    # uniform weights: ties keep the lower inputs, so the topology is the same every time
+    edges = derive_genotype(space, {t: np.ones((space.num_edges, len(space.ops))) for t in space.cell_types})
+    return Genotype(edges.topology, tuple(("conv_1", j) for _, j in edges.normal), edges.normal_concat,
+                    tuple(("conv_1", j) for _, j in edges.reduce), edges.reduce_concat)
+
+
+def searched_genotypes(ctx: _Context, cfg: ExperimentConfig, seeds: list[int]) -> dict[int, str]:
+    """The config's DARTS search run once per seed (a Tune trial each): seed -> derived genotype JSON."""
+    found = {}
+    for seed in seeds:
+        seeded = cfg.with_overrides({"seed": seed, "name": f"{cfg.name}-s{seed}"}, source=f"search seed {seed}")
+        results = ctx.fit(SearchTrainable, seeded, {BASE_KEY: seeded.model_dump(mode="json")},
+                          name=f"{seeded.name}-search", max_t=seeded.search.epochs, scheduler=FIFOScheduler())
+        result = results[0]
+        if result.error or not (result.metrics or {}).get("genotype"):
+            raise RunFailed(f"versus-random: the search of seed {seed} failed: {error_line(result.error)}")
+        found[seed] = result.metrics["genotype"]
+    return found
+
+
+def run_versus_random(cfg: ExperimentConfig, genotype_json: str | None, *, samples: int, seeds: int = 2,
+                      resume: bool = False, address: str | None = None,
+                      tracking_uri: str | None = None) -> dict[str, Any]:
+    """Did the search beat chance? Retrain, for each of ``seeds`` seeds, the searched genotype (``genotype_json``,
+    or without it the config's own search run with that seed), ``samples`` uniform random genotypes of the same
+    space and a spatial control cell (``spatial_control``), all under the config's retrain protocol.
+
+    Reports the share of accuracy variance due to the genotype among the random ones (one-way ICC over seeds,
+    with its F-based CI), the searched method's seed-level standing in that population (``stats.standing``),
+    and the control's accuracy against chance. Writes vs_random.csv (``VERSUS_RANDOM_COLUMNS``) and
+    vs_random.md (with provenance) under the experiment folder.
+    """
     if samples < 2:
         raise UserError("--samples must be at least 2 random genotypes")
-    searched = Genotype.from_json(genotype_json)
+    if seeds < 1:
+        raise UserError("--seeds must be at least 1")
     cfg, tracking_uri = resolve_run(cfg, tracking_uri)
     ctx = _Context(cfg, resume=resume, tracking_uri=tracking_uri)
-    preflight(cfg, "train", genotype_json=genotype_json, local=is_local(address))
-    start_run(cfg, address)
-    rng = rng_stream(cfg.seed, Stream.VERSUS_RANDOM)  # not the random arms' or the rank check's draws
     space = load_search_space(cfg.search_space)
+    rng = rng_stream(cfg.seed, Stream.VERSUS_RANDOM)  # not the random arms' or the rank check's draws
     randoms = [sample_genotype(space, rng).to_json() for _ in range(samples)]
-    genotypes = [searched.to_json(), *randoms]
-    grid = {BASE_KEY: cfg.model_dump(mode="json"), GENOTYPE_KEY: tune.grid_search(genotypes)}
-    results = ctx.fit(TrainTrainable, cfg, grid, name=f"{cfg.name}-versus-random", max_t=cfg.train.epochs,
-                      scheduler=FIFOScheduler())
-    by_genotype = {r.config[GENOTYPE_KEY]: r.metrics for r in results if r.metrics and not r.error}
-    if genotypes[0] not in by_genotype or sum(g in by_genotype for g in randoms) < 2:
-        raise RunFailed("versus-random: the searched genotype or too many random ones failed to train")
-    rows = [{"genotype_hash": Genotype.from_json(g).hash, "kind": "searched" if i == 0 else "random",
-             "test_acc": by_genotype[g]["test/acc"], "params": by_genotype[g].get("params"),
-             "correct": by_genotype[g]["test/correct"]} for i, g in enumerate(genotypes) if g in by_genotype]
-    table = pd.DataFrame(rows)
+    control = spatial_control(space).to_json()
+    seed_list = [cfg.seed + i for i in range(seeds)]
+    kinds = ("train",) if genotype_json else ("search", "train")
+    preflight(cfg, *kinds, genotype_json=genotype_json or randoms[0], local=is_local(address))
+    start_run(cfg, address)
+    searched = ({seed: genotype_json for seed in seed_list} if genotype_json
+                else searched_genotypes(ctx, cfg, seed_list))
+    rows = []
+    for seed in seed_list:
+        seeded = cfg.with_overrides({"seed": seed}, source=f"retrain seed {seed}")
+        sources = {searched[seed]: "searched", control: "control", **{g: "random" for g in randoms}}
+        grid = {BASE_KEY: seeded.model_dump(mode="json"), GENOTYPE_KEY: tune.grid_search(list(sources))}
+        results = ctx.fit(TrainTrainable, seeded, grid, name=f"{cfg.name}-versus-random-s{seed}",
+                          max_t=seeded.train.epochs, scheduler=FIFOScheduler())
+        for r in results:
+            if r.error or not r.metrics or "test/acc" not in r.metrics:
+                log.warning("versus-random: seed %d, a genotype failed to train: %s", seed, error_line(r.error))
+                continue
+            g = Genotype.from_json(r.config[GENOTYPE_KEY])
+            rows.append({"genotype": g.hash, "source": sources[r.config[GENOTYPE_KEY]], "seed": seed,
+                         "top1": r.metrics["test/acc"], "params": r.metrics.get("params"),
+                         "flops": r.metrics.get("flops"),
+                         "temporal_edges": sum(mixes_time(op, space.kernel) for op, _ in (*g.normal, *g.reduce))})
+    table = pd.DataFrame(rows, columns=list(VERSUS_RANDOM_COLUMNS))
     ctx.root.mkdir(parents=True, exist_ok=True)
-    write_csv_atomic(table, ctx.root / "versus_random.csv")
-    hits = {row["genotype_hash"]: hits_array(row["correct"]) for row in rows}
-    random_rows = table[table["kind"] == "random"]
-    best_random = random_rows.loc[random_rows["test_acc"].idxmax()]
-    result: dict[str, Any] = {
-        "searched": searched.hash, "searched_test_acc": float(table.iloc[0]["test_acc"]),
-        "random_test_acc_median": float(random_rows["test_acc"].median()),
-        "random_samples": int(len(random_rows)),
-        **stats.percentile_with_ci(float(table.iloc[0]["test_acc"]), random_rows["test_acc"].to_numpy()),
-        "vs_best_random": {"genotype": best_random["genotype_hash"], **stats.paired_comparison(
-            hits[searched.hash][None], hits[best_random["genotype_hash"]][None], alpha=cfg.ablation.alpha)},
-        "table": str(ctx.root / "versus_random.csv"),
-    }
+    write_csv_atomic(table, ctx.root / "vs_random.csv")
+    result = versus_random_stats(table, classes=int(prepare_manifest(cfg.data)["label"].nunique()),
+                                 alpha=cfg.ablation.alpha)
+    result.update({"table": str(ctx.root / "vs_random.csv"), "report": str(ctx.root / "vs_random.md"),
+                   "provenance": provenance(cfg, prepare_manifest(cfg.data))})
+    write_text_atomic(ctx.root / "vs_random.md", report.versus_random_markdown(result))
     return result
 
 
-def run_segments_sweep(cfg: ExperimentConfig, genotype_json: str | None, *, segments: list[int],
+def versus_random_stats(table: pd.DataFrame, *, classes: int, alpha: float = 0.05) -> dict[str, Any]:
+    """The statistics of a vs-random table: ICC of the random genotypes (genotype × seed), the searched
+    method's standing among their means, and the spatial control against chance (1 / classes)."""
+    random_rows = table[table["source"] == "random"]
+    by_genotype = random_rows.pivot_table(index="genotype", columns="seed", values="top1")
+    complete = by_genotype.dropna()  # genotypes that trained under every seed
+    if len(complete) < 2:
+        raise RunFailed("versus-random: fewer than two random genotypes trained under every seed")
+    searched = table.loc[table["source"] == "searched"].sort_values("seed")
+    if searched.empty:
+        raise RunFailed("versus-random: the searched genotype failed to train")
+    icc = (stats.icc_oneway(complete.to_numpy(), confidence=1 - alpha) if complete.shape[1] >= 2
+           else {"icc": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan})
+    control = table.loc[table["source"] == "control", "top1"]
+    return {
+        "searched": list(searched["genotype"]), "searched_top1": list(searched["top1"]),
+        "seeds": int(table["seed"].nunique()), "random_samples": int(len(complete)),
+        "random_top1_mean": float(complete.to_numpy().mean()),
+        "icc": icc, "standing": stats.standing(searched["top1"].to_numpy(), complete.mean(axis=1).to_numpy(), alpha=alpha),
+        "control_top1": float(control.mean()) if len(control) else math.nan,
+        "control_ci": (stats.accuracy_ci(np.asarray(control)[:, None]) if len(control) >= 2 else None),
+        "chance": 1.0 / classes, "alpha": alpha,
+    }
+
+
+def run_segments_sweep(cfg: ExperimentConfig, genotype_json: str | None, *, segments: list[int], seeds: int = 1,
                        resume: bool = False, address: str | None = None, tracking_uri: str | None = None) -> dict[str, Any]:
     """The paper's untested assumption: TSN segments vs one dense clip of the same number of frames,
-    for K in `segments`, retraining the same architecture each time (a Tune grid)."""
+    for K in `segments`, retraining the same architecture under ``seeds`` seeds each (a Tune grid). With two or
+    more seeds, segments vs dense is tested at each K across seeds (``report.segments_comparisons``, Holm)."""
     if not segments or min(segments) < 1:
         raise UserError(f"segment counts must be positive integers, got {segments}")
+    if seeds < 1:
+        raise UserError("--seeds must be at least 1")
     cfg, tracking_uri = resolve_run(cfg, tracking_uri)
     ctx = _Context(cfg, resume=resume, tracking_uri=tracking_uri)
     for k in segments:
@@ -359,17 +429,26 @@ def run_segments_sweep(cfg: ExperimentConfig, genotype_json: str | None, *, segm
                       genotype_json=genotype_json, local=is_local(address))
     start_run(cfg, address)
     space = {BASE_KEY: cfg.model_dump(mode="json"), GENOTYPE_KEY: genotype_json,
-             "data.num_segments": tune.grid_search(list(segments)), "data.mode": tune.grid_search(["segments", "dense"])}
+             "data.num_segments": tune.grid_search(list(segments)), "data.mode": tune.grid_search(["segments", "dense"]),
+             "seed": tune.grid_search([cfg.seed + i for i in range(seeds)])}
     results = ctx.fit(TrainTrainable, cfg, space, name=f"{cfg.name}-segments", max_t=cfg.train.epochs,
                       scheduler=FIFOScheduler())
     rows = [
-        {"mode": r.config["data.mode"], "num_segments": r.config["data.num_segments"],
-         "frames": r.config["data.num_segments"] * cfg.data.frames_per_segment, "top1": r.metrics.get("test/acc")}
+        {"mode": r.config["data.mode"], "num_segments": r.config["data.num_segments"], "seed": r.config["seed"],
+         "frames": r.config["data.num_segments"] * cfg.data.frames_per_segment, "top1": r.metrics.get("test/acc"),
+         "correct": r.metrics.get("test/correct")}
         for r in results if r.metrics and not r.error
     ]
     frame = pd.DataFrame(rows)
     ctx.root.mkdir(parents=True, exist_ok=True)
     table = report.segments_table(frame)
     write_csv_atomic(table, ctx.root / "segments.csv")
+    write_csv_atomic(frame.drop(columns="correct"), ctx.root / "seeds.csv")
+    hits = {(m, int(k), int(seed)): hits_array(c) for m, k, seed, c in
+            zip(frame["mode"], frame["num_segments"], frame["seed"], frame["correct"])}
+    comparisons = report.segments_comparisons(hits, alpha=cfg.ablation.alpha)
+    write_csv_atomic(comparisons, ctx.root / "segments_vs_dense.csv")
     report.plot_segments(frame, ctx.root / "segments.png")
-    return {"table": table, "csv": ctx.root / "segments.csv", "plot": ctx.root / "segments.png"}
+    return {"table": table, "comparisons": comparisons, "csv": ctx.root / "segments.csv",
+            "comparisons_csv": ctx.root / "segments_vs_dense.csv", "plot": ctx.root / "segments.png",
+            "provenance": provenance(cfg, prepare_manifest(cfg.data))}

@@ -90,27 +90,62 @@ def test_segments_vs_dense_sweep_retrains_the_same_architecture(tmp_path: Path, 
 
     cfg = tiny_config(tmp_path, train={"model": "r2plus1d_18", "width": 0.125, "epochs": 1},
                       tune={"max_concurrent_trials": 2})
-    out = run_segments_sweep(cfg, None, segments=[1, 2])
+    out = run_segments_sweep(cfg, None, segments=[2], seeds=2)
     table = out["table"]
-    assert set(zip(table["mode"], table["num_segments"])) == {("segments", 1), ("segments", 2), ("dense", 1), ("dense", 2)}
+    assert set(zip(table["mode"], table["num_segments"])) == {("segments", 2), ("dense", 2)}
+    assert (table["runs"] == 2).all()  # two seeds per setting
     assert table["top1_mean"].between(0, 1).all() and Path(out["plot"]).stat().st_size > 0
+    seeds = pd.read_csv(Path(out["csv"]).parent / "seeds.csv")
+    assert sorted(seeds["seed"]) == [0, 0, 1, 1]
+    comparison = out["comparisons"].iloc[0]
+    per_mode = seeds.groupby("mode")["top1"].mean()
+    assert comparison["num_segments"] == 2 and comparison["seeds"] == 2
+    assert comparison["delta"] == pytest.approx(per_mode["segments"] - per_mode["dense"])
 
 
-def test_versus_random_places_the_searched_genotype_among_random_ones(tmp_path: Path, module_ray) -> None:
+def test_versus_random_searches_per_seed_and_retrains_every_genotype_under_every_seed(
+        tmp_path: Path, module_ray) -> None:
     from autovid.nas.genotype import Genotype
-    from autovid.tune.ablation import run_versus_random
+    from autovid.tune.ablation import VERSUS_RANDOM_COLUMNS, run_versus_random
 
-    cfg = tiny_config(tmp_path, train={"epochs": 1, "channels": 4, "cells": 2}, tune={"max_concurrent_trials": 2})
-    searched = Genotype("module", (("conv_3", 0), ("conv_3", 0), ("skip", 1), ("conv_3", 0), ("conv_1", 2)), (1, 2, 3))
-    result = run_versus_random(cfg, searched.to_json(), samples=3)
-    table = pd.read_csv(result["table"], dtype={"correct": str})
-    assert list(table["kind"]) == ["searched", "random", "random", "random"]
-    assert table.iloc[0]["genotype_hash"] == searched.hash == result["searched"]
-    below = (table["test_acc"].iloc[1:] < result["searched_test_acc"]).sum()
-    ties = (table["test_acc"].iloc[1:] == result["searched_test_acc"]).sum()
-    assert result["percentile"] == pytest.approx(100 * (below + 0.5 * ties) / 3)
-    assert 0 <= result["ci_low"] <= result["percentile"] <= result["ci_high"] <= 100
-    assert 0 < result["vs_best_random"]["p_value"] <= 1
+    cfg = tiny_config(tmp_path, search={"epochs": 1, "warmup_epochs": 0}, train={"epochs": 1, "channels": 4, "cells": 2},
+                      tune={"max_concurrent_trials": 2})
+    result = run_versus_random(cfg, None, samples=2, seeds=2)  # no genotype: the config's search, once per seed
+    table = pd.read_csv(result["table"])
+    assert list(table.columns) == list(VERSUS_RANDOM_COLUMNS)
+    assert sorted(table["seed"].unique()) == [0, 1]
+    counts = table.groupby("source").size().to_dict()
+    assert counts == {"searched": 2, "random": 4, "control": 2}  # one searched genotype per seed; each random twice
+    randoms = table[table["source"] == "random"]
+    assert randoms.groupby("genotype")["seed"].apply(sorted).tolist() == [[0, 1], [0, 1]]
+    searched = table[table["source"] == "searched"].sort_values("seed")
+    for seed, genotype in zip(searched["seed"], searched["genotype"]):  # the search of that seed, retrained with it
+        search_result = next((tmp_path / "runs").glob(f"tiny-s{seed}-search/*/result.json"))
+        last = pd.read_json(search_result, lines=True).iloc[-1]
+        assert Genotype.from_json(last["genotype"]).hash == genotype
+    assert (table.loc[table["source"] == "control", "temporal_edges"] == 0).all()
+    assert table["top1"].between(0, 1).all() and (table["params"] > 0).all()
+    assert result["random_samples"] == 2 and result["seeds"] == 2
+    assert result["provenance"]["manifest"] and result["provenance"]["config"]
+    md = Path(result["report"]).read_text()
+    assert md.startswith("Provenance: commit ") and "one-way ICC" in md and "Spatial control" in md
+
+
+def test_versus_random_statistics_from_a_table() -> None:
+    from autovid.stats import icc_oneway
+    from autovid.tune.ablation import versus_random_stats
+
+    rows = [("s0", "searched", 0, 0.80), ("s1", "searched", 1, 0.70), ("c", "control", 0, 0.26), ("c", "control", 1, 0.24)]
+    for g, (a, b) in {"r1": (0.30, 0.32), "r2": (0.50, 0.46), "r3": (0.60, 0.66), "r4": (0.25, 0.25)}.items():
+        rows += [(g, "random", 0, a), (g, "random", 1, b)]
+    table = pd.DataFrame(rows, columns=["genotype", "source", "seed", "top1"])
+    result = versus_random_stats(table, classes=4)
+    expected = icc_oneway([[0.30, 0.32], [0.50, 0.46], [0.60, 0.66], [0.25, 0.25]])
+    assert result["icc"]["icc"] == pytest.approx(expected["icc"]) and result["icc"]["icc"] > 0.9
+    assert result["standing"]["percentile"] == 100.0  # 0.75 is above every random genotype's mean
+    assert result["standing"]["delta"] == pytest.approx(0.75 - (0.31 + 0.48 + 0.63 + 0.25) / 4)
+    assert result["control_top1"] == pytest.approx(0.25) and result["chance"] == 0.25
+    assert result["searched"] == ["s0", "s1"]
 
 
 def test_versus_random_refuses_a_genotype_of_another_space(tmp_path: Path) -> None:
@@ -121,7 +156,7 @@ def test_versus_random_refuses_a_genotype_of_another_space(tmp_path: Path) -> No
     cfg = tiny_config(tmp_path)
     two_nodes = Genotype("module", (("conv_3", 0), ("conv_3", 0), ("skip", 1)), (1, 2))
     with pytest.raises(UserError, match="does not fit"):
-        run_versus_random(cfg, two_nodes.to_json(), samples=3)
+        run_versus_random(cfg, two_nodes.to_json(), samples=3, seeds=1)
 
 
 def test_random_arms_get_the_flops_of_one_darts_search(tmp_path: Path) -> None:
