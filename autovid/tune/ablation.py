@@ -126,54 +126,117 @@ def find_architecture(ctx: _Context, arm: ArmConfig, cfg: ExperimentConfig) -> t
             raise RunFailed(f"arm {arm.name}: the search failed: {error_line(result.error)}")
         return result.metrics["genotype"], _cpu_seconds(results, cfg)
     # random: uniform genotypes trained standalone on the weight half, early-stopped by ASHA on the α half.
-    genotypes = [g.to_json() for g in random_arm_genotypes(cfg, arm)]
-    epochs = cfg.search.epochs
-    results = train_standalone(
-        ctx, cfg, genotypes, epochs=epochs, name=f"{cfg.name}-search",
-        scheduler=ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=1, reduction_factor=2),
-    )
-    scored = [(r.metrics.get("val/acc", -1.0), r.config[GENOTYPE_KEY]) for r in results if r.metrics and not r.error]
+    scored, cost = random_search(ctx, cfg, arm)
     if not scored:
         raise RunFailed(f"arm {arm.name}: every random-search trial failed")
-    return max(scored, key=lambda pair: pair[0])[1], _cpu_seconds(results, cfg)
+    return max(scored, key=lambda pair: pair[0])[1], cost
+
+
+def random_search(ctx: _Context, cfg: ExperimentConfig, arm: ArmConfig) -> tuple[list[tuple[float, str]], float]:
+    """The random arm's trials, in rounds: ``(val/acc, genotype JSON)`` of every trial and the CPU-seconds spent.
+
+    With ``ablation.budget = flops`` the arm spends the FLOPs of one DARTS search: a round trains as many fresh
+    genotypes as the remaining budget would fit at full length; ASHA stops some early, and the FLOPs it saved
+    (epochs not trained) pay for another round of fresh genotypes, until not one more fits. With
+    ``budget = samples``, one round of ``samples`` genotypes.
+    """
+    space = load_search_space(cfg.search_space)
+    draws = _Draws(space, cfg.seed)
+    epochs = cfg.search.epochs
+    budget = search_flops(cfg)["budget"] if cfg.ablation.budget == "flops" else math.inf
+    scored: list[tuple[float, str]] = []
+    seconds = spent = 0.0
+    for round_ in range(1, 100):
+        if cfg.ablation.budget == "samples":
+            batch = [next(draws) for _ in range(arm.samples)]
+        else:
+            batch = _fitting(draws, budget - spent, cfg, space, at_least_one=not scored)
+        if not batch:
+            break
+        genotypes = {g.to_json(): cost for g, cost in batch}
+        results = train_standalone(
+            ctx, cfg, list(genotypes), epochs=epochs, name=f"{cfg.name}-search" + (f"-r{round_}" if round_ > 1 else ""),
+            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=1, reduction_factor=2),
+        )
+        seconds += _cpu_seconds(results, cfg)
+        for r in results:
+            trained = int((r.metrics or {}).get("training_iteration", epochs if r.error else 0))
+            spent += genotypes[r.config[GENOTYPE_KEY]] * trained  # per-epoch FLOPs × epochs actually trained
+            if r.metrics and not r.error:
+                scored.append((r.metrics.get("val/acc", -1.0), r.config[GENOTYPE_KEY]))
+        if cfg.ablation.budget == "samples":
+            break
+    return scored, seconds
+
+
+class _Draws:
+    """Uniform genotypes of a space from the arm's seed, with one genotype of look-ahead (``peek``)."""
+
+    def __init__(self, space: SearchSpace, seed: int) -> None:
+        self.space, self.rng, self.next_one = space, np.random.default_rng(seed), None
+
+    def peek(self) -> Genotype:
+        if self.next_one is None:
+            self.next_one = sample_genotype(self.space, self.rng)
+        return self.next_one
+
+    def __next__(self) -> Genotype:
+        genotype = self.peek()
+        self.next_one = None
+        return genotype
+
+
+def _epoch_flops(cfg: ExperimentConfig, space: SearchSpace, genotype: Genotype) -> float:
+    """Forward FLOPs of one standalone epoch (every weight-half clip once) of ``genotype`` at search size, in
+    the units of ``search_flops``' budget (FLOPs per clip × half-epochs)."""
+    search_size = cfg.with_overrides({"train.channels": cfg.model.channels, "train.cells": cfg.model.cells,
+                                      "train.model": None}, source="random-search budget")
+    classes = int(prepare_manifest(cfg.data)["label"].nunique())
+    net = build_network(search_size, num_classes=classes, genotype=genotype, space=space)
+    return float(count_flops(net, (1, *clip_shape(cfg.data))))
+
+
+def _fitting(draws: _Draws, remaining: float, cfg: ExperimentConfig, space: SearchSpace, *,
+             at_least_one: bool) -> list[tuple[Genotype, float]]:
+    """The next genotypes whose full-length training fits ``remaining`` FLOPs: (genotype, per-epoch FLOPs)."""
+    chosen: list[tuple[Genotype, float]] = []
+    while True:
+        cost = _epoch_flops(cfg, space, draws.peek())
+        if (chosen or not at_least_one) and cost * cfg.search.epochs > remaining:
+            return chosen
+        chosen.append((next(draws), cost))
+        remaining -= cost * cfg.search.epochs
 
 
 def search_flops(cfg: ExperimentConfig) -> dict[str, float]:
     """Forward FLOPs per clip of the search-size supernet, and the DARTS search's budget in clip-passes.
 
     One DARTS epoch passes every clip of the weight half through the supernet (weight step) and, after the
-    warm-up, every clip of the α half (first-order α step): 2·epochs − warm-up half-epochs. A standalone
+    warm-up, every clip of the α half (first-order α step): 2·epochs − warm-up half-epochs; a second-order α
+    step counts four passes (virtual step, α gradient, two finite-difference passes). A standalone
     network trained for `epochs` on the weight half makes `epochs` half-epochs. Backward passes cost about
     twice the forward in both, so forward FLOPs × half-epochs compare the two like for like.
     """
     classes = int(prepare_manifest(cfg.data)["label"].nunique())
     supernet = build_supernet(cfg, num_classes=classes)
-    half_epochs = 2 * cfg.search.epochs - min(cfg.search.warmup_epochs, cfg.search.epochs)
+    # second order: each α step also runs the virtual weight step and the two finite-difference passes on the
+    # weight half, four passes where first order runs one
+    alpha_passes = 4 if cfg.search.order == "second" else 1
+    half_epochs = cfg.search.epochs + alpha_passes * (cfg.search.epochs - min(cfg.search.warmup_epochs, cfg.search.epochs))
     flops = count_flops(supernet, (1, *clip_shape(cfg.data)))
     return {"supernet_flops": float(flops), "half_epochs": float(half_epochs), "budget": float(flops * half_epochs),
             "classes": float(classes)}
 
 
 def random_arm_genotypes(cfg: ExperimentConfig, arm: ArmConfig) -> list[Genotype]:
-    """The genotypes a random-search arm trains: `samples` of them, or (ablation.budget = flops) as many as fit
-    the FLOPs budget of one DARTS search at the same size (see `search_flops`); at least one. Deterministic."""
+    """The genotypes of a random-search arm's first round: `samples` of them, or (ablation.budget = flops) as
+    many as fit the FLOPs budget of one DARTS search at full length (see `search_flops`); at least one. ASHA's
+    savings buy later rounds (`random_search`). Deterministic."""
     space = load_search_space(cfg.search_space)
-    rng = np.random.default_rng(cfg.seed)
+    draws = _Draws(space, cfg.seed)
     if cfg.ablation.budget == "samples":
-        return [sample_genotype(space, rng) for _ in range(arm.samples)]
-    budget = search_flops(cfg)
-    search_size = cfg.with_overrides({"train.channels": cfg.model.channels, "train.cells": cfg.model.cells,
-                                      "train.model": None}, source="random-search budget")
-    chosen: list[Genotype] = []
-    spent = 0.0
-    while True:
-        genotype = sample_genotype(space, rng)
-        net = build_network(search_size, num_classes=int(budget["classes"]), genotype=genotype, space=space)
-        cost = count_flops(net, (1, *clip_shape(cfg.data))) * cfg.search.epochs
-        if chosen and spent + cost > budget["budget"]:
-            return chosen
-        chosen.append(genotype)
-        spent += cost
+        return [next(draws) for _ in range(arm.samples)]
+    return [g for g, _ in _fitting(draws, search_flops(cfg)["budget"], cfg, space, at_least_one=True)]
 
 
 def run_arm(ctx: _Context, arm: ArmConfig, seed: int) -> dict[str, Any]:
@@ -206,13 +269,16 @@ def budget_note(cfg: ExperimentConfig, arms: list[ArmConfig]) -> str:
         flops = search_flops(c)
         lines.append(
             f"Equal search budget (ablation.budget = flops): one DARTS search = supernet {flops['supernet_flops'] / 1e6:.1f} "
-            f"MFLOPs/clip x {flops['half_epochs']:.0f} half-epochs (weight + α passes); a random arm trains as "
-            f"many standalone genotypes (search size, {c.search.epochs} epochs each) as fit that budget.")
+            f"MFLOPs/clip x {flops['half_epochs']:.0f} half-epochs (weight + α passes, {c.search.order} order); a "
+            f"random arm trains as many standalone genotypes (search size, {c.search.epochs} epochs each) as fit that "
+            "budget, and the epochs ASHA stops early buy further rounds of fresh genotypes until none fits.")
     for arm in arms:
         extra = ""
         if arm.strategy == "random":  # the FLOPs budget decides the count: the one the first seed drew
-            extra = f", {len(random_arm_genotypes(arm_config(c, arm, c.seed), arm))} genotypes (seed {c.seed})"
-        extra += f", width x{arm.width}" if arm.strategy == "fixed" else ""
+            extra = (f", {len(random_arm_genotypes(arm_config(c, arm, c.seed), arm))} genotypes in its first round "
+                     f"(seed {c.seed})")
+        # what each arm's protocol tuned: a fixed network gets the common retrain and no learning-rate search
+        extra += f", width x{arm.width}, the common retrain at lr {c.train.lr} (not tuned)" if arm.strategy == "fixed" else ""
         lines.append(f"- {arm.name}: {arm.strategy}{extra}. {arm.description}")
     lines.append("Costs are measured: trial wall-clock seconds x CPUs held (CPU-hours per seed in the table, "
                  "CPU-seconds in report.csv).")

@@ -130,3 +130,23 @@ def test_generator_and_config_defaults_agree() -> None:
     generator = {f.name: f.default for f in dataclasses.fields(SynthParams)}
     config = SyntheticConfig().model_dump()
     assert config == {k: generator[k] for k in config}
+
+
+def test_the_claims_benchmark_shares_no_video_with_another_config() -> None:
+    """`ablation` (the config claims are made on) draws its own scenes and videos: none equals a video of another
+    built-in synthetic config, whose test accuracy may have guided a protocol choice."""
+    from autovid.config import load_config
+    from autovid.data.synthetic import clip_digests
+    from autovid.resources import list_resources
+
+    def digests(name: str) -> set[str]:
+        cfg = load_config(name)
+        return set(clip_digests(**cfg.data.synthetic.model_dump()).values())
+
+    claims = digests("ablation")
+    others = [n for n in list_resources("tune_configs")
+              if n != "ablation" and load_config(n).data.dataset == "synthetic"]
+    assert "quickstart" in others
+    for name in others:
+        assert not claims & digests(name), name
+    assert len(claims) == 6 * 70  # and no two of its own videos are equal either
