@@ -110,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     versus.add_argument("--seeds", type=int, default=2,
                         help="seeds (seed, seed+1, ...): each retrains every genotype and, without --genotype, "
                              "runs its own search (default 2)")
+    null = experiment("null", "the search beside its null: the same search on shuffled labels, seed by seed")
+    null.add_argument("--seeds", type=int, default=3, help="seeds (seed, seed+1, ...), each searched twice (default 3)")
     segments = experiment("segments", "TSN segments vs one dense clip, K in --segments, same architecture")
     segments.add_argument("--genotype", type=Path, default=None, help="genotype.json (omit with train.model=<name>)")
     segments.add_argument("--segments", default="1,2,4,8", help="comma-separated segment counts (default 1,2,4,8)")
@@ -336,6 +338,17 @@ def cmd_vs_random(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_null(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    from autovid.tune.ablation import run_null_control
+
+    result = run_null_control(cfg, seeds=args.seeds, resume=args.resume, address=args.address,
+                              tracking_uri=args.tracking_uri)
+    print(Path(result["report"]).read_text(), end="")
+    print(f"table: {result['table']}\nreport: {result['report']}")
+    return 0
+
+
 def cmd_segments(args: argparse.Namespace) -> int:
     cfg = _load(args)
     try:
@@ -418,7 +431,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "export": cmd_export, "predict": cmd_predict,
     "vs-random": cmd_vs_random, "data": cmd_data, "search": cmd_tune, "tune": cmd_tune, "train": cmd_train, "evaluate": cmd_evaluate,
-    "ablate": cmd_ablate, "rank": cmd_rank, "segments": cmd_segments, "models": cmd_models, "ui": cmd_ui,
+    "ablate": cmd_ablate, "rank": cmd_rank, "null": cmd_null, "segments": cmd_segments, "models": cmd_models, "ui": cmd_ui,
 }
 
 

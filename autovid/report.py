@@ -39,6 +39,7 @@ __all__ = [
     "operator_agreement",
     "summary_table",
     "top_operators",
+    "null_control_markdown",
     "versus_random_markdown",
     "write_ablation_report",
 ]
@@ -369,6 +370,29 @@ def versus_random_markdown(result: Mapping[str, Any]) -> str:
         f"{100 * result['control_top1']:.1f} % against chance {100 * result['chance']:.1f} %.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def null_control_markdown(result: Mapping[str, Any]) -> str:
+    """null_control.md: the real searches beside the same searches on shuffled labels
+    (``ablation.null_control_stats`` plus provenance)."""
+    def line(labels: str, title: str) -> str:
+        r = result[labels]
+        entropy = ", ".join(f"{h:.2f}" for h in r["entropy"])
+        accuracy = ", ".join(f"{100 * a:.1f}" for a in r["val_acc"])
+        return (f"- {title}: operator agreement between seeds {100 * r['agreement']:.0f} %; final α entropy "
+                f"{entropy} · ln #ops; α-half top-1 {accuracy} %; genotypes {', '.join(r['genotypes'])}")
+
+    separate = "lies below every null one" if result["entropies_separate"] else "does not lie below every null one"
+    return "\n".join([
+        provenance_line(result.get("provenance")),
+        "",
+        f"{result['seeds']} seeds, each searched on the true labels and on labels permuted across the train videos "
+        "(search.shuffle_labels, a fixed permutation per seed):",
+        line("true", "true labels"),
+        line("shuffled", "shuffled labels (null)"),
+        f"Agreement gain over the null: {100 * result['agreement_gain']:+.0f} points. Every real final α entropy "
+        f"{separate}.",
+    ]) + "\n"
 
 
 def _icc(icc: Mapping[str, float]) -> str:

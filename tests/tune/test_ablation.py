@@ -202,3 +202,43 @@ def test_random_search_rounds_spend_what_asha_saves(tmp_path: Path) -> None:
     assert len(_fitting(_Draws(space, 0), 0.0, cfg, space, at_least_one=True)) == 1
     second_order = search_flops(cfg.with_overrides({"search.order": "second", "search.w_optimizer": "sgd"}))
     assert second_order["half_epochs"] == 3 + 4 * 2 and budget == search_flops(cfg)["supernet_flops"] * 5
+
+
+def test_null_control_runs_each_seed_on_true_and_shuffled_labels(tmp_path: Path, module_ray) -> None:
+    from autovid.tune.ablation import NULL_CONTROL_COLUMNS, run_null_control
+
+    cfg = tiny_config(tmp_path, search={"epochs": 2, "warmup_epochs": 1, "alpha_lr": 0.3},
+                      tune={"max_concurrent_trials": 2})
+    result = run_null_control(cfg, seeds=2)
+    table = pd.read_csv(result["table"])
+    assert list(table.columns) == list(NULL_CONTROL_COLUMNS)
+    assert sorted(zip(table["labels"], table["seed"])) == [("shuffled", 0), ("shuffled", 1), ("true", 0), ("true", 1)]
+    # the same seed on shuffled labels is another search: its α moved on other gradients
+    true, null = (table[table["labels"] == k].set_index("seed") for k in ("true", "shuffled"))
+    assert (true["alpha_entropy"] != null["alpha_entropy"]).all()
+    assert 0 <= result["true"]["agreement"] <= 1 and 0 <= result["shuffled"]["agreement"] <= 1
+    md = Path(result["report"]).read_text()
+    assert md.startswith("Provenance: commit ") and "shuffled labels (null)" in md
+
+
+def test_null_control_statistics() -> None:
+    import json
+    import math
+
+    from autovid.tune.ablation import null_control_stats
+
+    def genotype(*ops: str) -> str:
+        return json.dumps({"topology": "module", "normal": [[op, j] for op, j in zip(ops, (0, 0, 1, 0, 2))],
+                           "normal_concat": [1, 2, 3], "reduce": [], "reduce_concat": []})
+
+    rows = [(0, "true", genotype("conv_3", "conv_3", "skip", "conv_3", "conv_1"), 1.0),
+            (1, "true", genotype("conv_3", "conv_3", "skip", "conv_3", "max_pool_3"), 1.1),
+            (0, "shuffled", genotype("skip", "conv_3", "avg_pool_3", "conv_1", "conv_1"), 1.9),
+            (1, "shuffled", genotype("max_pool_3", "dil_conv_3", "skip", "conv_3", "conv_3"), 2.0)]
+    table = pd.DataFrame([{"seed": s, "labels": k, "genotype": str(s), "val_acc": 0.5, "alpha_entropy": h,
+                           "genotype_json": g} for s, k, g, h in rows])
+    result = null_control_stats(table, ops=8)
+    assert result["true"]["agreement"] == pytest.approx(4 / 5)
+    assert result["shuffled"]["agreement"] == 0.0  # no node shares an operator
+    assert result["agreement_gain"] == pytest.approx(4 / 5)
+    assert result["entropies_separate"] and result["true"]["entropy"][0] == pytest.approx(1.0 / math.log(8))
