@@ -25,7 +25,8 @@ def _static_response(net: torch.nn.Module) -> torch.Tensor:
 
 
 def test_p3d_stem_becomes_a_frame_difference() -> None:
-    cfg = load_config("quickstart", ["model.stem_init=temporal_difference"])
+    # the paper's layout: the stem is the first layer that mixes time
+    cfg = load_config("quickstart", ["model.stem_init=temporal_difference", "model.temporal_mixing=anywhere"])
     net = build_network(cfg, num_classes=10, genotype=_genotype("conv_3")).eval()
     before = _static_response(net).abs().mean()
     assert temporal_difference_init(net)
