@@ -295,6 +295,7 @@ def run_ablation(cfg: ExperimentConfig, *, resume: bool = False, address: str | 
         raise UserError(f"ablation.reference {cfg.ablation.reference!r} is not one of the arms "
                         f"({', '.join(arm.name for arm in arms)})")
     cfg, tracking_uri = resolve_run(cfg, tracking_uri)
+    origin = provenance(cfg, prepare_manifest(cfg.data))  # what runs: the tree and data at the start
     ctx = _Context(cfg, resume=resume, tracking_uri=tracking_uri)
     results_path = ctx.root / "results.csv"
     if results_path.exists() and not resume:
@@ -319,7 +320,7 @@ def run_ablation(cfg: ExperimentConfig, *, resume: bool = False, address: str | 
     correct = {(str(a), int(s)): hits_array(hits) for a, s, hits in zip(done["arm"], done["seed"], done["correct"])}
     paths = report.write_ablation_report(done, ctx.root, budget_note=budget_note(cfg, arms), correct=correct,
                                          reference=cfg.ablation.reference, alpha=cfg.ablation.alpha,
-                                         provenance=provenance(cfg, prepare_manifest(cfg.data)))
+                                         provenance=origin)
     tracker = tracking.Tracker(tracking_uri, cfg.tracking.experiment)
     parent = tracker.find_run("autovid.experiment_id", ctx.key)
     if parent:
@@ -387,6 +388,7 @@ def run_null_control(cfg: ExperimentConfig, *, seeds: int = 3, resume: bool = Fa
     if seeds < 2:
         raise UserError("--seeds must be at least 2 (agreement is measured between seeds)")
     cfg, tracking_uri = resolve_run(cfg, tracking_uri)
+    origin = provenance(cfg, prepare_manifest(cfg.data))  # what runs: the tree and data at the start
     ctx = _Context(cfg, resume=resume, tracking_uri=tracking_uri)
     preflight(cfg, "search", local=is_local(address))
     start_run(cfg, address)
@@ -406,7 +408,7 @@ def run_null_control(cfg: ExperimentConfig, *, seeds: int = 3, resume: bool = Fa
     write_csv_atomic(table, ctx.root / "null_control.csv")
     result = null_control_stats(table, ops=len(load_search_space(cfg.search_space).ops))
     result.update({"table": str(ctx.root / "null_control.csv"), "report": str(ctx.root / "null_control.md"),
-                   "provenance": provenance(cfg, prepare_manifest(cfg.data))})
+                   "provenance": origin})
     write_text_atomic(ctx.root / "null_control.md", report.null_control_markdown(result))
     return result
 
@@ -471,6 +473,7 @@ def run_versus_random(cfg: ExperimentConfig, genotype_json: str | None, *, sampl
     if seeds < 1:
         raise UserError("--seeds must be at least 1")
     cfg, tracking_uri = resolve_run(cfg, tracking_uri)
+    origin = provenance(cfg, prepare_manifest(cfg.data))  # what runs: the tree and data at the start
     ctx = _Context(cfg, resume=resume, tracking_uri=tracking_uri)
     space = load_search_space(cfg.search_space)
     rng = rng_stream(cfg.seed, Stream.VERSUS_RANDOM)  # not the random arms' or the rank check's draws
@@ -504,7 +507,7 @@ def run_versus_random(cfg: ExperimentConfig, genotype_json: str | None, *, sampl
     result = versus_random_stats(table, classes=int(prepare_manifest(cfg.data)["label"].nunique()),
                                  alpha=cfg.ablation.alpha)
     result.update({"table": str(ctx.root / "vs_random.csv"), "report": str(ctx.root / "vs_random.md"),
-                   "provenance": provenance(cfg, prepare_manifest(cfg.data))})
+                   "provenance": origin})
     write_text_atomic(ctx.root / "vs_random.md", report.versus_random_markdown(result))
     return result
 
@@ -544,6 +547,7 @@ def run_segments_sweep(cfg: ExperimentConfig, genotype_json: str | None, *, segm
     if seeds < 1:
         raise UserError("--seeds must be at least 1")
     cfg, tracking_uri = resolve_run(cfg, tracking_uri)
+    origin = provenance(cfg, prepare_manifest(cfg.data))  # what runs: the tree and data at the start
     ctx = _Context(cfg, resume=resume, tracking_uri=tracking_uri)
     for k in segments:
         for mode in ("segments", "dense"):
@@ -573,4 +577,4 @@ def run_segments_sweep(cfg: ExperimentConfig, genotype_json: str | None, *, segm
     report.plot_segments(frame, ctx.root / "segments.png")
     return {"table": table, "comparisons": comparisons, "csv": ctx.root / "segments.csv",
             "comparisons_csv": ctx.root / "segments_vs_dense.csv", "plot": ctx.root / "segments.png",
-            "provenance": provenance(cfg, prepare_manifest(cfg.data))}
+            "provenance": origin}
