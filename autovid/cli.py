@@ -328,7 +328,8 @@ def cmd_rank(args: argparse.Namespace) -> int:
 
 def cmd_vs_random(args: argparse.Namespace) -> int:
     cfg = _load(args)
-    genotype_json = _genotype_arg(args.genotype, cfg)
+    # without --genotype the config's own search runs once per seed
+    genotype_json = _genotype_arg(args.genotype, cfg) if args.genotype is not None else None
     from autovid.tune.ablation import run_versus_random
 
     result = run_versus_random(cfg, genotype_json, samples=args.samples, seeds=args.seeds, resume=args.resume,

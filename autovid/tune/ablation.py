@@ -472,6 +472,8 @@ def run_versus_random(cfg: ExperimentConfig, genotype_json: str | None, *, sampl
         raise UserError("--samples must be at least 2 random genotypes")
     if seeds < 1:
         raise UserError("--seeds must be at least 1")
+    if cfg.train.model is not None:
+        raise UserError(f"vs-random compares genotypes of a search space: unset train.model ({cfg.train.model})")
     cfg, tracking_uri = resolve_run(cfg, tracking_uri)
     origin = provenance(cfg, prepare_manifest(cfg.data))  # what runs: the tree and data at the start
     ctx = _Context(cfg, resume=resume, tracking_uri=tracking_uri)
