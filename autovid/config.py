@@ -365,6 +365,10 @@ class AblationConfig(_Frozen):
     # samples: each random arm trains its own `samples` genotypes
     budget: Literal["flops", "samples"] = "flops"
     alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05  # significance level of those comparisons
+    # fair baselines: a hand-designed (fixed) arm tries this many learning rates, log-spaced from train.lr / 10
+    # to train.lr × 10, each trained on the weight half and scored on the α half, and retrains with the best;
+    # None = tune.num_samples, the size of the outer search over the NAS setup; 0 or 1 = train.lr as given
+    baseline_lr_sweep: Annotated[int, Field(ge=0)] | None = None
 
 
 class ArmConfig(_Frozen):

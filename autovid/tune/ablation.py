@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 # `correct`: the retrained network's per-test-video hits ("0"/"1", test-set order), for paired comparisons
 RESULT_COLUMNS = ("arm", "seed", "top1", "top5", "params", "flops", "search_cost_s", "retrain_cost_s", "genotype_hash",
-                  "correct")
+                  "train_lr", "correct")
 
 
 def hits_array(hits: str) -> np.ndarray:
@@ -239,9 +239,34 @@ def random_arm_genotypes(cfg: ExperimentConfig, arm: ArmConfig) -> list[Genotype
     return [g for g, _ in _fitting(draws, search_flops(cfg)["budget"], cfg, space, at_least_one=True)]
 
 
+def baseline_lrs(cfg: ExperimentConfig) -> list[float]:
+    """The learning rates a fixed arm tries (``ablation.baseline_lr_sweep``); empty when it takes train.lr."""
+    n = cfg.ablation.baseline_lr_sweep
+    n = cfg.tune.num_samples if n is None else n
+    if n < 2:
+        return []
+    return [float(lr) for lr in np.geomspace(cfg.train.lr / 10, cfg.train.lr * 10, n)]
+
+
+def sweep_learning_rate(ctx: _Context, cfg: ExperimentConfig, lrs: list[float]) -> tuple[float, float]:
+    """A fixed network's learning rate, chosen as a NAS arm's hyperparameters are: each of ``lrs`` trained on
+    the weight half and scored on the α half (never on the test split). Returns (best lr, CPU-seconds)."""
+    holdout = cfg.with_overrides({"train.holdout": True}, source="baseline learning-rate sweep")
+    space = {BASE_KEY: holdout.model_dump(mode="json"), "train.lr": tune.grid_search(lrs)}
+    results = ctx.fit(TrainTrainable, holdout, space, name=f"{cfg.name}-lr-sweep", max_t=cfg.train.epochs,
+                      scheduler=FIFOScheduler())
+    scored = [(r.metrics.get("val/acc", -1.0), r.config["train.lr"]) for r in results if r.metrics and not r.error]
+    if not scored:
+        raise RunFailed(f"{cfg.name}: every learning rate of the baseline sweep failed")
+    return float(max(scored, key=lambda pair: pair[0])[1]), _cpu_seconds(results, cfg)
+
+
 def run_arm(ctx: _Context, arm: ArmConfig, seed: int) -> dict[str, Any]:
     cfg = arm_config(ctx.cfg, arm, seed)
     genotype_json, search_cost = find_architecture(ctx, arm, cfg)
+    if arm.strategy == "fixed" and (lrs := baseline_lrs(cfg)):
+        lr, sweep_cost = sweep_learning_rate(ctx, cfg, lrs)
+        cfg, search_cost = cfg.with_overrides({"train.lr": lr}, source=f"arm {arm.name}: swept lr"), sweep_cost
     final = run_retrain(cfg, genotype_json, name=f"{cfg.name}-retrain", resume=ctx.resume,
                         tracking_uri=ctx.tracking_uri, experiment_key=ctx.key)
     return {
@@ -249,6 +274,7 @@ def run_arm(ctx: _Context, arm: ArmConfig, seed: int) -> dict[str, Any]:
         "params": final.get("params"), "flops": final.get("flops"), "search_cost_s": search_cost,
         "retrain_cost_s": final.get("time_total_s", 0.0) * (ctx.cfg.tune.resources.total_gpu or final["trial_cpus"]),
         "genotype_hash": Genotype.from_json(genotype_json).hash if genotype_json else "",
+        "train_lr": cfg.train.lr,
         "correct": final["test/correct"],
     }
 
@@ -277,8 +303,12 @@ def budget_note(cfg: ExperimentConfig, arms: list[ArmConfig]) -> str:
         if arm.strategy == "random":  # the FLOPs budget decides the count: the one the first seed drew
             extra = (f", {len(random_arm_genotypes(arm_config(c, arm, c.seed), arm))} genotypes in its first round "
                      f"(seed {c.seed})")
-        # what each arm's protocol tuned: a fixed network gets the common retrain and no learning-rate search
-        extra += f", width x{arm.width}, the common retrain at lr {c.train.lr} (not tuned)" if arm.strategy == "fixed" else ""
+        # what each arm's protocol tuned: a fixed network's learning rate, as a NAS arm's search is tuned
+        if arm.strategy == "fixed":
+            lrs = baseline_lrs(c)
+            extra += f", width x{arm.width}, " + (
+                f"learning rate chosen on the α half among {len(lrs)} ({lrs[0]:.2g} to {lrs[-1]:.2g}; "
+                "its cost counts as search)" if lrs else f"the common retrain at lr {c.train.lr} (not tuned)")
         lines.append(f"- {arm.name}: {arm.strategy}{extra}. {arm.description}")
     lines.append("Costs are measured: trial wall-clock seconds x CPUs held (CPU-hours per seed in the table, "
                  "CPU-seconds in report.csv).")

@@ -242,3 +242,23 @@ def test_null_control_statistics() -> None:
     assert result["shuffled"]["agreement"] == 0.0  # no node shares an operator
     assert result["agreement_gain"] == pytest.approx(4 / 5)
     assert result["entropies_separate"] and result["true"]["entropy"][0] == pytest.approx(1.0 / math.log(8))
+
+
+def test_fixed_arms_get_a_learning_rate_sweep_on_the_alpha_half(tmp_path: Path, module_ray) -> None:
+    from autovid.tune.ablation import baseline_lrs
+
+    arm = tmp_path / "r3d.yaml"
+    arm.write_text("name: r3d\nstrategy: fixed\nmodel: r3d_18\nwidth: 0.125\n")
+    cfg = tiny_config(tmp_path, train={"epochs": 1, "lr": 0.003}, tune={"max_concurrent_trials": 2, "num_samples": 2},
+                      ablation={"arms": [str(arm)], "seeds": [0], "reference": "r3d"})
+    lrs = baseline_lrs(cfg)  # the size of the outer search (tune.num_samples), around train.lr
+    assert lrs == pytest.approx([0.0003, 0.03])
+    paths = run_ablation(cfg)
+    results = pd.read_csv(Path(paths["csv"]).parent / "results.csv", dtype={"correct": str})
+    sweep = [pd.read_json(p, lines=True).iloc[-1] for p in (tmp_path / "runs").glob("tiny-r3d-s0-lr-sweep/*/result.json")]
+    assert len(sweep) == 2 and all("val/acc" in row and "test/acc" not in row for row in sweep)  # α half only
+    best = max(sweep, key=lambda row: row["val/acc"])
+    assert results["train_lr"].item() == pytest.approx(best["config"]["train.lr"])
+    assert results["search_cost_s"].item() > 0  # the sweep's compute counts as the arm's search
+    assert "learning rate chosen on the α half among 2" in Path(paths["markdown"]).read_text()
+    assert baseline_lrs(cfg.with_overrides({"ablation.baseline_lr_sweep": 0})) == []
