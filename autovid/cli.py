@@ -22,6 +22,8 @@ log = logging.getLogger("autovid")
 
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")  # a dotted config override, key.sub=value
+# an input of the command is never replaced, even with --overwrite (autovid.files.check_output)
+OVERWRITE_HELP = "replace an existing OUT, atomically (a symbolic link at OUT is replaced, not the file it points to)"
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
@@ -64,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--split", type=int, default=1)
     index.add_argument("--splits", type=Path, default=None, help="folder with the split files (default: found in/beside ROOT)")
     index.add_argument("--out", type=Path, required=True)
+    index.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     index.add_argument("--workers", type=int, default=None)
     summary = data.add_parser("summary", help="summarize a manifest")
     summary.add_argument("manifest", type=Path)
@@ -91,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("state", type=Path, help="state.pt of a retrain (printed by `autovid train`)")
     export.add_argument("--format", required=True, choices=("pt2", "onnx"))
     export.add_argument("--out", type=Path, default=None, help="output file (default: STATE with the format's suffix)")
+    export.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP + "; also OUT.json")
     predict = sub.add_parser("predict", help="top-k classes of video files (TSN multi-clip, as at test time)")
     predict.add_argument("model", help="a retrain's state.pt, an exported .pt2 / .onnx, or an MLflow model URI "
                                        "(runs:/<run>/<name>, models:/<id>, models:/<name>/<version>)")
@@ -98,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--clips", type=int, default=None, help="clips per video, evenly spaced (default: as trained)")
     predict.add_argument("--topk", type=int, default=5, help="classes shown per video (default 5)")
     predict.add_argument("--out", type=Path, default=None, help="also write the predictions to this CSV file")
+    predict.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     predict.add_argument("--tracking-uri", default=None, help="MLflow store of a runs:/ or models:/ MODEL "
                                                               "(default: MLFLOW_TRACKING_URI, else mlflow.db here)")
     experiment("ablate", "run ablation arms (DARTS, random, random-WS, fixed networks) and report")
@@ -146,11 +151,18 @@ def cmd_data(args: argparse.Namespace) -> int:
     from autovid.data.manifest import build_manifest, read_manifest, summarize_manifest, write_manifest
 
     if args.data_command == "index":
-        from autovid.data.manifest import check_manifest_destination
+        from autovid.data.manifest import check_manifest_destination, list_videos
+        from autovid.files import check_output
 
-        # before probing, which takes hours on a real dataset: a bad --out must not surface only at the end
+        # before probing, which takes hours on a real dataset: a bad --out must not surface only at the end, and
+        # no --out may replace what is indexed (the dataset's tree, its split files, a listed video)
+        trees = [p for p in (args.root, args.splits) if p is not None and p.is_dir()]
+        check_output(args.out, [args.root], trees=trees, overwrite=args.overwrite)
         check_manifest_destination(args.out, what="--out")
-        frame = build_manifest(args.root, args.format, split=args.split, splits_dir=args.splits, workers=args.workers, progress=True)
+        listing = list_videos(args.root, args.format, split=args.split, splits_dir=args.splits)  # opens no video
+        check_output(args.out, [*listing.sources, *(entry.path for entry in listing.entries)], overwrite=args.overwrite)
+        frame = build_manifest(args.root, args.format, split=args.split, splits_dir=args.splits, workers=args.workers,
+                               progress=True, listing=listing)
         summary = summarize_manifest(frame)
         if summary["ok"] == 0:
             _print_summary(summary)
@@ -270,7 +282,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from autovid.export import PARITY_TOLERANCE, export_model
 
-    result = export_model(args.state, args.format, args.out)
+    result = export_model(args.state, args.format, args.out, overwrite=args.overwrite)
     print(f"exported {result.path} ({args.format}, dynamic batch) in {result.seconds:.1f}s; metadata: {result.sidecar}")
     print(f"parity with eager PyTorch on {result.parity_clips} real test clips of {result.parity_video}: "
           f"max |Δlogit| = {result.max_abs_diff:.2g} (tolerance {PARITY_TOLERANCE:g})")
@@ -283,10 +295,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.clips is not None and args.clips < 1:
         raise UserError(f"--clips {args.clips}: give at least 1")
     from autovid.export import check_destination
-    from autovid.predict import load_predictor, predict_videos
+    from autovid.files import check_output
+    from autovid.predict import MLFLOW_SCHEMES, load_predictor, predict_videos
     from autovid.report import summary_table
 
-    if args.out is not None:
+    if args.out is not None:  # before loading anything: the CSV may replace neither the model nor a video
+        path = Path(args.model)
+        model = [] if args.model.startswith(MLFLOW_SCHEMES) else [path, path / "state.pt"] if path.is_dir() else [path]
+        check_output(args.out, [*model, *args.videos], overwrite=args.overwrite)
         check_destination(args.out)
     predictor = load_predictor(args.model, tracking_uri=args.tracking_uri)
     clips = args.clips or int(predictor.spec.get("test_clips", 1))
@@ -297,7 +313,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     run = predict_videos(predictor, args.videos, clips=clips, topk=args.topk, on_failure=unreadable)
     if run.predictions:
         print(summary_table(run.rows(), ["video", "rank", "class", "probability"]))
-    if args.out is not None:
+    if args.out is not None and not run.predictions:  # a run that produced nothing never replaces a result
+        print(f"predictions: none (no video could be read); {args.out} not written")
+    elif args.out is not None:
         from autovid.files import write_csv_atomic
 
         write_csv_atomic(run.frame(), args.out)

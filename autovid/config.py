@@ -11,6 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from autovid.errors import UserError
 from autovid.resources import resource_path
+from autovid.safe_yaml import MAX_TEXT_CHARS, parse_yaml, read_yaml_file, shorten
 
 PositiveInt = Annotated[int, Field(ge=1)]
 PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -462,23 +463,30 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any, source: str) -> None
     for i, part in enumerate(parts):
         path = ".".join(parts[: i + 1])
         if not isinstance(node, dict) or part not in node:
-            raise UserError(f"{source}: unknown config key {path!r}")
+            raise UserError(f"{source}: unknown config key {shorten(path)!r}")
         if i == len(parts) - 1:
             node[part] = value
         else:
             node = node[part]
 
 
+MAX_PROBLEMS = 5  # validation problems listed in the one error line; the rest are counted
+
+
 def _format_error(exc: ValidationError, source: str) -> str:
+    """One line: the first MAX_PROBLEMS problems, each cut to 200 characters, and how many more there are (a file
+    of 100,000 unknown keys must not answer with a line of megabytes)."""
     problems = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    errors = exc.errors()
+    for err in errors[:MAX_PROBLEMS]:
+        key = shorten(".".join(str(p) for p in err["loc"]) or "(top level)")
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         # a model-level check that names its keys in full (tune.objectives ...) needs no "tune: " before it
-        problems.append(msg if msg.startswith(f"{key}.") else f"{key}: {msg}")
-    return f"{source}: " + "; ".join(problems)
+        problems.append(shorten(msg if msg.startswith(f"{key}.") else f"{key}: {msg}", 200))
+    more = len(errors) - len(problems)
+    return f"{source}: " + "; ".join(problems) + (f"; and {more:,} more problem{'s' * (more > 1)}" if more else "")
 
 
 def validate_config(data: dict[str, Any], *, source: str) -> ExperimentConfig:
@@ -490,26 +498,28 @@ def validate_config(data: dict[str, Any], *, source: str) -> ExperimentConfig:
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """`key.sub=value` strings to a dict; values are parsed as YAML scalars/lists (`4`, `1e-3`, `[1,2]`)."""
+    """`key.sub=value` strings to a dict; values are parsed as YAML scalars/lists (`4`, `1e-3`, `[1,2]`), by the
+    bounded reader of config files (at most MAX_TEXT_CHARS each, nesting and aliases bounded)."""
     out: dict[str, Any] = {}
     for item in items:
+        if len(item) > MAX_TEXT_CHARS:
+            raise UserError(f"override {shorten(item)!r} is longer than {MAX_TEXT_CHARS // 1024} KiB, the limit of "
+                            "an override (put large values in the config file)")
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise UserError(f"override {item!r} is not of the form key.sub=value")
-        try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            raise UserError(f"override {item!r}: value is not valid YAML") from None
+            raise UserError(f"override {shorten(item)!r} is not of the form key.sub=value")
+        out[key.strip()] = parse_yaml(raw, source=f"override {shorten(key.strip())}") if raw.strip() else None
     return out
 
 
 def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Load a tune_configs/ name or a YAML path, then apply `key=value` overrides."""
+    """Load a tune_configs/ name or a YAML path, then apply `key=value` overrides. The file is read by the
+    bounded reader (size, nesting, aliases); an empty one is refused, not taken for the default experiment."""
     path = resource_path("tune_configs", name_or_path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    data = read_yaml_file(path)
+    if data is None or data == {}:
+        raise UserError(f"{path}: the config is empty; give at least one key (e.g. name: my-experiment), or use a "
+                        "built-in config such as quickstart")
     if not isinstance(data, dict):
         raise UserError(f"{path}: a config must be a mapping of keys to values")
     cfg = validate_config(data, source=str(path))
@@ -521,7 +531,9 @@ def load_config(name_or_path: str | Path, overrides: list[str] | None = None) ->
 def load_arm(name_or_path: str | Path) -> ArmConfig:
     """Load one ablation arm from baselines/ (by name) or a YAML path."""
     path = resource_path("baselines", name_or_path)
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_yaml_file(path, what="ablation arm")
+    if not isinstance(data, dict) or not data:
+        raise UserError(f"{path}: an ablation arm must be a mapping with at least name and strategy")
     try:
         return ArmConfig.model_validate(data)
     except ValidationError as exc:

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import re
+import secrets
 import time
 import warnings
 import zipfile
@@ -19,7 +20,7 @@ from torch import nn
 
 from autovid.engine.checkpoint import load_state
 from autovid.errors import RunFailed, UserError
-from autovid.files import write_text_atomic
+from autovid.files import check_output, write_text_atomic
 
 ExportFormat = Literal["pt2", "onnx"]
 FORMATS: tuple[ExportFormat, ...] = ("pt2", "onnx")
@@ -99,18 +100,26 @@ def default_destination(state_path: Path, fmt: ExportFormat) -> Path:
 # --------------------------------------------------------------------------------------------------- export
 
 
-def export_model(state_path: Path, fmt: ExportFormat, out: Path | None = None) -> ExportResult:
+def export_model(state_path: Path, fmt: ExportFormat, out: Path | None = None, *,
+                 overwrite: bool = False) -> ExportResult:
     """Export the retrain checkpoint at `state_path` to `out`, verify the written file against eager PyTorch on a
-    real test clip, then move it into place with its metadata sidecar `<out>.json`."""
+    real test clip, then move it into place with its metadata sidecar `<out>.json`. Neither may be the checkpoint,
+    and an existing one is replaced only with `overwrite` (checked before any work)."""
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
-    out = check_destination(out or default_destination(state_path, fmt))
+    out = out or default_destination(state_path, fmt)
+    sidecar = out.with_name(out.name + ".json")
+    inputs = [state_path, state_path / "state.pt"] if state_path.is_dir() else [state_path]
+    for path in (out, sidecar):
+        check_output(path, inputs, overwrite=overwrite, flag="--out" if path == out else "--out's metadata file")
+    out = check_destination(out)
     state = load_train_state(state_path)
     started = time.perf_counter()
     meta = model_metadata(state)
     model = eager_model(state)
     clips, video = real_test_clips(state, meta)
-    tmp = out.with_name(f".{out.name}.tmp.{fmt}")  # torch.export.save warns about a name not ending in .pt2
+    # a fresh name (never a stale file or a link left there); torch.export.save warns about a name not ending in .pt2
+    tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp.{fmt}")
     try:
         program = _trace(model, clips)
         (_save_pt2 if fmt == "pt2" else _save_onnx)(program, clips, meta, tmp)
@@ -122,7 +131,7 @@ def export_model(state_path: Path, fmt: ExportFormat, out: Path | None = None) -
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    sidecar = write_text_atomic(out.with_name(out.name + ".json"), json.dumps(meta, indent=2) + "\n")
+    write_text_atomic(sidecar, json.dumps(meta, indent=2) + "\n")
     return ExportResult(out, sidecar, diff, video, int(clips.shape[0]), time.perf_counter() - started)
 
 

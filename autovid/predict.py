@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,9 +28,13 @@ from autovid.export import (
     model_metadata,
     one_line,
 )
+from autovid.safe_yaml import shorten
 
 MLFLOW_SCHEMES = ("runs:/", "models:/")
 SPEC_KEYS = ("num_segments", "frames_per_segment", "stride", "mode", "modality", "crop_size", "normalization")
+MAX_SIDE, MAX_CLIPS, MAX_CLIP_VALUES = 4096, 1024, 1 << 28  # generous bounds of an input spec's fields
+SPEC_BOUNDS = {"num_segments": 1024, "frames_per_segment": 1024, "stride": 1024, "crop_size": MAX_SIDE}
+MODES, MODALITIES = ("segments", "dense"), ("rgb", "rgb_diff")
 CSV_COLUMNS = ("video", "rank", "class", "probability")
 NATIVE_WIDTH_BUG = ("decord cannot decode frames of this width (a decord 0.6 bug for a few widths, such as 16, 24, 48 "
                     "and 72 pixels); re-encode the video at another width")
@@ -73,7 +78,7 @@ def load_predictor(model: str, *, tracking_uri: str | None = None) -> Predictor:
             with torch.no_grad():
                 return net(x)
 
-    return Predictor(run, _checked(meta, model), source)
+    return _probed(Predictor(run, _checked(meta, model), source), model)
 
 
 def _mlflow_predictor(uri: str, tracking_uri: str | None) -> Predictor:
@@ -85,17 +90,96 @@ def _mlflow_predictor(uri: str, tracking_uri: str | None) -> Predictor:
         with torch.no_grad():
             return net(x)
 
-    return Predictor(run, _checked(logged.get(METADATA_KEY), uri), "mlflow")
+    return _probed(Predictor(run, _checked(logged.get(METADATA_KEY), uri), "mlflow"), uri)
 
 
 def _checked(meta: Any, model: str) -> dict[str, Any]:
-    """The autovid metadata, refused in one line when absent or incomplete (there is no input spec to follow)."""
+    """The autovid metadata, refused in one line when absent, incomplete or ill-typed: it says how to cut the
+    network's input and what its logits mean, and an edited file must fail here, not halfway or with wrong labels."""
     if not isinstance(meta, Mapping) or not isinstance(meta.get("input"), Mapping) or not meta.get("class_names"):
         raise UserError(f"{model}: no autovid metadata (class names, input spec); export it with `autovid export`")
     missing = [k for k in SPEC_KEYS if k not in meta["input"]]
     if missing:
         raise UserError(f"{model}: its autovid metadata lacks input.{', input.'.join(missing)}")
+    problem = metadata_problem(meta)
+    if problem:
+        raise UserError(f"{model}: its autovid metadata is invalid: {problem}")
     return dict(meta)
+
+
+def _count(value: Any, low: int, high: int) -> bool:
+    """An integer (not a bool, not 2.0) in [low, high]."""
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def metadata_problem(meta: Mapping[str, Any]) -> str | None:
+    """What is wrong with exported metadata (types and ranges of every field predict uses), or None. The bounds
+    are far above any trained network and keep one clip of an edited spec below a gigabyte."""
+    names = meta["class_names"]
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        return "class_names must be a list of non-empty strings"
+    if len(set(names)) != len(names):
+        return "class_names names a class twice"
+    spec = meta["input"]
+    for key, high in SPEC_BOUNDS.items():
+        if not _count(spec[key], 1, high):
+            return f"input.{key} must be an integer in 1..{high}, got {shorten(repr(spec[key]))}"
+    if spec["mode"] not in MODES:
+        return f"input.mode must be one of {', '.join(MODES)}, got {shorten(repr(spec['mode']))}"
+    if spec["modality"] not in MODALITIES:
+        return f"input.modality must be one of {', '.join(MODALITIES)}, got {shorten(repr(spec['modality']))}"
+    resize = spec.get("resize")
+    if resize is not None and not (isinstance(resize, list) and len(resize) == 2
+                                   and all(_count(v, 1, MAX_SIDE) for v in resize)):
+        return f"input.resize must be null or [height, width] in 1..{MAX_SIDE}, got {shorten(repr(resize))}"
+    if "test_clips" in spec and not _count(spec["test_clips"], 1, MAX_CLIPS):
+        return f"input.test_clips must be an integer in 1..{MAX_CLIPS}, got {shorten(repr(spec['test_clips']))}"
+    norm = spec["normalization"]
+    if not isinstance(norm, Mapping):
+        return "input.normalization must be a mapping with mean and std"
+    for key in ("mean", "std"):
+        values = norm.get(key)
+        if not (isinstance(values, list) and len(values) == 3 and all(_number(v) for v in values)):
+            return f"input.normalization.{key} must be 3 finite numbers (R, G, B), got {shorten(repr(values))}"
+    if not all(v > 0 for v in norm["std"]):
+        return f"input.normalization.std must be positive, got {norm['std']}"
+    shape = list(clip_spec(spec).shape)
+    if int(np.prod(shape)) > MAX_CLIP_VALUES:
+        return f"one clip of input shape {shape} is larger than {MAX_CLIP_VALUES:,} values"
+    if "shape" in spec and spec["shape"] != shape:
+        return f"input.shape {shorten(repr(spec['shape']))} is not the shape its fields give, {shape}"
+    return None
+
+
+def _probed(predictor: Predictor, model: str) -> Predictor:
+    """`predictor` once the network has run on one blank clip of the shape its metadata describes and returned a
+    logit per class name: metadata that does not belong to the network fails here in one line, before any video
+    (fewer names than logits would print wrong labels, more would fail at the first video)."""
+    shape = clip_spec(predictor.spec).shape
+    try:
+        logits = predictor.run(torch.zeros((1, *shape)))
+    except Exception as exc:  # noqa: BLE001 - a shape the network or the exported program refuses
+        raise UserError(f"{model}: the network does not take the input its metadata describes ({list(shape)}): "
+                        f"{one_line(exc)}") from None
+    classes = len(predictor.class_names)
+    if tuple(logits.shape) != (1, classes):
+        raise UserError(f"{model}: the network returns logits of shape {list(logits.shape)} for one clip, but its "
+                        f"metadata names {classes} classes: the metadata does not belong to this network")
+    return predictor
+
+
+def clip_spec(spec: Mapping[str, Any]) -> ClipSpec:
+    """The ClipSpec of checked metadata (see `metadata_problem`)."""
+    resize = spec.get("resize")
+    return ClipSpec(
+        num_segments=int(spec["num_segments"]), frames_per_segment=int(spec["frames_per_segment"]),
+        stride=int(spec["stride"]), mode=spec["mode"], modality=spec["modality"],
+        resize=(int(resize[0]), int(resize[1])) if resize else None, crop_size=int(spec["crop_size"]),
+    )
 
 
 # ------------------------------------------------------------------------------------------------------ clips
@@ -109,13 +193,7 @@ class ClipReader:
     def __init__(self, spec: Mapping[str, Any], videos: Sequence[tuple[str, int]], *, clips: int) -> None:
         rows = pd.DataFrame({"path": [p for p, _ in videos], "label": range(len(videos)),
                              "num_frames": [n for _, n in videos], "status": "ok"})
-        resize = spec.get("resize")
-        clip = ClipSpec(
-            num_segments=int(spec["num_segments"]), frames_per_segment=int(spec["frames_per_segment"]),
-            stride=int(spec["stride"]), mode=spec["mode"], modality=spec["modality"],
-            resize=(int(resize[0]), int(resize[1])) if resize else None, crop_size=int(spec["crop_size"]),
-        )
-        self.dataset = VideoClipDataset(rows, split=None, spec=clip, train=False, seed=0, num_clips=clips)
+        self.dataset = VideoClipDataset(rows, split=None, spec=clip_spec(spec), train=False, seed=0, num_clips=clips)
         norm = spec["normalization"]
         # the dataset normalises with autovid's defaults; the metadata's values are the ones the network saw
         self.dataset.transform = TestTransform(int(spec["crop_size"]), mean=tuple(norm["mean"]), std=tuple(norm["std"]))

@@ -77,3 +77,38 @@ def test_summary_of_an_unusable_manifest(tmp_path: Path) -> None:
            "width": 32, "height": 32, "duration": 0.0, "status": "ok", "reason": ""}
     pd.DataFrame([row], columns=list(MANIFEST_COLUMNS)).to_parquet(tmp_path / "neg.parquet")
     _one_line_error(_run("data", "summary", "neg.parquet", cwd=tmp_path), "neg.parquet", "num_frames -5")
+
+
+def test_index_never_writes_over_the_dataset(tmp_path: Path) -> None:
+    """`--out` onto a video of the dataset (directly or through a link), anywhere inside its tree, or onto the csv
+    or a video it lists, is refused before probing; the dataset is untouched."""
+    data = _folder_dataset(tmp_path / "data")
+    video = data / "a" / "v_a_g01_c01.avi"
+    before = video.read_bytes()
+    (tmp_path / "link.parquet").symlink_to(video)
+    for out in (str(video), "link.parquet", "data/manifest.parquet", "data/a/new.parquet"):
+        refused = _run("data", "index", "data", "--format", "folder", "--out", out, "--overwrite", cwd=tmp_path)
+        _one_line_error(refused, "--out", out)
+        assert "probing" not in refused.stderr
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    write_video(outside / "v_c_g01_c01.avi", np.zeros((4, 16, 16, 3), np.uint8))
+    (tmp_path / "list.csv").write_text("path,label\ndata/a/v_a_g01_c01.avi,a\nelsewhere/v_c_g01_c01.avi,c\n")
+    for out in ("list.csv", "elsewhere/v_c_g01_c01.avi"):
+        _one_line_error(_run("data", "index", "list.csv", "--format", "csv", "--out", out, "--overwrite", cwd=tmp_path),
+                        "--out", out, "is an input")
+    assert video.read_bytes() == before and (tmp_path / "list.csv").read_text().startswith("path,label")
+    assert sorted(p.name for p in data.rglob("*")) == sorted(["a", "b"] + [f"v_{c}_g0{g}_c01.avi" for c in "ab"
+                                                                             for g in (1, 2)])
+
+
+def test_index_replaces_a_manifest_only_with_overwrite(tmp_path: Path) -> None:
+    _folder_dataset(tmp_path / "data")
+    (tmp_path / "m.parquet").write_text("an older result")
+    _one_line_error(_run("data", "index", "data", "--format", "folder", "--out", "m.parquet", cwd=tmp_path),
+                    "--out m.parquet exists; add --overwrite")
+    assert (tmp_path / "m.parquet").read_text() == "an older result"
+    ok = _run("data", "index", "data", "--format", "folder", "--out", "m.parquet", "--overwrite", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert len(pd.read_parquet(tmp_path / "m.parquet")) == 4
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # written atomically, no leftover

@@ -198,3 +198,39 @@ def test_a_pt2_archive_that_needs_unpickling_code_is_refused(
     code, errors, stdout = exit_code_and_errors(capsys, "predict", str(evil), str(tmp_path / "v.mp4"))
     assert code == 2 and len(errors) == 1 and "refused" in errors[0] and "sample_inputs" in errors[0], errors
     assert "unpickled!" not in stdout
+
+
+def test_export_never_replaces_its_checkpoint(exported: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`--out` onto the checkpoint, or onto a link to it, is refused before any work, even with --overwrite."""
+    state = exported["state"]
+    before = state.read_bytes()
+    link = tmp_path / "model.pt2"
+    link.symlink_to(state)
+    for out in (state, link):
+        for flags in ((), ("--overwrite",)):
+            code, errors, stdout = exit_code_and_errors(capsys, "export", str(state), "--format", "pt2",
+                                                        "--out", str(out), *flags)
+            assert code == 2 and len(errors) == 1 and "is an input of this command" in errors[0], errors
+            assert "parity" not in stdout
+    assert state.read_bytes() == before and link.is_symlink()
+
+
+def test_export_replaces_an_existing_file_only_with_overwrite(
+        exported: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    state = exported["state"]
+    code, errors, _ = exit_code_and_errors(capsys, "export", str(state), "--format", "onnx")  # the default: state.onnx
+    assert code == 2 and errors == [f"autovid: error: --out {exported['onnx']} exists; add --overwrite to replace it"]
+    (tmp_path / "m.onnx.json").write_text("my notes")  # the metadata sidecar counts as an output too
+    code, errors, _ = exit_code_and_errors(capsys, "export", str(state), "--format", "onnx", "--out",
+                                           str(tmp_path / "m.onnx"))
+    assert code == 2 and len(errors) == 1 and "m.onnx.json exists; add --overwrite" in errors[0], errors
+    assert not (tmp_path / "m.onnx").exists() and (tmp_path / "m.onnx.json").read_text() == "my notes"
+    # with --overwrite, a link at the destination is itself replaced by the export; its target is left as is
+    kept = tmp_path / "kept.bin"
+    kept.write_bytes(b"keep")
+    (tmp_path / "m.onnx").symlink_to(kept)
+    code, errors, stdout = exit_code_and_errors(capsys, "export", str(state), "--format", "onnx", "--out",
+                                                str(tmp_path / "m.onnx"), "--overwrite")
+    assert code == 0 and "parity" in stdout, errors
+    assert not (tmp_path / "m.onnx").is_symlink() and kept.read_bytes() == b"keep"
+    assert load_onnx(tmp_path / "m.onnx")[1] == json.loads((tmp_path / "m.onnx.json").read_text())

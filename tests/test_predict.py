@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,7 +22,7 @@ from autovid.engine.checkpoint import save_state
 from autovid.engine.evaluation import evaluate_checkpoint
 from autovid.engine.session import SearchSession
 from autovid.engine.setup import build_data
-from autovid.export import eager_model, export_model, load_train_state, model_metadata
+from autovid.export import METADATA_KEY, eager_model, export_model, load_train_state, model_metadata
 from autovid.predict import ClipReader, load_predictor, predict_videos, probe_videos
 from tests.test_export import train_checkpoint
 from tests.tiny import tiny_config
@@ -197,3 +201,113 @@ def test_usage_errors_exit_2_in_one_line(setup: dict, tmp_path: Path, capsys: py
         errors = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(errors) == 1 and needle in errors[0], (args, errors)
     assert not (tmp_path / "none.db").exists()
+
+
+# --------------------------------------------------------------------------------- outputs never destroy inputs
+
+
+def test_predict_never_replaces_its_model_or_a_video(setup: dict, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    """`--out` onto the model, a video or a link to either is refused before any work, even with --overwrite."""
+    video, state, pt2 = setup["good"][0], setup["models"]["state"], setup["models"]["pt2"]
+    before = {path: path.read_bytes() for path in (video, state, pt2)}
+    link = tmp_path / "preds.csv"
+    link.symlink_to(state)
+    for model, out in ((state, video), (state, state), (pt2, pt2), (state, link), (state.parent, state)):
+        code = main(["predict", str(model), str(video), "--out", str(out), "--overwrite"])
+        captured = capsys.readouterr()
+        errors = captured.err.strip().splitlines()
+        assert code == 2 and len(errors) == 1 and "is an input of this command" in errors[0], (model, out, errors)
+        assert "predicted" not in captured.out
+    assert {path: path.read_bytes() for path in before} == before
+
+
+def test_an_existing_csv_is_replaced_only_with_overwrite_and_never_by_nothing(
+        setup: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    state, video, corrupt = str(setup["models"]["state"]), str(setup["good"][1]), str(setup["corrupt"])
+    out = tmp_path / "preds.csv"
+    out.write_text("earlier,results\n")
+    assert main(["predict", state, video, "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == f"autovid: error: --out {out} exists; add --overwrite to replace it"
+    # no video could be read: nothing is written, and it says so (it used to leave a header alone)
+    assert main(["predict", state, corrupt, "--out", str(out), "--overwrite"]) == 1
+    assert f"predictions: none (no video could be read); {out} not written" in capsys.readouterr().out
+    assert out.read_text() == "earlier,results\n"
+    assert main(["predict", state, video, "--out", str(out), "--overwrite", "--topk", "2"]) == 0
+    assert [r["video"] for r in _rows(out)] == [video, video]
+
+
+# ---------------------------------------------------------------------------- exported metadata vs the network
+
+
+def _edited(path: Path, dest: Path, edit: Callable[[dict], None]) -> Path:
+    """A copy of the exported `path` at `dest` whose embedded autovid metadata went through `edit`."""
+    if path.suffix == ".onnx":
+        import onnx
+
+        proto = onnx.load(str(path))
+        (prop,) = [p for p in proto.metadata_props if p.key == METADATA_KEY]
+        meta = json.loads(prop.value)
+        edit(meta)
+        prop.value = json.dumps(meta)
+        onnx.save(proto, str(dest))
+        return dest
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(dest, "w") as dst:
+        records = [info.filename for info in src.infolist() if info.filename.endswith(f"extra/{METADATA_KEY}")]
+        assert len(records) == 1, src.namelist()
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == records[0]:
+                meta = json.loads(data)
+                edit(meta)
+                data = json.dumps(meta).encode()
+            dst.writestr(info, data)
+    return dest
+
+
+def _set(key: str, value: Any) -> Callable[[dict], None]:
+    def edit(meta: dict) -> None:
+        *parents, leaf = key.split(".")
+        node = meta
+        for part in parents:
+            node = node[part]
+        if value is _DELETE:
+            del node[leaf]
+        else:
+            node[leaf] = value(node[leaf]) if callable(value) else value
+    return edit
+
+
+def _three_segments(meta: dict) -> None:
+    """Well-typed and self-consistent, but not what the exported network was traced with (K = 2)."""
+    meta["input"]["num_segments"], meta["input"]["shape"] = 3, [3, 3, 2, 24, 24]
+
+
+_DELETE = object()
+BAD_METADATA = {
+    "fewer class names than logits": (_set("class_names", lambda names: names[:-1]), "metadata names 3 classes"),
+    "more class names than logits": (_set("class_names", lambda names: [*names, "extra"]), "metadata names 5 classes"),
+    "num_segments not an integer": (_set("input.num_segments", 2.5), "input.num_segments must be an integer"),
+    "num_segments as text": (_set("input.num_segments", "2"), "input.num_segments must be an integer"),
+    "no mean": (_set("input.normalization.mean", _DELETE), "input.normalization.mean must be 3 finite numbers"),
+    "unknown mode": (_set("input.mode", "sliding"), "input.mode must be one of segments, dense"),
+    "a consistent spec the network refuses": (_three_segments,
+                                              "the network does not take the input its metadata describes "
+                                              "([3, 3, 2, 24, 24])"),
+}
+
+
+@pytest.mark.parametrize("fmt", ["pt2", "onnx"])
+@pytest.mark.parametrize("case", list(BAD_METADATA))
+def test_edited_metadata_is_refused_in_one_line(setup: dict, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                fmt: str, case: str) -> None:
+    """Checked against the network when the model loads, before any video: never a traceback, never a wrong label
+    (more names than logits used to print labels from a shifted list with exit code 0)."""
+    edit, needle = BAD_METADATA[case]
+    model = _edited(setup["models"][fmt], tmp_path / f"edited.{fmt}", edit)
+    code = main(["predict", str(model), str(setup["good"][0])])
+    captured = capsys.readouterr()
+    errors = captured.err.strip().splitlines()
+    assert code == 2 and len(errors) == 1 and errors[0].startswith(f"autovid: error: {model}: "), errors
+    assert needle in errors[0], errors
+    assert not any(name in captured.out for name in setup["class_names"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -54,10 +55,12 @@ class Entry(NamedTuple):
 
 
 class Listing(NamedTuple):
-    """All entries of one dataset split plus the class names in label order."""
+    """All entries of one dataset split plus the class names in label order, and the files the listing was read
+    from (split lists, classInd.txt, the csv): inputs that no output of `autovid data index` may replace."""
 
     entries: list[Entry]
     class_names: list[str]
+    sources: tuple[Path, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------- formats
@@ -111,7 +114,8 @@ def _list_ucf101(root: Path, split: int, splits_dir: Path | None) -> Listing:
             if folder.lower() not in by_lower:
                 raise UserError(f"{list_file}: class folder {folder!r} is not in classInd.txt")
             entries.append(Entry(root / rel, by_lower[folder.lower()], split_name))
-    return Listing(entries, class_names)
+    sources = (sdir / "classInd.txt", sdir / f"trainlist{split:02d}.txt", sdir / f"testlist{split:02d}.txt")
+    return Listing(entries, class_names, sources)
 
 
 def _list_hmdb51(root: Path, split: int, splits_dir: Path | None) -> Listing:
@@ -128,7 +132,7 @@ def _list_hmdb51(root: Path, split: int, splits_dir: Path | None) -> Listing:
                 raise UserError(f"{f}: expected '<video> <0|1|2>', got {line!r}")
             if parts[1] != "0":  # 0 = not used in this split
                 entries.append(Entry(root / class_name / parts[0], class_name, "train" if parts[1] == "1" else "test"))
-    return Listing(entries, class_names)
+    return Listing(entries, class_names, tuple(files))
 
 
 def group_of(path: str | Path) -> str:
@@ -202,7 +206,7 @@ def _list_csv(csv_path: Path, split: int) -> Listing:
         entries = [Entry(p, c, s.strip().lower()) for p, c, s in zip(paths, classes, table["split"])]
     else:
         entries = _split_by_groups(list(zip(paths, classes)), split)
-    return Listing(entries, class_names)
+    return Listing(entries, class_names, (csv_path,))
 
 
 def _refuse_cross_split_duplicates(entries: Sequence[Entry]) -> None:
@@ -402,16 +406,21 @@ def build_manifest(
     splits_dir: str | Path | None = None,
     workers: int | None = None,
     progress: bool = False,
+    listing: Listing | None = None,
 ) -> pd.DataFrame:
     """Index a dataset: list its videos (see :func:`list_videos`), probe each once in parallel, one row each.
 
     Unusable files never raise: they become ``status="quarantined"`` rows with a ``reason``. A missing
     root, splits folder or split file, an empty listing or a file in two splits raises :class:`UserError`.
 
+    ``listing``: the result of :func:`list_videos` for these arguments when the caller already has it (the
+    CLI lists first, to check ``--out`` against every listed file before hours of probing).
+
     Returns:
         DataFrame with :data:`MANIFEST_COLUMNS`, in listing order.
     """
-    listing = list_videos(root, fmt, split=split, splits_dir=splits_dir)
+    if listing is None:
+        listing = list_videos(root, fmt, split=split, splits_dir=splits_dir)
     label_of = {name: i for i, name in enumerate(listing.class_names)}
     paths = [os.path.abspath(e.path) for e in listing.entries]
     outcomes: list[ProbeOutcome | None] = [not_a_regular_file(p) for p in paths]
@@ -461,9 +470,13 @@ def check_manifest_destination(path: str | Path, *, what: str = "manifest destin
 
 def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
     """Write the manifest as Parquet (pyarrow); readable by ``pd.read_parquet`` / ``pyarrow.parquet`` as is."""
+    from autovid.files import write_bytes_atomic
+
     path = check_manifest_destination(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _typed(df[list(MANIFEST_COLUMNS)]).to_parquet(path, index=False, engine="pyarrow")
+    buffer = io.BytesIO()  # whole or not at all: a crash never leaves half a manifest at `path`
+    _typed(df[list(MANIFEST_COLUMNS)]).to_parquet(buffer, index=False, engine="pyarrow")
+    write_bytes_atomic(path, buffer.getvalue())
     return path
 
 

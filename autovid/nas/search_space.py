@@ -6,11 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from autovid.errors import UserError
 from autovid.nas.ops import KERNELS, OPS
 from autovid.resources import list_resources, resource_path
+from autovid.safe_yaml import read_yaml_file
 
 TOPOLOGIES: tuple[str, ...] = ("module", "cell")
 
@@ -130,11 +129,7 @@ class SearchSpace:
 def load_search_space(name_or_path: str | Path) -> SearchSpace:
     """Load a built-in space by name (``p3d``, ``full3d``, ``p2d``, ``p3d_cell``, ...) or from a YAML file."""
     path = resource_path("search_spaces", name_or_path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"search space {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    return SearchSpace.from_dict(data, name=path.stem)
+    return SearchSpace.from_dict(read_yaml_file(path, what="search space"), name=path.stem)
 
 
 def list_search_spaces() -> list[str]:

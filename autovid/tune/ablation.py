@@ -258,7 +258,9 @@ def sweep_learning_rate(ctx: _Context, cfg: ExperimentConfig, lrs: list[float]) 
     scored = [(r.metrics.get("val/acc", -1.0), r.config["train.lr"]) for r in results if r.metrics and not r.error]
     if not scored:
         raise RunFailed(f"{cfg.name}: every learning rate of the baseline sweep failed")
-    return float(max(scored, key=lambda pair: pair[0])[1]), _cpu_seconds(results, cfg)
+    # ties (small α halves score in steps of 1/videos) go to the rate nearest the configured one
+    best = max(scored, key=lambda pair: (pair[0], -abs(math.log(pair[1] / cfg.train.lr))))
+    return float(best[1]), _cpu_seconds(results, cfg)
 
 
 def run_arm(ctx: _Context, arm: ArmConfig, seed: int) -> dict[str, Any]:

@@ -45,7 +45,10 @@ def test_every_strategy_reports_and_resume_skips_finished(tmp_path: Path, module
     assert (table["test_videos"] == 8).all()  # tiny config: 4 classes x 2 clips of the one test group
     assert (table["top1_ci_low"] <= table["top1_mean"]).all() and (table["top1_mean"] <= table["top1_ci_high"]).all()
     assert table.loc[table["arm"] == "darts", "delta_vs_ref"].item() == 0
-    assert table.loc[table["arm"] != "darts", "p_value"].between(0, 1).all()
+    # one seed per arm: no seed-level test (NaN), only the per-video test of these trained networks
+    assert table.loc[table["arm"] != "darts", "p_value"].isna().all()
+    assert table.loc[table["arm"] != "darts", "p_networks"].between(0, 1).all()
+    assert (Path(paths["csv"]).parent / "seeds.csv").is_file()
     results_path = Path(paths["csv"]).parent / "results.csv"
     results = pd.read_csv(results_path, dtype={"correct": str})
     # the per-video hits agree with the reported top-1 of every run
@@ -257,8 +260,10 @@ def test_fixed_arms_get_a_learning_rate_sweep_on_the_alpha_half(tmp_path: Path, 
     results = pd.read_csv(Path(paths["csv"]).parent / "results.csv", dtype={"correct": str})
     sweep = [pd.read_json(p, lines=True).iloc[-1] for p in (tmp_path / "runs").glob("tiny-r3d-s0-lr-sweep/*/result.json")]
     assert len(sweep) == 2 and all("val/acc" in row and "test/acc" not in row for row in sweep)  # α half only
-    best = max(sweep, key=lambda row: row["val/acc"])
-    assert results["train_lr"].item() == pytest.approx(best["config"]["train.lr"])
+    top = max(row["val/acc"] for row in sweep)
+    best = [row["config"]["train.lr"] for row in sweep if row["val/acc"] == top]
+    # the best on the α half; on a tie, the rate nearest train.lr (both are 10x away here: either is right)
+    assert any(results["train_lr"].item() == pytest.approx(lr) for lr in best)
     assert results["search_cost_s"].item() > 0  # the sweep's compute counts as the arm's search
     assert "learning rate chosen on the α half among 2" in Path(paths["markdown"]).read_text()
     assert baseline_lrs(cfg.with_overrides({"ablation.baseline_lr_sweep": 0})) == []
