@@ -6,7 +6,9 @@ import argparse
 import errno
 import json
 import logging
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -15,7 +17,7 @@ from typing import Any, Callable
 
 from autovid import __version__
 from autovid.config import SyntheticConfig
-from autovid.errors import RunFailed, UserError
+from autovid.errors import RunFailed, UserError, printable
 
 log = logging.getLogger("autovid")
 
@@ -425,26 +427,99 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def ui_port(args: argparse.Namespace) -> int:
+    """`--port`, or the server's default (5000 for MLflow, 8080 for optuna-dashboard); 1-65535, else a UserError."""
+    default = 8080 if args.optuna is not None else 5000
+    port = default if args.port is None else args.port
+    if not 1 <= port <= 65535:  # 0 would not pick a free port: the server would take its own default
+        raise UserError(f"--port {port}: give a port from 1 to 65535 (default {default})")
+    return port
+
+
 def ui_invocation(args: argparse.Namespace) -> tuple[list[str], str]:
     """The argv `autovid ui` runs and the line it prints first (the MLflow UI, or optuna-dashboard)."""
+    port = ui_port(args)
     if args.optuna is not None:
-        from autovid.tune.study import dashboard_command, find_journal
+        from autovid.tune.study import check_journal, dashboard_command, find_journal
 
         journal = find_journal(args.optuna, args.storage_path)
-        port = args.port or 8080
+        check_journal(journal)  # here, in one line: the dashboard would die on it with a traceback
         return (dashboard_command(journal, host=args.host, port=port),
                 f"optuna-dashboard at http://{args.host}:{port} (study {journal}); Ctrl-C stops it")
     from autovid import tracking
 
     uri = args.tracking_uri or tracking.default_tracking_uri()
-    port = args.port or 5000
     return tracking.ui_command(uri, host=args.host, port=port), f"MLflow UI at http://{args.host}:{port} (store {uri}); Ctrl-C stops it"
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
     command, banner = ui_invocation(args)
-    print(banner)
-    return subprocess.call(command)
+    print(banner, flush=True)
+    return run_server(command)
+
+
+SERVER_STOP_GRACE_S = 10.0  # how long a server's processes get to exit on a passed-on signal before SIGKILL
+SERVER_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def run_server(command: list[str], *, grace_s: float = SERVER_STOP_GRACE_S) -> int:
+    """Run a server until it exits or this process gets SIGINT, SIGTERM or SIGHUP, and leave none of its processes.
+
+    The server runs in a process group of its own (`start_new_session`), and a signal to autovid is passed on to
+    that whole group: `mlflow ui` starts uvicorn (or gunicorn) workers that a signal to its first process alone
+    would orphan, still holding the port. Whatever of the group outlives the server's exit is sent SIGTERM, then
+    SIGKILL after `grace_s`. Returns the server's exit code, or 128 + the signal that stopped it (130 for Ctrl-C).
+    """
+    received: list[int] = []
+    proc: subprocess.Popen | None = None
+
+    def forward(signum: int, _frame: object) -> None:
+        received.append(signum)
+        if proc is not None:
+            _signal_group(proc.pid, signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in SERVER_SIGNALS}
+    try:
+        proc = subprocess.Popen(command, start_new_session=True)
+        if received:  # a signal came while the server was being started
+            _signal_group(proc.pid, received[0])
+        code = proc.wait()
+    finally:
+        try:
+            if proc is not None:
+                _end_group(proc, grace_s)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+    return 128 + received[0] if received else code
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:  # the group is empty: nothing left to stop
+        pass
+
+
+def _group_alive(proc: subprocess.Popen) -> bool:
+    proc.poll()  # reap the leader if it ended: a zombie still counts as a member of its group
+    try:
+        os.killpg(proc.pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _end_group(proc: subprocess.Popen, grace_s: float) -> None:
+    """Stop what is left of `proc`'s process group (SIGTERM, then SIGKILL after `grace_s`) and wait until it is empty
+    (at most `grace_s` plus 5 s)."""
+    for signum, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        if not _group_alive(proc):
+            return
+        _signal_group(proc.pid, signum)
+        deadline = time.monotonic() + wait_s
+        while _group_alive(proc) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -470,22 +545,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return COMMANDS[args.command](args)
-    except UserError as err:
-        print(f"autovid: error: {err}", file=sys.stderr)
+    except UserError as err:  # one line: a name from the data (a file name with a newline) cannot add another
+        print(f"autovid: error: {printable(str(err))}", file=sys.stderr)
         return 2
     except RunFailed as err:
-        print(f"autovid: error: {err}", file=sys.stderr)
+        print(f"autovid: error: {printable(str(err))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("autovid: interrupted (resume with --resume)", file=sys.stderr)
+        print(interrupted_line(args), file=sys.stderr)
         return 130
     except OSError as err:
         if err.errno not in STORAGE_ERRNOS:
             raise
         # the machine, not the input: one line, and what was written so far stays resumable
-        print(f"autovid: error: {err.strerror}: {err.filename or ''} (free space or fix the storage, then rerun "
-              f"with --resume)", file=sys.stderr)
+        rerun = "rerun with --resume" if hasattr(args, "resume") else "run it again"
+        print(f"autovid: error: {err.strerror}: {printable(str(err.filename or ''))} (free space or fix the storage, "
+              f"then {rerun})", file=sys.stderr)
         return 1
+
+
+def interrupted_line(args: argparse.Namespace) -> str:
+    """What an interrupted command prints: `--resume` is advised only to the commands that have it (not export,
+    predict, evaluate, data, models or ui)."""
+    return "autovid: interrupted (resume with --resume)" if hasattr(args, "resume") else "autovid: interrupted"
 
 
 if __name__ == "__main__":

@@ -7,27 +7,50 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from autovid.errors import UserError
 from autovid.resources import resource_path
 from autovid.safe_yaml import MAX_TEXT_CHARS, parse_yaml, read_yaml_file, shorten
 
-PositiveInt = Annotated[int, Field(ge=1)]
-PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+def _not_a_bool(value: Any) -> Any:
+    # pydantic's lax mode takes a bool for a number: `tune.resources.workers=true` would run with 1 worker
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got the boolean {str(value).lower()}")
+    return value
+
+
+# Every number of a config is one of these (an int stays lax otherwise: 4.0 and "4" still read as 4)
+Int = Annotated[int, BeforeValidator(_not_a_bool)]
+Float = Annotated[float, BeforeValidator(_not_a_bool)]
+PositiveInt = Annotated[Int, Field(ge=1)]
+NonNegInt = Annotated[Int, Field(ge=0)]
+MAX_NAME_CHARS = 128
+PLAIN_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_NAME_CHARS - 1}}}")
+
+
+def plain_name_problem(value: str) -> str | None:
+    """What keeps `value` from being a plain name (None when it is one): the length limit, or the characters."""
+    if len(value) > MAX_NAME_CHARS:
+        return f"{shorten(value, 40)!r} is {len(value):,} characters long: a name has at most {MAX_NAME_CHARS} characters"
+    if not PLAIN_NAME.fullmatch(value):
+        return f"{shorten(value)!r} is not a plain name (letters, digits, '.', '_', '-'; no '/' or leading '.')"
+    return None
 
 
 def _plain_name(value: str) -> str:
     # names become folders under storage_path (and MLflow run names): `../x` or `a/b` would escape it
-    if not PLAIN_NAME.fullmatch(value):
-        raise ValueError(f"{value!r} is not a plain name (letters, digits, '.', '_', '-'; no '/' or leading '.')")
+    problem = plain_name_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
 PlainName = Annotated[str, AfterValidator(_plain_name)]
-Seed = Annotated[int, Field(ge=0, lt=2**32)]  # numpy and torch seeds: non-negative, 32 bits
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegFloat = Annotated[float, Field(ge=0)]
+Seed = Annotated[Int, Field(ge=0, lt=2**32)]  # numpy and torch seeds: non-negative, 32 bits
+PositiveFloat = Annotated[Float, Field(gt=0)]
+NonNegFloat = Annotated[Float, Field(ge=0)]
 
 
 class _Frozen(BaseModel):
@@ -40,19 +63,19 @@ class _Frozen(BaseModel):
 class SyntheticConfig(_Frozen):
     """The embedded motion benchmark (written as real videos on first use); see autovid.data.synthetic."""
 
-    classes: Annotated[int, Field(ge=2, le=14)] = 10  # the first N motions (11-14 depend on event order)
-    videos_per_class: Annotated[int, Field(ge=2)] = 30
-    groups: Annotated[int, Field(ge=2)] = 10  # scenes; every scene performs every class
+    classes: Annotated[Int, Field(ge=2, le=14)] = 10  # the first N motions (11-14 depend on event order)
+    videos_per_class: Annotated[Int, Field(ge=2)] = 30
+    groups: Annotated[Int, Field(ge=2)] = 10  # scenes; every scene performs every class
     test_groups: PositiveInt = 3  # scenes g01..gNN form the test split (unseen scenes)
-    size: Annotated[int, Field(ge=16, le=512)] = 64  # frame side in pixels (even)
-    frames: Annotated[int, Field(ge=4)] = 32
+    size: Annotated[Int, Field(ge=16, le=512)] = 64  # frame side in pixels (even)
+    frames: Annotated[Int, Field(ge=4)] = 32
     seed: Seed = 0
     codec: Literal["mpeg4", "h264", "mjpeg"] = "mpeg4"
     # difficulty knobs: more noise, texture, clutter or sway, or slower motion, make the benchmark harder
     noise: NonNegFloat = 0.03
     texture: NonNegFloat = 0.08
-    clutter: Annotated[int, Field(ge=0)] = 2
-    jitter: Annotated[int, Field(ge=0)] = 0
+    clutter: NonNegInt = 2
+    jitter: NonNegInt = 0
     speed: PositiveFloat = 1.0
     polarity: Literal["bright", "mixed"] = "bright"  # actor brighter than the scene, or a random sign per channel
 
@@ -63,7 +86,7 @@ class DataConfig(_Frozen):
     dataset: Literal["synthetic", "ucf101", "hmdb51", "folder", "csv"] = "synthetic"
     root: Path | None = None  # dataset root (not used for synthetic)
     manifest: Path | None = None  # a prebuilt manifest.parquet; skips indexing when given
-    split: Annotated[int, Field(ge=1, le=3)] = 1  # official split number (UCF101/HMDB51)
+    split: Annotated[Int, Field(ge=1, le=3)] = 1  # official split number (UCF101/HMDB51)
     cache_dir: Path = Path(".autovid_cache")  # synthetic videos and manifests built on the fly
     synthetic: SyntheticConfig = SyntheticConfig()
     num_segments: PositiveInt = 4  # K temporal segments (the paper: 4)
@@ -75,9 +98,9 @@ class DataConfig(_Frozen):
     resize: tuple[PositiveInt, PositiveInt] | None = None  # (h, w) at decode time; None keeps the file's size
     crop_size: PositiveInt = 56
     # train-time random resized crop: the window's area as a fraction of the frame (torchvision's `scale`)
-    crop_scale: tuple[Annotated[float, Field(gt=0, le=1)], Annotated[float, Field(gt=0, le=1)]] = (0.4, 1.0)
+    crop_scale: tuple[Annotated[Float, Field(gt=0, le=1)], Annotated[Float, Field(gt=0, le=1)]] = (0.4, 1.0)
     batch_size: PositiveInt = 16
-    num_workers: Annotated[int, Field(ge=0)] = 0
+    num_workers: NonNegInt = 0
     test_clips: PositiveInt = 1  # clips drawn per test video, logits averaged
 
     @model_validator(mode="after")
@@ -114,25 +137,25 @@ class SearchConfig(_Frozen):
     """Bilevel DARTS optimisation (defaults from the DARTS reference implementation)."""
 
     epochs: PositiveInt = 6
-    warmup_epochs: Annotated[int, Field(ge=0)] = 1  # α frozen for the first epochs
+    warmup_epochs: NonNegInt = 1  # α frozen for the first epochs
     order: Literal["first", "second"] = "first"
-    train_portion: Annotated[float, Field(gt=0, lt=1)] = 0.5  # weight half vs α half of the train split
+    train_portion: Annotated[Float, Field(gt=0, lt=1)] = 0.5  # weight half vs α half of the train split
     # the supernet weights' optimizer: DARTS' momentum SGD, or Adam (first order only: the second-order
     # virtual step mirrors an SGD step)
     w_optimizer: Literal["sgd", "adam"] = "sgd"
     w_lr: PositiveFloat = 0.025
     w_lr_min: NonNegFloat = 0.001
-    w_momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    w_momentum: Annotated[Float, Field(ge=0, lt=1)] = 0.9
     w_weight_decay: NonNegFloat = 3e-4
     grad_clip: PositiveFloat = 5.0
     alpha_lr: PositiveFloat = 3e-4
-    alpha_betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.5, 0.999)
+    alpha_betas: tuple[Annotated[Float, Field(ge=0, lt=1)], Annotated[Float, Field(ge=0, lt=1)]] = (0.5, 0.999)
     alpha_weight_decay: NonNegFloat = 1e-3
-    max_skips: Annotated[int, Field(ge=0)] = 2  # DARTS+ collapse guard on the derived normal cell
+    max_skips: NonNegInt = 2  # DARTS+ collapse guard on the derived normal cell
     stop_on_collapse: bool = False  # stop the trial (instead of only flagging) when the guard trips
     strategy: Literal["darts", "random_ws"] = "darts"  # random_ws: uniform single paths, no α updates
     ws_candidates: PositiveInt = 16  # random_ws: genotypes scored with inherited weights at the end
-    precise_bn_batches: Annotated[int, Field(ge=0)] = 8  # BN statistics recomputed before validation (0 = off)
+    precise_bn_batches: NonNegInt = 8  # BN statistics recomputed before validation (0 = off)
     # the null control: the identical search on the train split's labels permuted across videos (a fixed
     # permutation per seed, in both the weight and α halves; the test split keeps its true labels)
     shuffle_labels: bool = False
@@ -154,17 +177,17 @@ class TrainConfig(_Frozen):
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: PositiveFloat = 0.05
     lr_min: NonNegFloat = 0.0
-    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    momentum: Annotated[Float, Field(ge=0, lt=1)] = 0.9
     weight_decay: NonNegFloat = 3e-4
     grad_clip: PositiveFloat = 5.0
     # DARTS' retrained stem is 3C wide (its search stem too; ours searches with model.stem_multiplier=2, cheaper)
     stem_multiplier: PositiveInt = 3
     # final drop-path probability: DARTS ramps it linearly from 0 at the first epoch to this at the last
-    drop_path: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    drop_path: Annotated[Float, Field(ge=0, lt=1)] = 0.0
     holdout: bool = False  # train on the weight half, report val/* on the α half (architecture selection)
     model: str | None = None  # a registered hand-designed network instead of a genotype (e.g. r3d_18)
     width: PositiveFloat = 1.0  # width multiplier for hand-designed networks
-    precise_bn_batches: Annotated[int, Field(ge=0)] = 8  # BN statistics recomputed before evaluation (0 = off)
+    precise_bn_batches: NonNegInt = 8  # BN statistics recomputed before evaluation (0 = off)
 
 
 class Distribution(_Frozen):
@@ -172,8 +195,8 @@ class Distribution(_Frozen):
 
     type: Literal["choice", "uniform", "loguniform", "int", "logint"]
     values: list[Any] | None = None
-    low: float | None = None
-    high: float | None = None
+    low: Float | None = None
+    high: Float | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "Distribution":
@@ -193,7 +216,7 @@ class SearcherConfig(_Frozen):
     # generation, population_size trials, is random); cmaes is single-objective only
     sampler: Literal["tpe", "random", "cmaes", "qmc", "nsga2"] = "tpe"
     seed: Seed = 0
-    population_size: Annotated[int, Field(ge=2)] = 50  # nsga2 only: trials per generation
+    population_size: Annotated[Int, Field(ge=2)] = 50  # nsga2 only: trials per generation
 
 
 class SchedulerConfig(_Frozen):
@@ -201,7 +224,7 @@ class SchedulerConfig(_Frozen):
 
     name: Literal["asha", "none", "pbt", "hyperband", "median"] = "asha"
     grace_period: PositiveInt = 1  # asha, median: epochs before a trial may be stopped
-    reduction_factor: Annotated[float, Field(gt=1)] = 2.0  # asha, hyperband
+    reduction_factor: Annotated[Float, Field(gt=1)] = 2.0  # asha, hyperband
     perturbation_interval: PositiveInt = 2  # PBT only: epochs between exploit/explore
     min_samples: PositiveInt = 3  # median only: trials that must have reached an epoch before it compares
 
@@ -270,7 +293,7 @@ class TuneConfig(_Frozen):
     scheduler: SchedulerConfig = SchedulerConfig()
     objective: ObjectiveConfig = ObjectiveConfig()
     resources: ResourcesConfig = ResourcesConfig()
-    max_failures: Annotated[int, Field(ge=0)] = 2  # retries of a trial whose worker died
+    max_failures: NonNegInt = 2  # retries of a trial whose worker died
     checkpoint_frequency: PositiveInt = 1
     time_budget_s: PositiveFloat | None = None
     param_space: dict[str, Distribution] = {}
@@ -358,18 +381,18 @@ class AblationConfig(_Frozen):
 
     arms: list[str] = []
     seeds: Annotated[list[Seed], Field(min_length=1)] = [0, 1, 2]
-    rank_samples: Annotated[int, Field(ge=0)] = 0  # genotypes for the weight-sharing rank check (0 = skip)
+    rank_samples: NonNegInt = 0  # genotypes for the weight-sharing rank check (0 = skip)
     rank_epochs: PositiveInt = 2
     reference: str = "darts-p3d"  # every arm is compared with this one, video by video on the same test set
     # flops: a random-search arm draws genotypes until their standalone training (search-size network, full
     # search.epochs each) would exceed the FLOPs of one DARTS search (supernet weight + α passes);
     # samples: each random arm trains its own `samples` genotypes
     budget: Literal["flops", "samples"] = "flops"
-    alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05  # significance level of those comparisons
+    alpha: Annotated[Float, Field(gt=0, lt=1)] = 0.05  # significance level of those comparisons
     # fair baselines: a hand-designed (fixed) arm tries this many learning rates, log-spaced from train.lr / 10
     # to train.lr × 10, each trained on the weight half and scored on the α half, and retrains with the best;
     # None = tune.num_samples, the size of the outer search over the NAS setup; 0 or 1 = train.lr as given
-    baseline_lr_sweep: Annotated[int, Field(ge=0)] | None = None
+    baseline_lr_sweep: NonNegInt | None = None
 
 
 class ArmConfig(_Frozen):

@@ -11,3 +11,11 @@ class RunFailed(Exception):
 
 class TrainingDiverged(RunFailed):
     """The training loss became NaN or infinite: the run stops instead of finishing with garbage."""
+
+
+def printable(text: str) -> str:
+    """`text` safe for one line of a log or an error: control characters (a newline or carriage return in a file
+    name, a terminal escape) written as Python escapes, `\\n`, `\\r`, `\\x1b`, so that a name cannot forge lines."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)

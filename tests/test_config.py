@@ -208,3 +208,46 @@ def test_search_spaces_and_arms_share_the_bounded_reader(tmp_path: Path) -> None
             load(bomb)
         with pytest.raises(UserError, match="binary file"):
             load(binary)
+
+
+# -- issue 21, item 5: a boolean is not a number, and the name limit is said --------------------------------------
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("tune.resources.workers=true", "tune.resources.workers"),  # was accepted as 1
+        ("data.num_workers=false", "data.num_workers"),  # was accepted as 0
+        ("seed=true", "seed"),
+        ("data.resize=[true, 32]", "data.resize.0"),
+        ("train.lr=true", "train.lr"),  # a float field: was accepted as 1.0
+    ],
+)
+def test_a_boolean_is_refused_where_a_number_is_expected(override: str, key: str) -> None:
+    with pytest.raises(UserError) as err:
+        load_config("quickstart", [override])
+    message = str(err.value)
+    assert f"{key}: " in message and "boolean" in message and "\n" not in message, message
+
+
+def test_numbers_still_load_from_yaml_and_overrides(tmp_path: Path) -> None:
+    path = _write(tmp_path, "name: x\ntune:\n  resources:\n    workers: 2\n    cpu: 1\ndata:\n  resize: [32, 40]\n")
+    cfg = load_config(path, ["data.num_workers=0", "seed=3", "train.lr=1"])
+    assert cfg.tune.resources.workers == 2 and type(cfg.tune.resources.workers) is int
+    assert cfg.data.resize == (32, 40) and cfg.data.num_workers == 0 and cfg.seed == 3
+    assert cfg.train.lr == 1.0 and type(cfg.train.lr) is float
+    assert cfg.search.stop_on_collapse is False  # true booleans stay booleans
+    assert load_config(path, ["search.stop_on_collapse=true"]).search.stop_on_collapse is True
+
+
+def test_a_name_over_the_limit_says_the_limit() -> None:
+    from autovid.config import MAX_NAME_CHARS
+    from autovid.tune.runner import check_registered_name
+
+    assert load_config("quickstart", [f"name={'n' * MAX_NAME_CHARS}"]).name == "n" * MAX_NAME_CHARS
+    with pytest.raises(UserError) as err:
+        load_config("quickstart", [f"name={'n' * (MAX_NAME_CHARS + 1)}"])
+    message = str(err.value)
+    assert f"at most {MAX_NAME_CHARS} characters" in message and f"{MAX_NAME_CHARS + 1}" in message, message
+    with pytest.raises(UserError, match=f"--register .* at most {MAX_NAME_CHARS} characters"):
+        check_registered_name("m" * 300)
+    with pytest.raises(UserError, match="not a plain name"):  # the other rule keeps its message
+        load_config("quickstart", ["name=../x"])

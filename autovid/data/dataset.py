@@ -20,6 +20,7 @@ from autovid.data.decoding import (
 )
 from autovid.data.sampling import ClipSpec, clip_indices
 from autovid.data.transforms import TestTransform, TrainTransform, rgb_difference
+from autovid.errors import printable
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +172,9 @@ class VideoClipDataset(Dataset):
                 except Exception as exc:  # noqa: BLE001 - any decode failure: never kill the epoch
                     self.readers.discard(record.path)
                     self._bad[candidate] = True
+                    # the path and the decoder's message (which may repeat it) come from the data: escaped
                     log.warning("failed to decode %s (%s); it is replaced by another video of class %d from now on",
-                                record.path, " ".join(str(exc).split())[:200], record.label)
+                                printable(record.path), printable(" ".join(str(exc).split())[:200]), record.label)
             with torch.no_grad():
                 self._failures += 1
         raise RuntimeError(f"{MAX_REPLACEMENTS + 1} videos of class {self.records[index].label} failed to decode")

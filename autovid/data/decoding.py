@@ -305,6 +305,16 @@ def serve_decodes(capacity: int = 0, requests: IO[bytes] | None = None, replies:
         replies.flush()
 
 
+def _close_pipes(proc: subprocess.Popen) -> None:
+    """Close our ends of a child's pipes (it sees EOF on its input)."""
+    for stream in (proc.stdin, proc.stdout):
+        try:
+            if stream is not None:
+                stream.close()
+        except OSError:
+            pass
+
+
 def _pipe(stream: IO[bytes] | None) -> IO[bytes]:
     """A child's pipe, which `Popen(stdin=PIPE, stdout=PIPE)` always opens."""
     assert stream is not None
@@ -339,12 +349,7 @@ class DecodingProcess:
     def _after_fork(self) -> None:
         if self._pid != os.getpid():
             if self._proc is not None:
-                for stream in (self._proc.stdin, self._proc.stdout):
-                    try:
-                        if stream is not None:
-                            stream.close()  # our copies of the parent's pipes only; its child lives on
-                    except OSError:
-                        pass
+                _close_pipes(self._proc)  # our copies of the parent's pipes only; its child lives on
             # a new lock too: the parent's may have been held by one of its threads at the fork
             self._proc, self._pid, self.starts, self._lock = None, os.getpid(), 0, threading.Lock()
 
@@ -453,23 +458,31 @@ class DecodingProcess:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        for stream in (proc.stdin, proc.stdout):
-            try:
-                if stream is not None:
-                    stream.close()
-            except OSError:
-                pass
+        _close_pipes(proc)
         if proc.poll() is None:
             try:
                 proc.wait(timeout=2)
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                pass
+            finally:  # also when the wait is interrupted (Ctrl-C, a SIGTERM's SystemExit): no child left behind
+                if proc.returncode is None:
+                    proc.kill()
+                    proc.wait()
 
     def __del__(self) -> None:
+        # Runs when the last reference goes, often at interpreter or Ray actor shutdown: module globals may be
+        # gone already, and the actor's SIGTERM handler raises SystemExit wherever its main thread is. So this
+        # never waits on the child (it holds nothing worth a clean exit: it is killed, then reaped at once) and
+        # nothing escapes it: an exception out of __del__ is only printed ("Exception ignored in ...").
         try:
-            self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown: the child ends at EOF anyway
+            self._after_fork()  # in a forked copy the child is the parent's: not ours to end
+            proc, self._proc = self._proc, None
+            if proc is not None:
+                _close_pipes(proc)
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(timeout=5)
+        except BaseException:  # see above: a SystemExit raised in here would not have ended the process either
             pass
 
     def __getstate__(self) -> dict[str, Any]:

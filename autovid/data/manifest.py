@@ -21,7 +21,7 @@ from typing import Any, Literal, NamedTuple
 import pandas as pd
 
 from autovid.data.decoding import ProbeOutcome
-from autovid.errors import UserError
+from autovid.errors import UserError, printable
 
 log = logging.getLogger(__name__)
 
@@ -428,11 +428,12 @@ def build_manifest(
     for i, probed in zip(to_probe, probe_files([paths[i] for i in to_probe], workers=workers, progress=progress)):
         outcomes[i] = probed
     rows = []
+    quarantined: list[tuple[str, str, str]] = []
     for entry, path, outcome in zip(listing.entries, paths, outcomes):
         assert outcome is not None  # every file was either refused before probing or probed
         info = outcome.info
         if info is None:
-            log.warning("quarantined %s (%s: %s)", path, outcome.reason, outcome.detail)
+            quarantined.append((path, outcome.reason, outcome.detail))
         rows.append({
             "path": path, "label": label_of[entry.class_name], "class_name": entry.class_name, "split": entry.split,
             "num_frames": info.num_frames if info else 0, "fps": info.fps if info else 0.0,
@@ -440,7 +441,23 @@ def build_manifest(
             "duration": info.duration if info else 0.0,
             "status": "ok" if info else "quarantined", "reason": "" if info else outcome.reason,
         })
+    for line in quarantine_warnings(quarantined):
+        log.warning("%s", line)
     return _typed(pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)))
+
+
+QUARANTINE_SHOWN = 20  # quarantined files named one by one in the log; the rest are counted in one line
+
+
+def quarantine_warnings(quarantined: Sequence[tuple[str, str, str]], *, shown: int = QUARANTINE_SHOWN) -> list[str]:
+    """The log lines for quarantined files, each ``(path, reason, detail)``: the first ``shown`` by name, then
+    one line counting the rest (a dataset of 100,000 broken files must not log 100,000 lines). Names come from
+    the dataset and are escaped: a newline in a file name cannot forge a log line."""
+    lines = [f"quarantined {printable(path)} ({printable(reason)}: {printable(detail)})"
+             for path, reason, detail in quarantined[:shown]]
+    if len(quarantined) > shown:
+        lines.append(f"... and {len(quarantined) - shown:,} more quarantined files (see the manifest's reason column)")
+    return lines
 
 
 def _typed(df: pd.DataFrame) -> pd.DataFrame:

@@ -24,7 +24,7 @@ from ray.tune.schedulers import (
 from ray.tune.search import BasicVariantGenerator
 
 from autovid import tracking
-from autovid.config import LATENCY_METRICS, PLAIN_NAME, ExperimentConfig
+from autovid.config import LATENCY_METRICS, ExperimentConfig, plain_name_problem
 from autovid.engine.preflight import example_genotype, preflight
 from autovid.engine.setup import prepare_manifest
 from autovid.errors import RunFailed, UserError
@@ -394,9 +394,9 @@ def run_retrain(
 
 def check_registered_name(name: str | None) -> None:
     """`--register NAME` must be a plain name (MLflow refuses '/' and ':'); checked before any training."""
-    if name is not None and not PLAIN_NAME.fullmatch(name):
-        raise UserError(f"--register {name!r} is not a plain name (letters, digits, '.', '_', '-'; "
-                        f"no '/' or leading '.')")
+    problem = None if name is None else plain_name_problem(name)
+    if problem is not None:
+        raise UserError(f"--register {problem}")
 
 
 def log_retrained_model(

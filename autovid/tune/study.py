@@ -118,6 +118,16 @@ def find_journal(experiment: str, storage_path: str | Path) -> Path:
                     f"{Path(storage_path) / experiment}){hint}")
 
 
+def check_journal(journal: str | Path) -> None:
+    """Raise a one-line UserError unless `journal` reads as an Optuna journal (optuna-dashboard, given a corrupt one,
+    dies with a traceback). Reads only: a study writing to it meanwhile is not disturbed."""
+    try:
+        journal_storage(journal).get_all_studies()
+    except Exception as exc:  # noqa: BLE001 - whatever Optuna fails with on the file, it is the file's fault
+        detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise UserError(f"{journal}: not a readable Optuna journal ({type(exc).__name__}: {detail})") from None
+
+
 def dashboard_command(journal: str | Path, host: str = "127.0.0.1", port: int = 8080) -> list[str]:
     """argv that starts optuna-dashboard on one journal file, bound to `host` (loopback unless asked)."""
     # optuna_dashboard has no __main__ module; its CLI module runs main() when executed

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 import torch
 
@@ -203,3 +208,70 @@ def test_train_session_reports_substituted_videos(dataset: pd.DataFrame, tmp_pat
     metrics = session.step()
     assert metrics["data/substituted/train"] == 0 and metrics["data/substituted/test"] == 1
     assert session.evaluate()["data/substituted/test"] == 1  # the final evaluation carries it too
+
+
+def test_a_video_name_with_a_newline_is_one_log_line(kit, caplog: pytest.LogCaptureFixture) -> None:
+    """File names come from the dataset: the decode-failure warning escapes them instead of forging lines."""
+    kit.video("set/a/v_a_g01_c01", 20)
+    bad = kit.video("set/a/v_a_g02_c01\n12:00:00 I autovid: epoch 1 done", 20)
+    df = build_manifest(kit.root / "set", "folder", workers=1)
+    df["split"] = "train"
+    kit.random_bytes(bad, n=5000)  # broken after indexing: decoding it fails, and the warning names it
+    ds = VideoClipDataset(df, split="train", train=True, seed=SEED,
+                          **with_clip_spec(num_segments=2, frames_per_segment=2, crop_size=16))
+    index = [record.path for record in ds.records].index(str(bad))
+    with caplog.at_level(logging.WARNING, logger="autovid.data.dataset"):
+        ds[(index, 0)]
+    assert ds.decoder is not None
+    ds.decoder.close()
+    [line] = [r.getMessage() for r in caplog.records if r.name == "autovid.data.dataset"]
+    assert "\n" not in line and "v_a_g02_c01\\n12:00:00 I autovid: epoch 1 done.avi (" in line, line
+    assert ds.substituted_paths == [str(bad)]
+
+
+# The decoder dropped while a Ray actor shuts down: Ray's SIGTERM handler raises SystemExit in whatever the
+# actor's main thread is running, here DecodingProcess.__del__ (run as a script: sys.exit and signals are real).
+_DROPPED_AT_SHUTDOWN = r"""
+import os, signal, sys, threading
+import numpy as np
+from autovid.data.decoding import DecodingProcess
+
+signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))  # what a Ray actor does on SIGTERM
+decoder = DecodingProcess()
+decoder.read_frames(sys.argv[1], np.array([0]))  # starts the decoding child
+print(decoder.pid, flush=True)
+os.kill(decoder.pid, signal.SIGSTOP)  # a child that does not end as soon as its input closes (busy, slow)
+timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM))  # the actor's SIGTERM during __del__
+timer.start()
+del decoder
+timer.cancel()
+sys.exit(0)
+"""
+
+
+def test_a_decoder_dropped_at_actor_shutdown_prints_nothing_and_leaves_no_child(kit, tmp_path: Path) -> None:
+    video = kit.video("v", 8)
+    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    with out.open("w") as stdout, err.open("w") as stderr:  # files, not pipes: a leaked child would hold a pipe
+        code = subprocess.run([sys.executable, "-c", _DROPPED_AT_SHUTDOWN, str(video)], stdout=stdout,
+                              stderr=stderr, timeout=120).returncode
+    child, errors = int(out.read_text().split()[0]), err.read_text()
+    try:
+        # 1: the SIGTERM came after __del__ had finished, between `del` and timer.cancel(): a plain exit(1)
+        assert code in (0, 1), errors
+        assert "Traceback" not in errors and "Exception ignored" not in errors, errors
+        assert errors == "", errors
+        deadline = time.monotonic() + 60  # a hang guard: an orphan is reaped by init, not at once
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(child), "the decoding child outlived its parent"
+    finally:
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)  # the stopped child of a failed run: not left on the machine
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -12,11 +13,13 @@ import pytest
 
 from autovid.data.manifest import (
     MANIFEST_COLUMNS,
+    QUARANTINE_SHOWN,
     assign_group_splits,
     build_manifest,
     check_manifest_destination,
     format_summary,
     group_of,
+    quarantine_warnings,
     read_manifest,
     summarize_manifest,
     write_manifest,
@@ -339,3 +342,49 @@ def test_read_manifest_refuses_rows_that_cannot_be_sampled(tmp_path: Path) -> No
         read_manifest(manifest(_row(status="maybe")))
     with pytest.raises(UserError, match="wrong type"):
         read_manifest(manifest(_row(num_frames=None)))
+
+
+# -- issue 21, item 5: quarantine warnings are summarised, names from the data are escaped in the log -------------
+def test_quarantine_warnings_name_the_first_few_and_count_the_rest() -> None:
+    many = [(f"/data/run/v{i}.avi", "empty", "zero-byte file") for i in range(100_000)]
+    lines = quarantine_warnings(many)
+    assert len(lines) == QUARANTINE_SHOWN + 1
+    assert lines[0] == "quarantined /data/run/v0.avi (empty: zero-byte file)"
+    assert lines[QUARANTINE_SHOWN - 1].startswith(f"quarantined /data/run/v{QUARANTINE_SHOWN - 1}.avi")
+    assert lines[-1] == (f"... and {100_000 - QUARANTINE_SHOWN:,} more quarantined files "
+                         f"(see the manifest's reason column)")
+    assert len(quarantine_warnings(many[:QUARANTINE_SHOWN])) == QUARANTINE_SHOWN  # a few: each named, no count
+    assert quarantine_warnings([]) == []
+    [line] = quarantine_warnings([("/d/a\nb.avi", "unreadable", "bad\rheader")])
+    assert line == "quarantined /d/a\\nb.avi (unreadable: bad\\rheader)"
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "autovid.data.manifest" and r.levelno == logging.WARNING]
+
+
+def test_indexing_many_bad_files_logs_a_summary(kit, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = tmp_path / "data"
+    kit.video("data/run/v_run_g01_c01", 8)
+    extra = 5
+    for g in range(2, QUARANTINE_SHOWN + extra + 2):
+        os.mkdir(root / "run" / f"v_run_g{g:02d}_c01.avi")  # quarantined without probing: a folder, not a video
+    with caplog.at_level(logging.WARNING, logger="autovid.data.manifest"):
+        df = build_manifest(root, "folder", workers=1)
+    assert (df["reason"] == "directory").sum() == QUARANTINE_SHOWN + extra
+    lines = _warnings(caplog)
+    assert len(lines) == QUARANTINE_SHOWN + 1, lines
+    assert lines[-1] == f"... and {extra} more quarantined files (see the manifest's reason column)"
+
+
+def test_a_file_name_with_a_newline_is_one_log_line(kit, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = tmp_path / "data"
+    kit.video("data/run/v_run_g01_c01", 8)
+    forged = root / "run" / "v_run_g02_c01\n12:00:00 I autovid: indexing finished, no file quarantined\r.avi"
+    forged.write_bytes(b"")  # quarantined (empty) by the probing child, then logged by name
+    with caplog.at_level(logging.WARNING, logger="autovid.data.manifest"):
+        df = build_manifest(root, "folder", workers=1)
+    assert str(forged) in set(df["path"])  # the manifest keeps the real name; only the log escapes it
+    [line] = _warnings(caplog)
+    assert "\n" not in line and "\r" not in line
+    assert "v_run_g02_c01\\n12:00:00 I autovid: indexing finished, no file quarantined\\r.avi (empty:" in line

@@ -89,6 +89,20 @@ def test_ui_optuna_without_a_study_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2 and len(lines) == 1 and "no Optuna study found for 'nope'" in lines[0], result.stderr
 
 
+@pytest.mark.parametrize("content", [b"\xab\xcd" + bytes(range(256)) * 8,  # not text
+                                     b'{"op_code": 0, "worker_id": "w"}\n'])  # JSON, not a journal's records
+def test_ui_optuna_on_a_corrupt_journal_is_one_line(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / "runs" / "exp").mkdir(parents=True)
+    (tmp_path / "runs" / "exp" / JOURNAL).write_bytes(content)
+    result = subprocess.run([sys.executable, "-m", "autovid.cli", "ui", "--optuna", "exp", "--storage-path",
+                             str(tmp_path / "runs"), "--port", str(_free_port())], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("autovid: error: ") and "not a readable Optuna journal" in lines[0], lines[0]
+    assert "optuna-dashboard at" not in result.stdout  # refused before the dashboard started
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
