@@ -140,7 +140,10 @@ def test_an_interrupted_command_without_resume_does_not_advise_it(tmp_path: Path
     # far more videos than it writes before the interrupt: it is still working when SIGINT comes
     proc = subprocess.Popen([sys.executable, "-m", "autovid.cli", "data", "synth", str(out), "--classes", "14",
                              "--videos-per-class", "200"], cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            # a shell's background job ignores SIGINT, and Python then never raises
+                            # KeyboardInterrupt: give the child the default disposition whoever started the suite
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 300  # a hang guard: the first video shows the command is under way
         while not any(out.glob("*/*.avi")) and proc.poll() is None and time.monotonic() < deadline:

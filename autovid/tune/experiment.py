@@ -90,12 +90,14 @@ def make_searcher(cfg: ExperimentConfig, experiment_dir: Path) -> Any:
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
+    from autovid.tune.nsga2 import PicklableNSGAIISampler
+
     samplers = {
         "tpe": lambda: optuna.samplers.TPESampler(seed=searcher.seed),
         "random": lambda: optuna.samplers.RandomSampler(seed=searcher.seed),
         "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=searcher.seed),
         "qmc": lambda: optuna.samplers.QMCSampler(seed=searcher.seed),
-        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=searcher.seed, population_size=searcher.population_size),
+        "nsga2": lambda: PicklableNSGAIISampler(seed=searcher.seed, population_size=searcher.population_size),
     }
     storage = None
     if not is_remote(experiment_dir):

@@ -128,3 +128,18 @@ def test_dashboard_serves_the_study_on_loopback(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+def test_the_nsga2_sampler_pickles_and_keeps_sampling() -> None:
+    """Ray Tune pickles the searcher; Optuna 5.1's NSGA-II sampler holds a thread lock that pickle refuses."""
+    import pickle
+
+    import optuna
+
+    from autovid.tune.nsga2 import PicklableNSGAIISampler
+
+    sampler = PicklableNSGAIISampler(seed=0, population_size=2)
+    copy = pickle.loads(pickle.dumps(sampler))
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=copy)
+    study.optimize(lambda t: (t.suggest_float("x", 0, 1), t.suggest_float("y", 0, 1)), n_trials=4)
+    assert len(study.trials) == 4
