@@ -24,7 +24,7 @@ def temporal_difference_init(model: nn.Module) -> bool:
     difference. Either way the stem starts out like TSN's RGB-difference input, so motion reaches the layers
     above from step one. Static appearance is not lost: gradient descent can move the kernel back towards a sum.
     Why: on motion-only data, a randomly initialised network fed raw RGB sees the static scene dominate its
-    features and does not find the motion signal within a short budget (see README, "Embedded benchmark").
+    features and does not find the motion signal within a short budget (see docs/results.md, "Raw RGB: what it took").
     Deterministic (no random draw). Returns whether a convolution was found (False for spatial-only nets).
     """
     conv = first_temporal_conv(model)
