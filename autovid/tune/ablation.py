@@ -186,12 +186,14 @@ class _Draws:
         return genotype
 
 
-def _epoch_flops(cfg: ExperimentConfig, space: SearchSpace, genotype: Genotype) -> float:
+def _epoch_flops(cfg: ExperimentConfig, space: SearchSpace, genotype: Genotype, classes: int | None = None) -> float:
     """Forward FLOPs of one standalone epoch (every weight-half clip once) of ``genotype`` at search size, in
-    the units of ``search_flops``' budget (FLOPs per clip × half-epochs)."""
+    the units of ``search_flops``' budget (FLOPs per clip × half-epochs); ``classes`` read from the manifest
+    when not given."""
     search_size = cfg.with_overrides({"train.channels": cfg.model.channels, "train.cells": cfg.model.cells,
                                       "train.model": None}, source="random-search budget")
-    classes = int(prepare_manifest(cfg.data)["label"].nunique())
+    if classes is None:
+        classes = int(prepare_manifest(cfg.data)["label"].nunique())
     net = build_network(search_size, num_classes=classes, genotype=genotype, space=space)
     return float(count_flops(net, (1, *clip_shape(cfg.data))))
 
@@ -200,8 +202,9 @@ def _fitting(draws: _Draws, remaining: float, cfg: ExperimentConfig, space: Sear
              at_least_one: bool) -> list[tuple[Genotype, float]]:
     """The next genotypes whose full-length training fits ``remaining`` FLOPs: (genotype, per-epoch FLOPs)."""
     chosen: list[tuple[Genotype, float]] = []
+    classes = int(prepare_manifest(cfg.data)["label"].nunique())  # once, not once per drawn genotype
     while True:
-        cost = _epoch_flops(cfg, space, draws.peek())
+        cost = _epoch_flops(cfg, space, draws.peek(), classes)
         if (chosen or not at_least_one) and cost * cfg.search.epochs > remaining:
             return chosen
         chosen.append((next(draws), cost))
@@ -507,7 +510,8 @@ def run_versus_random(cfg: ExperimentConfig, genotype_json: str | None, *, sampl
     if cfg.train.model is not None:
         raise UserError(f"vs-random compares genotypes of a search space: unset train.model ({cfg.train.model})")
     cfg, tracking_uri = resolve_run(cfg, tracking_uri)
-    origin = provenance(cfg, prepare_manifest(cfg.data))  # what runs: the tree and data at the start
+    manifest = prepare_manifest(cfg.data)
+    origin = provenance(cfg, manifest)  # what runs: the tree and data at the start
     ctx = _Context(cfg, resume=resume, tracking_uri=tracking_uri)
     space = load_search_space(cfg.search_space)
     rng = rng_stream(cfg.seed, Stream.VERSUS_RANDOM)  # not the random arms' or the rank check's draws
@@ -538,7 +542,7 @@ def run_versus_random(cfg: ExperimentConfig, genotype_json: str | None, *, sampl
     table = pd.DataFrame(rows, columns=list(VERSUS_RANDOM_COLUMNS))
     ctx.root.mkdir(parents=True, exist_ok=True)
     write_csv_atomic(table, ctx.root / "vs_random.csv")
-    result = versus_random_stats(table, classes=int(prepare_manifest(cfg.data)["label"].nunique()),
+    result = versus_random_stats(table, classes=int(manifest["label"].nunique()),
                                  alpha=cfg.ablation.alpha)
     result.update({"table": str(ctx.root / "vs_random.csv"), "report": str(ctx.root / "vs_random.md"),
                    "provenance": origin})
