@@ -97,7 +97,8 @@ class ReplicatedSession:
         pg = get_current_placement_group()  # the trial's: one bundle per worker (see trial_resources)
         actor = ray.remote(Replica)
         config = cfg.model_dump(mode="json")
-        self.replicas = [
+        # Any: Ray's ActorHandle does not type its methods' `.remote`
+        self.replicas: list[Any] = [
             actor.options(
                 num_cpus=resources.cpu, num_gpus=resources.gpu, max_restarts=0,
                 scheduling_strategy=None if pg is None else PlacementGroupSchedulingStrategy(
