@@ -211,10 +211,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if not outcome.summary.empty:
         columns = [c for c in outcome.summary.columns if c not in ("genotype",)]
         print(summary_table(outcome.summary.to_dict("records"), columns))
+    # the best trial's row: with tune.constraints the first (highest objective) row may be infeasible
+    best_row = next((r for r in outcome.summary.to_dict("records") if r.get("trial") == outcome.best_trial_id), {})
     if outcome.best_genotype:
-        _print_genotype(outcome.best_genotype, outcome.summary.iloc[0].to_dict())
+        _print_genotype(outcome.best_genotype, best_row)
     if outcome.best_alphas:
-        _print_alphas(outcome.best_alphas, outcome.summary.iloc[0].to_dict())
+        _print_alphas(outcome.best_alphas, best_row)
     if outcome.pareto is not None:
         front = [c for c in outcome.pareto.columns if c not in ("genotype", "status")]
         print(f"Pareto front ({len(outcome.pareto)} of {len(outcome.summary)} trials; pareto.csv, pareto.png):")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -247,6 +249,8 @@ OBJECTIVE_METRICS: dict[str, str] = {
     "genotype/latency_ms_b": "min",  # the same at batch data.batch_size
 }
 LATENCY_METRICS = ("genotype/latency_ms", "genotype/latency_ms_b")
+# reported beside them: the interquartile range of the batch-1 timing, the runtime (name and version) and its threads
+LATENCY_DETAILS = ("genotype/latency_iqr_ms", "genotype/latency_runtime", "genotype/latency_threads")
 
 
 class ObjectiveSpec(_Frozen):
@@ -254,6 +258,56 @@ class ObjectiveSpec(_Frozen):
 
     metric: Literal[tuple(OBJECTIVE_METRICS)]  # type: ignore[valid-type]
     mode: Literal["max", "min"]
+
+
+# A constraint of a study: `<metric> <= <number>` or `<metric> >= <number>`, on a metric every trial reports.
+_CONSTRAINT = re.compile(r"\s*([A-Za-z_][\w/.]*)\s*(<=|>=)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*")
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """One parsed `tune.constraints` entry; `violation` is Optuna's convention (<= 0 feasible)."""
+
+    metric: str
+    op: str  # "<=" or ">="
+    bound: float
+
+    def violation(self, value: float) -> float:
+        """How far `value` is past the bound: <= 0 when it satisfies the constraint (Optuna's constraints_func)."""
+        return value - self.bound if self.op == "<=" else self.bound - value
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.bound:g}"
+
+
+def parse_constraint(text: str) -> Constraint:
+    """`genotype/params <= 1.0e6` -> Constraint; anything else (another operator, an unknown metric, a bound
+    that is not a finite number) is a ValueError naming what is wrong."""
+    match = _CONSTRAINT.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(f"{shorten(str(text))!r} is not of the form '<metric> <= <number>' or '<metric> >= <number>'")
+    metric, op, bound = match.group(1), match.group(2), float(match.group(3))
+    if metric not in OBJECTIVE_METRICS:
+        raise ValueError(f"{metric!r} is not a metric a constraint can bound; one of {', '.join(OBJECTIVE_METRICS)}")
+    if not math.isfinite(bound):
+        raise ValueError(f"{shorten(text)!r}: the bound must be a finite number")
+    return Constraint(metric, op, bound)
+
+
+def _check_constraint(text: str) -> str:
+    parse_constraint(text)
+    return text
+
+
+ConstraintText = Annotated[str, AfterValidator(_check_constraint)]
+
+
+class LatencyConfig(_Frozen):
+    """How `genotype/latency_ms(_b)` is measured: eager PyTorch on the trial's device, or ONNX Runtime (CPU) on the
+    graph `autovid export --format onnx` writes, with `threads` intra-op threads."""
+
+    runtime: Literal["eager", "onnxruntime"] = "eager"
+    threads: PositiveInt = 1  # onnxruntime only: intra-op threads of the timed session (fixed: figures compare)
 
 
 class ResourcesConfig(_Frozen):
@@ -306,6 +360,10 @@ class TuneConfig(_Frozen):
     retrain: Literal["best", "pareto", "none"] = "best"
     # CPUs of the single retrain trial: "node" = every CPU of the largest live Ray node (it runs alone)
     retrain_cpu: PositiveFloat | Literal["node"] = "node"
+    # feasibility bounds the study hands Optuna's sampler (tpe, nsga2: constraints_func); an infeasible trial is
+    # reported as such and is never the best trial or on the Pareto front
+    constraints: list[ConstraintText] = []
+    latency: LatencyConfig = LatencyConfig()
 
     @model_validator(mode="before")
     @classmethod
@@ -339,6 +397,10 @@ class TuneConfig(_Frozen):
             raise ValueError("tune.searcher.sampler=cmaes is single-objective: use tpe or nsga2 with tune.objectives")
         if self.retrain == "pareto" and not metrics:
             raise ValueError("tune.retrain=pareto needs tune.objectives (a Pareto front)")
+        if self.constraints and (self.searcher.name != "optuna" or self.searcher.sampler not in ("tpe", "nsga2")
+                                 or self.scheduler.name == "pbt" or not self.param_space):
+            raise ValueError("tune.constraints need Optuna's constraints support: tune.searcher.name=optuna with "
+                             "sampler tpe or nsga2, a non-empty tune.param_space, and a scheduler other than pbt")
         if len(self.points_to_evaluate) > self.num_samples:
             raise ValueError(f"tune.points_to_evaluate has {len(self.points_to_evaluate)} points, more than "
                              f"tune.num_samples={self.num_samples}")
@@ -349,6 +411,10 @@ class TuneConfig(_Frozen):
     @property
     def multi_objective(self) -> bool:
         return bool(self.objectives)
+
+    @property
+    def parsed_constraints(self) -> list[Constraint]:
+        return [parse_constraint(text) for text in self.constraints]
 
 
 def _check_point(point: dict[str, Any], space: dict[str, Distribution], where: str) -> None:
@@ -374,6 +440,9 @@ def _check_point(point: dict[str, Any], space: dict[str, Distribution], where: s
 class TrackingConfig(_Frozen):
     uri: str | None = None  # None: sqlite:///mlflow.db in the working directory
     experiment: str = "autovid"
+    # MLflow's system metrics (CPU, memory, disk, network; GPU with pynvml) on the experiment's parent run,
+    # sampled in the driver process: the driver's node
+    system_metrics: bool = False
 
 
 class AblationConfig(_Frozen):
@@ -446,8 +515,9 @@ class ExperimentConfig(_Frozen):
 
     @property
     def measures_latency(self) -> bool:
-        """Searches time the derived network (costly) only when an objective asks for a latency."""
-        return any(o.metric in LATENCY_METRICS for o in self.tune.objectives)
+        """Searches time the derived network (costly) only when an objective or a constraint asks for a latency."""
+        return any(m in LATENCY_METRICS for m in [o.metric for o in self.tune.objectives]
+                   + [c.metric for c in self.tune.parsed_constraints])
 
     def flat(self) -> dict[str, Any]:
         """The resolved config as a flat `{dotted.key: value}` dict (JSON-compatible values)."""

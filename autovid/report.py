@@ -653,13 +653,14 @@ def pareto_figure(frame: pd.DataFrame, objectives: Sequence[tuple[str, str]], *,
     (for three or more, a member of the front may look dominated in a single 2-D projection)."""
     from itertools import combinations
 
-    from autovid.pareto import pareto_mask
+    from autovid.pareto import feasible_rows, pareto_mask
 
     if len(objectives) < 2:
         raise ValueError("a Pareto plot needs two or more objectives")
     values = frame[[m for m, _ in objectives]].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float) \
         if len(frame) else np.empty((0, len(objectives)))
-    on_front = pareto_mask(values, [mode for _, mode in objectives])
+    feasible = feasible_rows(frame)
+    on_front = pareto_mask(values, [mode for _, mode in objectives], feasible)
     pairs = list(combinations(range(len(objectives)), 2))
     cols = min(len(pairs), 3)
     rows = -(-len(pairs) // cols)
@@ -668,7 +669,10 @@ def pareto_figure(frame: pd.DataFrame, objectives: Sequence[tuple[str, str]], *,
     for n, (i, j) in enumerate(pairs):
         ax = fig.add_subplot(rows, cols, n + 1)
         (xm, xmode), (ym, ymode) = objectives[i], objectives[j]
-        ax.scatter(values[~on_front, i], values[~on_front, j], color="0.6", s=22, label="dominated")
+        dominated = ~on_front & feasible
+        ax.scatter(values[dominated, i], values[dominated, j], color="0.6", s=22, label="dominated")
+        if not feasible.all():  # broke a constraint of the study: never on the front
+            ax.scatter(values[~feasible, i], values[~feasible, j], color="0.6", marker="x", s=22, label="infeasible")
         ax.scatter(values[on_front, i], values[on_front, j], color="C3", s=34, zorder=3, label="Pareto front")
         for k in np.flatnonzero(on_front):
             ax.annotate(labels[k], (values[k, i], values[k, j]), textcoords="offset points", xytext=(4, 4), fontsize=7)

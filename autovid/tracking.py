@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
@@ -335,6 +336,78 @@ def _quote(value: str) -> str:
     return f"'{value}'"
 
 
+@dataclass(frozen=True)
+class ManifestLineage:
+    """What identifies the data of a run: the manifest file, the digest of the videos it lists, classes, splits."""
+
+    name: str
+    source: str
+    digest: str  # provenance.manifest_hash: file names, labels, splits, frame counts and probe verdicts
+    classes: tuple[str, ...]  # in label order
+    splits: dict[str, int]  # usable videos per split
+    quarantined: int  # videos the probe refused (status != ok)
+    rows: int
+
+    def profile(self) -> dict[str, Any]:
+        return {"num_rows": self.rows, "num_classes": len(self.classes), "classes": list(self.classes),
+                "splits": dict(self.splits), "quarantined": self.quarantined}
+
+
+def manifest_lineage(manifest_path: str | Path) -> ManifestLineage:
+    """Read a manifest file and describe it for lineage (see ManifestLineage)."""
+    from autovid.data.manifest import read_manifest
+    from autovid.provenance import manifest_hash
+
+    path = Path(manifest_path).resolve()
+    frame = read_manifest(path)
+    usable = frame[frame["status"] == "ok"]
+    labels = frame.drop_duplicates("label").sort_values("label")
+    return ManifestLineage(
+        name=path.stem, source=str(path), digest=manifest_hash(frame),
+        classes=tuple(str(c) for c in labels["class_name"]),
+        splits={str(k): int(v) for k, v in usable["split"].value_counts().sort_index().items()},
+        quarantined=int(len(frame) - len(usable)), rows=int(len(frame)))
+
+
+def _manifest_dataset(lineage: ManifestLineage) -> Any:
+    """An mlflow.data Dataset for a manifest: the digest is autovid's manifest hash, the profile its classes and
+    split sizes (MLflow's own datasets profile only row counts)."""
+    from mlflow.data.dataset import Dataset
+    from mlflow.data.dataset_source_registry import get_registered_sources
+
+    # MLflow registers this source class twice (schemes "" and "file"), so resolve_dataset_source warns that a
+    # path is ambiguous; both are the same local-file source
+    local = next(s for s in get_registered_sources() if s.__name__ == "LocalArtifactDatasetSource")
+
+    class ManifestDataset(Dataset):  # defined here: mlflow stays out of autovid's import time
+        def _compute_digest(self) -> str:
+            return lineage.digest
+
+        def to_dict(self) -> dict[str, str]:
+            return {**super().to_dict(), "profile": json.dumps(self.profile)}
+
+        @property
+        def profile(self) -> dict[str, Any]:
+            return lineage.profile()
+
+        @property
+        def schema(self) -> None:
+            return None
+
+    return ManifestDataset(source=local(lineage.source), name=lineage.name, digest=lineage.digest)
+
+
+class SystemMetrics:
+    """A running MLflow system metrics monitor (see Tracker.system_metrics)."""
+
+    def __init__(self, monitor: Any) -> None:
+        self._monitor = monitor
+
+    def finish(self) -> None:
+        """Stop sampling; the monitor logs what it gathered since its last batch."""
+        self._monitor.finish()
+
+
 class Tracker:
     """A thin, explicit-run-id wrapper around one `MlflowClient` for one MLflow experiment.
 
@@ -538,6 +611,45 @@ class Tracker:
             self.log_figure(run_id, alpha_heatmap(df), f"{name}.png")
             self.log_figure(run_id, alpha_trajectory(df), f"{name}_trajectory.png")
         return df
+
+    # -- lineage and system metrics ----------------------------------------------------------------
+    def log_manifest(self, run_id: str, manifest: str | Path | ManifestLineage, *,
+                     context: str = "training") -> ManifestLineage:
+        """Log a manifest (a file, or its `manifest_lineage`) as the run's MLflow dataset input (what
+        `mlflow.log_input` logs, through this Tracker's client): name, source path, digest and a profile with the
+        classes and the size of every split. Logging the same manifest to a run twice (a resume) adds nothing."""
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        lineage = manifest if isinstance(manifest, ManifestLineage) else manifest_lineage(manifest)
+        dataset = _manifest_dataset(lineage)
+        self.client.log_inputs(run_id, datasets=[
+            DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])])
+        return lineage
+
+    def datasets(self, run_id: str) -> list[dict[str, Any]]:
+        """The dataset inputs of a run: `{"name", "digest", "source", "profile", "context"}` each."""
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        found = []
+        for item in self.client.get_run(run_id).inputs.dataset_inputs:
+            tags = {t.key: t.value for t in item.tags}
+            found.append({"name": item.dataset.name, "digest": item.dataset.digest, "source": item.dataset.source,
+                          "profile": json.loads(item.dataset.profile or "{}"),
+                          "context": tags.get(MLFLOW_DATASET_CONTEXT)})
+        return found
+
+    def system_metrics(self, run_id: str, *, interval_s: float = 10.0) -> SystemMetrics:
+        """Start MLflow's system metrics monitor for `run_id` (`system/cpu_utilization_percentage`,
+        `system/system_memory_usage_megabytes`, ..., GPU ones where pynvml sees a GPU), sampled every `interval_s`
+        seconds in a thread of this process; call `finish()` on what is returned to stop it (it logs a last batch)."""
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        # resume_logging: a resumed run continues its system/* steps instead of starting at 0 again
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=interval_s, samples_before_logging=1,
+                                       resume_logging=True, tracking_uri=self.tracking_uri)
+        monitor.start()
+        return SystemMetrics(monitor)
 
     # -- models ----------------------------------------------------------------------------------
     def log_network(self, run_id: str, model: nn.Module, *, name: str, input_example: torch.Tensor,

@@ -33,6 +33,7 @@ def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
         (("vs-random", "quickstart", "--seeds", "0"), "--seeds"),
         (("null", "quickstart", "--seeds", "1"), "--seeds"),
         (("tune", "quickstart", "data.num_segments=0"), "data.num_segments"),
+        (("tune", "quickstart", "tune.constraints=[genotype/params < 5]"), "tune.constraints.0: 'genotype/params < 5'"),
         (("search", "no-such-config"), "quickstart"),
         (("train", "quickstart", "--genotype", "missing.json"), "missing.json"),
         (("data", "index", "no/such/root", "--format", "ucf101", "--out", "m.parquet"), "no/such/root"),

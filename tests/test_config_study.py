@@ -116,3 +116,47 @@ def test_cli_refuses_a_bad_study_in_one_line(tmp_path, overrides: list[str], nee
                             capture_output=True, text=True, timeout=300)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and needle in lines[0], result.stderr
+
+
+CONSTRAINED = {"param_space": SPACE, "constraints": ["genotype/params <= 1.0e6", " genotype/latency_ms>=0.5 "]}
+
+
+def test_constraints_parse_and_ask_for_latency() -> None:
+    cfg = _tune(**CONSTRAINED)
+    first, second = cfg.tune.parsed_constraints
+    assert (first.metric, first.op, first.bound) == ("genotype/params", "<=", 1.0e6)
+    assert first.violation(4.0e5) < 0 < first.violation(2.0e6) and first.violation(1.0e6) == 0
+    assert (second.metric, second.op, second.bound) == ("genotype/latency_ms", ">=", 0.5)
+    assert second.violation(1.0) < 0 < second.violation(0.1)
+    assert cfg.measures_latency  # a latency bound needs the latency measured, even without a latency objective
+    assert not _tune(param_space=SPACE, constraints=["genotype/params <= 10"]).measures_latency
+
+
+@pytest.mark.parametrize(
+    ("constraints", "needle"),
+    [
+        (["genotype/params < 1e6"], "tune.constraints.0: 'genotype/params < 1e6' is not of the form"),
+        (["genotype/params <= 1e6 and val/acc >= 0.5"], "is not of the form"),
+        (["genotype/params <= lots"], "is not of the form"),
+        (["genotype/params <= 1e999"], "the bound must be a finite number"),
+        (["params <= 1e6"], "'params' is not a metric a constraint can bound"),
+        (["__import__('os') <= 1"], "is not of the form"),
+        ([3], "tune.constraints.0: Input should be a valid string"),
+    ],
+)
+def test_bad_constraints_are_one_line_errors(constraints: list[Any], needle: str) -> None:
+    assert needle in _error(param_space=SPACE, constraints=constraints)
+
+
+@pytest.mark.parametrize("tune", [{"searcher": {"sampler": "random"}}, {"searcher": {"name": "random"}},
+                                  {"searcher": {"sampler": "cmaes"}}, {"param_space": {}}])
+def test_constraints_need_a_sampler_that_takes_them(tune: dict[str, Any]) -> None:
+    assert "tune.constraints need Optuna's constraints support" in _error(**{**CONSTRAINED, **tune})
+
+
+def test_latency_runtime_key() -> None:
+    assert _tune().tune.latency.runtime == "eager"
+    cfg = _tune(latency={"runtime": "onnxruntime", "threads": 2})
+    assert (cfg.tune.latency.runtime, cfg.tune.latency.threads) == ("onnxruntime", 2)
+    assert "tune.latency.runtime" in _error(latency={"runtime": "tensorrt"})
+    assert "tune.latency.threads" in _error(latency={"threads": 0})

@@ -94,3 +94,18 @@ def test_figure_has_one_panel_per_pair_of_objectives() -> None:
     assert len(fig.axes) == len(list(itertools.combinations(objectives, 2)))
     with pytest.raises(ValueError, match="two or more"):
         pareto_figure(_summary(), objectives[:1])
+
+
+def test_infeasible_trials_are_never_on_the_front_and_dominate_nothing(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"trial": ["a", "b", "c", "d"], "val/acc": [0.9, 0.8, 0.7, 0.6],
+                          "genotype/params": [100, 50, 60, 10], "feasible": [False, True, True, None]})
+    objectives = [("val/acc", "max"), ("genotype/params", "min")]
+    # without constraints a, b and d are the front; a broke a constraint and d's feasibility is unknown, so
+    # neither is on it, and c (dominated by b only) stays off while b, the lone feasible non-dominated trial, is on
+    assert pareto_front(frame.drop(columns=["feasible"]), objectives)["trial"].tolist() == ["a", "b", "d"]
+    assert pareto_front(frame, objectives)["trial"].tolist() == ["b"]
+    assert pareto_mask(frame[["val/acc", "genotype/params"]].to_numpy(), MAX_MIN,
+                       [False, True, True, True]).tolist() == [False, True, False, True]
+    csv, png = write_pareto(frame, objectives, tmp_path)
+    assert pd.read_csv(csv)["trial"].tolist() == ["b"] and png.read_bytes()[:4] == b"\x89PNG"
+    assert pareto_figure(frame, objectives)._suptitle.get_text() == "Pareto front: 1 of 4 trials"

@@ -192,7 +192,7 @@ class SearchSession:
         self.alpha_history: list[dict[str, Any]] = []
         self.strategy = make_strategy(s, cfg.seed)
         self._cost_cache: dict[str, dict[str, int]] = {}
-        self._latency_cache: dict[str, dict[str, float]] = {}
+        self._latency_cache: dict[str, dict[str, float | str]] = {}
 
     @property
     def done(self) -> bool:
@@ -221,18 +221,33 @@ class SearchSession:
             self._cost_cache[genotype.hash] = network_cost(self.cfg, net)
         return self._cost_cache[genotype.hash]
 
-    def derived_latency(self, genotype: Genotype) -> dict[str, float]:
-        """Median forward time (ms) of the retrain-size network on this trial's device, at batch 1
-        (`genotype/latency_ms`) and batch data.batch_size (`genotype/latency_ms_b`); cached per genotype."""
+    def derived_latency(self, genotype: Genotype) -> dict[str, float | str]:
+        """Median forward time (ms) of the retrain-size network at batch 1 (`genotype/latency_ms`) and batch
+        data.batch_size (`genotype/latency_ms_b`), with the runtime and its thread count beside them; cached per
+        genotype. tune.latency.runtime: eager PyTorch on this trial's device, or ONNX Runtime on the CPU on the
+        graph `autovid export --format onnx` writes (then also `genotype/latency_iqr_ms`, the batch-1 IQR)."""
         key = genotype.hash
         if key not in self._latency_cache:
             net = build_network(self.cfg, num_classes=self.data.num_classes, genotype=genotype, space=self.space)
-            net.to(self.device)
             shape = clip_shape(self.cfg.data)
-            self._latency_cache[key] = {
-                "genotype/latency_ms": measure_latency(net, (1, *shape), device=self.device),
-                "genotype/latency_ms_b": measure_latency(net, (self.cfg.data.batch_size, *shape), device=self.device),
-            }
+            latency = self.cfg.tune.latency
+            if latency.runtime == "onnxruntime":
+                from autovid.export import onnx_latency
+
+                one, batch = onnx_latency(net, shape, (1, self.cfg.data.batch_size), threads=latency.threads)
+                self._latency_cache[key] = {
+                    "genotype/latency_ms": one.median_ms, "genotype/latency_ms_b": batch.median_ms,
+                    "genotype/latency_iqr_ms": one.iqr_ms, "genotype/latency_runtime": one.runtime,
+                    "genotype/latency_threads": one.threads,
+                }
+            else:
+                net.to(self.device)
+                self._latency_cache[key] = {
+                    "genotype/latency_ms": measure_latency(net, (1, *shape), device=self.device),
+                    "genotype/latency_ms_b": measure_latency(net, (self.cfg.data.batch_size, *shape), device=self.device),
+                    "genotype/latency_runtime": f"torch {torch.__version__} eager {self.device.type}",
+                    "genotype/latency_threads": torch.get_num_threads(),
+                }
         return self._latency_cache[key]
 
     def step(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from autovid.config import DataConfig
 from autovid.data.loaders import LoaderBundle, build_loaders
 from autovid.data.manifest import build_manifest, read_manifest, summarize_manifest, write_manifest
 from autovid.data.sampling import ClipSpec
+from autovid.data.synthetic import cache_key as synthetic_key
 from autovid.data.synthetic import ensure_synthetic
 from autovid.errors import UserError
 from autovid.rng import Stream
@@ -36,6 +37,21 @@ def _cache_key(payload: dict) -> str:
     return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def manifest_file(data: DataConfig) -> Path:
+    """The Parquet file `prepare_manifest` reads: `data.manifest`, or the cached index of the data's videos."""
+    if data.manifest is not None:
+        return Path(data.manifest).resolve()
+    cache = Path(data.cache_dir).resolve()
+    if data.dataset == "synthetic":
+        # the folder ensure_synthetic generates into, named by its parameters (not generated here)
+        root, fmt = cache / "synthetic" / f"synthetic-{synthetic_key(**data.synthetic.model_dump())}", "ucf101"
+    else:
+        assert data.root is not None  # checked by DataConfig
+        root, fmt = Path(data.root).resolve(), data.dataset
+    key = _cache_key({"root": str(root), "format": fmt, "split": data.split})
+    return cache / "manifests" / f"{fmt}-{key}.parquet"
+
+
 def prepare_manifest(data: DataConfig) -> pd.DataFrame:
     """The manifest for a data config: a given Parquet file, or indexed once and cached beside the videos.
 
@@ -49,13 +65,11 @@ def prepare_manifest(data: DataConfig) -> pd.DataFrame:
     cache = Path(data.cache_dir).resolve()
     if data.dataset == "synthetic":
         root = ensure_synthetic(cache / "synthetic", **data.synthetic.model_dump())
-        fmt = "ucf101"
     else:
         assert data.root is not None  # checked by DataConfig
         root = Path(data.root).resolve()
-        fmt = data.dataset
-    key = _cache_key({"root": str(root), "format": fmt, "split": data.split})
-    manifest_path = cache / "manifests" / f"{fmt}-{key}.parquet"
+    fmt = "ucf101" if data.dataset == "synthetic" else data.dataset
+    manifest_path = manifest_file(data)
     if manifest_path.is_file():
         return read_manifest(manifest_path)
     log.info("indexing %s (%s, split %d)", root, fmt, data.split)

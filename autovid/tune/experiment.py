@@ -25,6 +25,7 @@ from ray.tune.search import BasicVariantGenerator
 
 from autovid import tracking
 from autovid.config import Distribution, ExperimentConfig
+from autovid.engine.setup import manifest_file
 from autovid.errors import UserError
 from autovid.files import is_remote
 from autovid.tune.mlflow_callback import MLflowTrialCallback
@@ -82,14 +83,15 @@ def make_searcher(cfg: ExperimentConfig, experiment_dir: Path) -> Any:
     """OptunaSearch with its study in a journal file beside the run (inspectable with Optuna's tools).
 
     A multi-objective study hands Optuna every (metric, mode) pair; Tune itself then gets no metric (see
-    `make_tuner`). Warm-start points run first with either searcher."""
+    `make_tuner`). Warm-start points run first with either searcher. `tune.constraints` become each trial's
+    Optuna constraint values, which tpe and nsga2 sample by (the config refuses constraints with the others)."""
     searcher = cfg.tune.searcher
     points = [dict(p) for p in cfg.tune.points_to_evaluate] or None
     if searcher.name == "random" or not cfg.tune.param_space or cfg.tune.scheduler.name == "pbt":
         return BasicVariantGenerator(random_state=searcher.seed, points_to_evaluate=points)
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
 
+    from autovid.tune.constraints import ConstrainedOptunaSearch
     from autovid.tune.nsga2 import PicklableNSGAIISampler
 
     samplers = {
@@ -109,9 +111,9 @@ def make_searcher(cfg: ExperimentConfig, experiment_dir: Path) -> Any:
     pairs = objectives(cfg)
     metric: str | list[str] = [m for m, _ in pairs] if cfg.tune.multi_objective else OBJECTIVE
     mode: str | list[str] = [d for _, d in pairs] if cfg.tune.multi_objective else "max"
-    return OptunaSearch(
+    return ConstrainedOptunaSearch(
         metric=metric, mode=mode, sampler=samplers[searcher.sampler](), study_name=cfg.name, storage=storage,
-        points_to_evaluate=points,
+        points_to_evaluate=points, constraints=cfg.tune.parsed_constraints,
     )
 
 
@@ -149,6 +151,8 @@ def make_callbacks(cfg: ExperimentConfig, experiment_path: str, tracking_uri: st
         parent_tags=tracking.standard_tags(search_space=cfg.search_space),
         config_resolver=resolved_params,
         experiment_key=experiment_path,
+        manifest=manifest_file(cfg.data),  # written by start_run before any Tuner: every run logs it as its input
+        system_metrics=cfg.tracking.system_metrics,
     )
     return [mlflow_cb, ConsoleReporter()]
 

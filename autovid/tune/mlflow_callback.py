@@ -61,7 +61,8 @@ DONE_STATUSES = ("TERMINATED", "ERROR")  # Tune trial statuses that end a trial 
 
 # Attributes that describe this driver process, not the experiment: never pickled, so a resumed session
 # connects afresh, retries a store that failed last time, and re-reads from MLflow what it holds.
-_SESSION_ATTRS = ("_tracker", "_offline", "_replayed", "_spool_failed", "_synced", "_logged")
+_SESSION_ATTRS = ("_tracker", "_offline", "_replayed", "_spool_failed", "_synced", "_logged", "_monitor",
+                  "_lineage")
 
 ConfigResolver = Callable[[dict[str, Any]], Mapping[str, Any]]
 Event = dict[str, Any]
@@ -107,13 +108,18 @@ class MLflowTrialCallback(Callback):
             default a fresh uuid, which Tune keeps by pickling this callback into the experiment folder.
         spool_path: where events wait while the store is unavailable; default `mlflow_spool.jsonl` in the
             experiment folder, learnt from the first trial.
+        manifest: the manifest file the trials train on; every run it creates (parent and children) logs it as
+            its MLflow dataset input (lineage: digest, classes, split sizes).
+        system_metrics: MLflow's system metrics on the parent run, sampled in this (driver) process from setup
+            to the end of the experiment.
     """
 
     def __init__(self, tracker_uri: str, experiment: str, parent_run_name: str,
                  parent_params: Mapping[str, Any] | None = None,
                  parent_tags: Mapping[str, Any] | None = None,
                  config_resolver: ConfigResolver | None = None,
-                 *, experiment_key: str | None = None, spool_path: str | Path | None = None) -> None:
+                 *, experiment_key: str | None = None, spool_path: str | Path | None = None,
+                 manifest: str | Path | None = None, system_metrics: bool = False) -> None:
         self.tracker_uri = tracker_uri
         self.experiment = experiment
         self.parent_run_name = parent_run_name
@@ -122,6 +128,8 @@ class MLflowTrialCallback(Callback):
         self.config_resolver = config_resolver
         self.experiment_key = experiment_key or uuid.uuid4().hex
         self.spool_path = str(spool_path) if spool_path is not None else None
+        self.manifest = str(manifest) if manifest is not None else None
+        self.system_metrics = system_metrics
         self.parent_run_id: str | None = None
         self._runs: dict[str, str] = {}          # trial_id -> child run id
         self._ended: set[str] = set()            # trial ids whose child run was terminated
@@ -139,12 +147,15 @@ class MLflowTrialCallback(Callback):
         self._spool_failed = False               # the spool itself could not be written (warned once)
         self._synced: set[str] = set()           # trial ids whose run was re-read from MLflow this session
         self._logged: dict[str, dict[str, int]] = {}  # trial_id -> metric key -> last step MLflow holds
+        self._monitor: tracking.SystemMetrics | None = None  # MLflow's system metrics thread, when asked for
+        self._lineage: tracking.ManifestLineage | None = None  # the manifest, read once per session
 
     def __getstate__(self) -> dict[str, Any]:
         # an MlflowClient (DB engine) does not pickle, and what MLflow holds is re-read by the next session
         return {k: v for k, v in self.__dict__.items() if k not in _SESSION_ATTRS}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state = {"manifest": None, "system_metrics": False, **state}  # pickled before these attributes existed
         self.__dict__.update(state)
         self._new_session()
 
@@ -304,7 +315,10 @@ class MLflowTrialCallback(Callback):
     def _apply_setup(self, event: Event) -> None:
         if self.parent_run_id is not None:  # state restored by Tuner.restore: continue that run
             self.tracker.reopen(self.parent_run_id)
-        self._ensure_parent()
+        parent = self._ensure_parent()
+        if self.system_metrics and self._monitor is None:
+            with self._soft("system metrics"):
+                self._monitor = self.tracker.system_metrics(parent)
 
     def _apply_start(self, event: Event) -> None:
         self._child(event["trial"], event["name"], event.get("params"))
@@ -352,7 +366,14 @@ class MLflowTrialCallback(Callback):
                 self.tracker.end(run_id, "KILLED")
                 self._ended.add(trial_id)
         unfinished = [t for t, s in statuses.items() if s not in DONE_STATUSES]
+        self._stop_monitor()  # its last batch lands before the run ends
         self.tracker.end(parent, "KILLED" if unfinished else "FINISHED")
+
+    def _stop_monitor(self) -> None:
+        if self._monitor is not None:
+            monitor, self._monitor = self._monitor, None
+            with self._soft("system metrics"):
+                monitor.finish()
 
     # -- runs -------------------------------------------------------------------------------------
     def _ensure_parent(self) -> str:
@@ -368,6 +389,7 @@ class MLflowTrialCallback(Callback):
                         tracking.TAG_EXPERIMENT_ID: self.experiment_key}
                 self.parent_run_id = tracker.start_parent(self.parent_run_name, self.parent_params, tags)
                 logger.info("MLflow: parent run %s in %s", self.parent_run_id, self.tracker_uri)
+                self._log_manifest(self.parent_run_id)
         return self.parent_run_id
 
     def _child(self, trial_id: str, name: str, params: Mapping[str, Any] | None = None) -> str:
@@ -384,6 +406,7 @@ class MLflowTrialCallback(Callback):
                 self._runs[trial_id] = run_id
                 self._synced.add(trial_id)
                 self._logged[trial_id] = {}
+                self._log_manifest(run_id)
                 if params is not None:
                     with self._soft(f"config artifact of trial {trial_id}"):
                         tracker.log_dict(run_id, tracking.flatten_params(params), "config.yaml")
@@ -395,6 +418,19 @@ class MLflowTrialCallback(Callback):
             tracker.reopen(run_id)
             self._ended.discard(trial_id)
         return run_id
+
+    def _log_manifest(self, run_id: str) -> None:
+        """The manifest as the new run's dataset input (lineage); a manifest that cannot be read is a warning."""
+        if self.manifest is None:
+            return
+        if self._lineage is None:
+            try:
+                self._lineage = tracking.manifest_lineage(self.manifest)
+            except Exception as exc:  # noqa: BLE001 - the file's fault, not the store's: the runs go on without it
+                self._warn(f"reading the manifest {self.manifest} for lineage", exc)
+                return
+        with self._soft(f"dataset input of run {run_id}"):
+            self.tracker.log_manifest(run_id, self._lineage)
 
     def _sync(self, trial_id: str, run_id: str) -> None:
         """First touch of a run in this session: reopen it, and learn from MLflow the last step of every key."""

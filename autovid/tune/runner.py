@@ -24,12 +24,14 @@ from ray.tune.schedulers import (
 from ray.tune.search import BasicVariantGenerator
 
 from autovid import tracking
-from autovid.config import LATENCY_METRICS, ExperimentConfig, plain_name_problem
+from autovid.config import LATENCY_DETAILS, LATENCY_METRICS, ExperimentConfig, plain_name_problem
 from autovid.engine.preflight import example_genotype, preflight
 from autovid.engine.setup import prepare_manifest
 from autovid.errors import RunFailed, UserError
 from autovid.files import is_remote, write_text_atomic
+from autovid.pareto import FEASIBLE, feasible_rows
 from autovid.tune.cluster import init_ray, is_local, node_cpus
+from autovid.tune.constraints import feasibility
 from autovid.tune.experiment import (
     error_line,
     experiment_dir,
@@ -120,15 +122,21 @@ SUMMARY_COLUMNS = ("val/acc", "objective", "alpha/entropy", "genotype/params", "
 def summarize(results: tune.ResultGrid, cfg: ExperimentConfig) -> pd.DataFrame:
     """One row per trial: its sampled hyperparameters and its last reported metrics."""
     rows = []
-    # the objectives of a multi-objective study, and both latencies whenever they are measured
+    # the objectives of a multi-objective study, the constrained metrics, and both latencies whenever they are
+    # measured, with how they were measured (runtime, threads, spread)
+    constraints = cfg.tune.parsed_constraints
     objective_columns = [m for m in dict.fromkeys([o.metric for o in cfg.tune.objectives]
-                                                  + (list(LATENCY_METRICS) if cfg.measures_latency else []))
+                                                  + [c.metric for c in constraints]
+                                                  + (list(LATENCY_METRICS + LATENCY_DETAILS)
+                                                     if cfg.measures_latency else []))
                          if m not in SUMMARY_COLUMNS]
     for result in results:
         metrics = result.metrics or {}
         row: dict[str, Any] = {"trial": metrics.get("trial_id", "?"), "status": "ERROR" if result.error else "OK"}
         row.update({key: (result.config or {}).get(key) for key in cfg.tune.param_space})
         row.update({key: metrics.get(key) for key in (*SUMMARY_COLUMNS, *objective_columns)})
+        if constraints:  # None: a bounded metric was never reported (an errored trial)
+            row[FEASIBLE] = feasibility(constraints, metrics)
         row["genotype"] = metrics.get("genotype")
         rows.append(row)
     frame = pd.DataFrame(rows)
@@ -182,7 +190,17 @@ def run_search_experiment(
     if ok.empty:
         log.error("no trial finished successfully; see %s", experiment_path)
         return outcome
-    best = ok.iloc[0]
+    feasible = ok[feasible_rows(ok)]
+    if len(feasible) < len(ok):
+        log.warning("%d of %d finished trials broke tune.constraints (%s): reported as infeasible in summary.csv, "
+                    "never the best trial or on the Pareto front", len(ok) - len(feasible), len(ok),
+                    "; ".join(cfg.tune.constraints))
+    if feasible.empty:
+        if not is_remote(experiment_path):  # it shows why: every finished trial infeasible
+            write_text_atomic(Path(experiment_path) / "summary.csv", summary.drop(columns=["genotype"]).to_csv(index=False))
+        log.error("no finished trial met tune.constraints; see %s", experiment_path)
+        return outcome
+    best = feasible.iloc[0]
     best_result = next(r for r in results if (r.metrics or {}).get("trial_id") == best["trial"])
     outcome.best_trial_id = str(best["trial"])
     outcome.best_genotype = best["genotype"]

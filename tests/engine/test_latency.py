@@ -48,3 +48,29 @@ def test_search_reports_latency_only_when_an_objective_asks(tmp_path: Path) -> N
                                              {"metric": "genotype/latency_ms", "mode": "min"}]})
     metrics = SearchSession(timed).step()
     assert metrics["genotype/latency_ms"] > 0 and metrics["genotype/latency_ms_b"] > 0
+
+
+def test_onnx_latency_times_the_exported_graph_in_onnxruntime() -> None:
+    import onnxruntime as ort
+
+    from autovid.export import onnx_latency
+
+    net = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1), nn.BatchNorm3d(4), nn.ReLU(), nn.AdaptiveAvgPool3d(1),
+                        nn.Flatten(), nn.Linear(4, 5)).train()
+    one, three = onnx_latency(net, (3, 4, 8, 8), (1, 3), threads=1, max_run_time=0.5)
+    assert (one.batch, three.batch) == (1, 3) and one.threads == three.threads == 1
+    assert one.runtime == f"onnxruntime {ort.__version__} CPUExecutionProvider"
+    assert one.median_ms > 0 and three.median_ms > 0 and one.iqr_ms >= 0 and three.iqr_ms >= 0
+    assert not net.training  # the latency is the deployed (eval-mode) network's
+
+
+@pytest.mark.slow
+def test_search_reports_onnxruntime_latency_with_its_runtime_and_threads(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, search={"epochs": 1, "warmup_epochs": 0},
+                      tune={"param_space": {"search.w_lr": {"type": "uniform", "low": 0.01, "high": 0.1}},
+                            "constraints": ["genotype/latency_ms <= 1e9"],
+                            "latency": {"runtime": "onnxruntime", "threads": 1}})
+    metrics = SearchSession(cfg).step()
+    assert metrics["genotype/latency_ms"] > 0 and metrics["genotype/latency_ms_b"] > 0
+    assert metrics["genotype/latency_iqr_ms"] >= 0
+    assert metrics["genotype/latency_runtime"].startswith("onnxruntime ") and metrics["genotype/latency_threads"] == 1

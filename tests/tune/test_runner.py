@@ -14,6 +14,8 @@ import pytest
 import ray
 from ray import tune
 
+from autovid.engine.setup import prepare_manifest
+from autovid.provenance import manifest_hash
 from autovid.tune import runner
 from autovid.tune.experiment import make_tuner
 from autovid.tune.runner import run_search_experiment
@@ -23,9 +25,11 @@ from tests.tiny import tiny_config
 pytestmark = pytest.mark.slow
 
 
-def test_study_with_nested_mlflow_runs_and_retrain(tmp_path: Path, local_ray) -> None:
+def test_study_with_nested_mlflow_runs_and_retrain(tmp_path: Path, local_ray, monkeypatch) -> None:
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # samples within a short study
     cfg = tiny_config(
         tmp_path,
+        tracking={"system_metrics": True},
         # no early stopping: ASHA's asynchronous decisions depend on which trial reports first, i.e. on load
         tune={"num_samples": 2, "max_concurrent_trials": 2, "scheduler": {"name": "none"},
               "param_space": {"search.w_lr": {"type": "loguniform", "low": 0.01, "high": 0.1},
@@ -54,6 +58,15 @@ def test_study_with_nested_mlflow_runs_and_retrain(tmp_path: Path, local_ray) ->
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert any(p.startswith("genotype") for p in artifacts)
         assert child.data.tags.get("genotype_hash") or child.data.tags.get("autovid.genotype_hash")
+
+    # lineage: the parent and every child run list the manifest they trained on as their dataset input
+    manifest = prepare_manifest(cfg.data)
+    classes = manifest.drop_duplicates("label").sort_values("label")["class_name"].tolist()
+    for run in (parent, *children):
+        (dataset,) = [d.dataset for d in client.get_run(run.info.run_id).inputs.dataset_inputs]
+        assert dataset.digest == manifest_hash(manifest) and json.loads(dataset.profile)["classes"] == classes
+    # system metrics of the driver's node on the parent run
+    assert "system/cpu_utilization_percentage" in parent.data.metrics
 
 
 class _KillWorkerOnce(tune.Callback):
