@@ -9,11 +9,25 @@ install: $(STAMP)
 
 # The venv is (re)built when pyproject.toml changes. Without an NVIDIA GPU we first try the CPU build of
 # torch (a few hundred MB instead of a multi-GB CUDA build); where no CPU wheel is reachable, pip picks
-# its default build. torch itself is never pinned in pyproject.toml.
+# its default build. torch itself is never pinned in pyproject.toml. With a CPU torch, TorchCodec (a test
+# dependency: the tests cover every decoder backend) is 0.13, the last release whose PyPI wheel for Linux
+# does not link CUDA torch (it supports torch >= 2.11); a CUDA torch gets the newest.
+# TorchCodec loads FFmpeg's shared libraries from the system, by upstream's design (no wheel bundles them under
+# the names it links to). Where none are found, Debian's are installed when this runs as root with apt-get
+# (CI, containers); elsewhere install FFmpeg 4 to 8 with the system's package manager, or the TorchCodec
+# tests skip and say why.
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	if ! command -v nvidia-smi >/dev/null 2>&1; then \
 		$(PY) -m pip install --quiet "torch==2.13.0+cpu" 2>/dev/null || $(PY) -m pip install --quiet torch; \
+		$(PY) -m pip install --quiet "torchcodec==0.13.*"; \
+	fi
+	if ! ldconfig -p 2>/dev/null | grep -q 'libavdevice\.so'; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ffmpeg; \
+		else \
+			echo "note: no FFmpeg shared libraries found; data.decoder=torchcodec needs them (its tests will skip)"; \
+		fi; \
 	fi
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $(STAMP)

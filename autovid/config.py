@@ -104,6 +104,9 @@ class DataConfig(_Frozen):
     batch_size: PositiveInt = 16
     num_workers: NonNegInt = 0
     test_clips: PositiveInt = 1  # clips drawn per test video, logits averaged
+    # the video decoder (autovid.data.backends): auto = decord where its wheel exists (x86-64 Linux), else PyAV;
+    # torchcodec (pip install 'autovid[torchcodec]') decodes on the GPU when the run's device is CUDA
+    decoder: Literal["auto", "decord", "pyav", "torchcodec"] = "auto"
 
     @model_validator(mode="after")
     def _root_for_real_data(self) -> "DataConfig":

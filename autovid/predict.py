@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from autovid.data.backends import BACKENDS, installed
 from autovid.data.dataset import VideoClipDataset
 from autovid.data.decoding import DecoderLimitation, DecodingProcessError
 from autovid.data.sampling import ClipSpec
@@ -193,7 +194,8 @@ class ClipReader:
     def __init__(self, spec: Mapping[str, Any], videos: Sequence[tuple[str, int]], *, clips: int) -> None:
         rows = pd.DataFrame({"path": [p for p, _ in videos], "label": range(len(videos)),
                              "num_frames": [n for _, n in videos], "status": "ok"})
-        self.dataset = VideoClipDataset(rows, split=None, spec=clip_spec(spec), train=False, seed=0, num_clips=clips)
+        self.dataset = VideoClipDataset(rows, split=None, spec=clip_spec(spec), train=False, seed=0, num_clips=clips,
+                                        decoder=spec_decoder(spec))
         norm = spec["normalization"]
         # the dataset normalises with autovid's defaults; the metadata's values are the ones the network saw
         self.dataset.transform = TestTransform(int(spec["crop_size"]), mean=tuple(norm["mean"]), std=tuple(norm["std"]))
@@ -239,7 +241,7 @@ def predict_videos(predictor: Predictor, videos: Sequence[str], *, clips: int, t
     (logits averaged, as the evaluator does); `on_failure(video, reason)` is called once per unreadable one."""
     result = PredictionRun()
     readable: list[tuple[str, int]] = []
-    for video, frames, reason in probe_videos(videos):
+    for video, frames, reason in probe_videos(videos, decoder=spec_decoder(predictor.spec)):
         if frames is None:
             result.failures.append((video, reason))
             on_failure(video, reason)
@@ -277,12 +279,20 @@ def top_classes(logits: torch.Tensor, names: Sequence[str], k: int) -> list[tupl
     return [(names[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]
 
 
-def probe_videos(videos: Sequence[str]) -> list[tuple[str, int | None, str]]:
+def spec_decoder(spec: Mapping[str, Any]) -> str:
+    """The decoder the network was trained with (its metadata's ``input.decoder``) where installed here, else
+    ``auto``: frames mean the same for every backend, and a network exported on x86-64 Linux (decord) must still
+    predict on a machine without decord."""
+    name = spec.get("decoder")
+    return name if isinstance(name, str) and name in BACKENDS and installed(name) else "auto"
+
+
+def probe_videos(videos: Sequence[str], *, decoder: str = "auto") -> list[tuple[str, int | None, str]]:
     """(video, frame count or None, reason) per video, probed in child processes as `autovid data index` does."""
     from autovid.data.manifest import not_a_regular_file, probe_files
 
     special = [not_a_regular_file(v) for v in videos]  # folders, FIFOs...: never opened (a FIFO would block)
-    probed = iter(probe_files([str(Path(v).absolute()) for v, o in zip(videos, special) if o is None]))
+    probed = iter(probe_files([str(Path(v).absolute()) for v, o in zip(videos, special) if o is None], decoder=decoder))
     outcomes = [o if o is not None else next(probed) for o in special]
     found = []
     for video, outcome in zip(videos, outcomes):

@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from autovid.data.backends import resolve as resolve_decoder
 from autovid.data.decoding import (
     DECODE_TIMEOUT,
     DecoderLimitation,
@@ -38,7 +39,7 @@ class VideoRecord(NamedTuple):
 class VideoClipDataset(Dataset):
     """Clips of the ``status == "ok"`` videos of one split.
 
-        manifest row ─▶ clip_indices (K, L) ─▶ read_frames (decord, only those frames, resized at decode)
+        manifest row ─▶ clip_indices (K, L) ─▶ read_frames (only those frames, resized at decode)
                      ─▶ uint8 [K, L, H, W, 3] ─▶ Train/TestTransform ─▶ float32 [K, C, L, crop, crop]
 
     ``spec`` (:class:`ClipSpec`) says how a clip is cut and shaped. ``spec.mode="dense"`` gives K = 1 and
@@ -51,7 +52,7 @@ class VideoClipDataset(Dataset):
     the index itself: ``dataset[(i, e)]`` (what :class:`autovid.data.loaders.EpochSampler` yields).
 
     Decoding runs in a persistent child process per decoding process (:class:`DecodingProcess`;
-    ``isolate=False`` decodes in-process, for benchmarks and trusted files only): a file on which decord
+    ``isolate=False`` decodes in-process, for benchmarks and trusted files only): a file on which the decoder
     aborts or segfaults kills that child, not the training run or a DataLoader worker. A file that fails to
     decode, natively or with a Python error, is logged once, marked bad for the dataset's lifetime (in
     shared memory, so every worker skips it without decoding it again) and replaced by another video of
@@ -62,7 +63,10 @@ class VideoClipDataset(Dataset):
     ``spec.modality="rgb_diff"`` (TSN's RGB difference) decodes one more frame per segment (per clip in dense
     mode) and returns the L differences of consecutive normalized frames, so the clip keeps its shape.
 
-    ``spec.resize=(h, w)`` makes decord scale at decode (both sides always passed); None keeps the native size.
+    ``decoder`` is the backend (:mod:`autovid.data.backends`; ``auto`` is resolved here, so a missing package
+    fails at once) and ``decode_device`` where TorchCodec decodes (``cuda`` uses NVDEC; other backends ignore it).
+
+    ``spec.resize=(h, w)`` makes the decoder scale at decode (both sides always passed); None keeps the native size.
     Train items get a random resized crop (area ``scale``) and, if ``hflip``, a horizontal flip, one draw
     per clip; test items a centre crop. ``spec.crop_size`` is the side of the square output.
     """
@@ -81,6 +85,8 @@ class VideoClipDataset(Dataset):
         cache_size: int = 0,  # open readers kept per worker; 0 = a fresh reader per item (faster, see ReaderCache)
         isolate: bool = True,  # decode in a child process: a native decoder crash costs one video, not the run
         decode_timeout: float = DECODE_TIMEOUT,  # seconds before an isolated decode counts as hung (file is bad)
+        decoder: str = "auto",  # data.decoder
+        decode_device: str = "cpu",
     ) -> None:
         if num_clips < 1:
             raise ValueError(f"num_clips must be >= 1, got {num_clips}")
@@ -97,8 +103,10 @@ class VideoClipDataset(Dataset):
         self.by_label: dict[int, list[int]] = {}
         for i, rec in enumerate(self.records):
             self.by_label.setdefault(rec.label, []).append(i)
-        self.readers = ReaderCache(cache_size)
-        self.decoder = DecodingProcess(cache_size, timeout=decode_timeout) if isolate else None
+        self.backend = resolve_decoder(decoder)
+        self.readers = ReaderCache(cache_size, self.backend, decode_device)
+        self.decoder = (DecodingProcess(cache_size, timeout=decode_timeout, backend=self.backend, device=decode_device)
+                        if isolate else None)
         # shared-memory state: visible across DataLoader worker processes (fork or spawn)
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._failures = torch.zeros((), dtype=torch.int64).share_memory_()

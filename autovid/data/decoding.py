@@ -1,4 +1,4 @@
-"""Frame decoding and metadata probing with decord: the only module that imports decord."""
+"""Frame decoding and metadata probing with a chosen backend (:mod:`autovid.data.backends`), isolated in a child."""
 
 from __future__ import annotations
 
@@ -15,8 +15,11 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import IO, Any, NamedTuple, TextIO
 
-import decord
 import numpy as np
+
+from autovid.data.backends import DecoderLimitation, Reader, check_size, open_reader
+
+__all__ = ["DecoderLimitation", "DecodingProcess", "ProbeError", "ReaderCache", "VideoInfo", "probe", "read_frames"]
 
 
 class VideoInfo(NamedTuple):
@@ -38,59 +41,42 @@ class ProbeError(Exception):
         self.detail = detail
 
 
-class DecoderLimitation(ValueError):
-    """decord cannot decode at the requested frame size (its bug, independent of the file)."""
-
-
-def _size(width: int | None, height: int | None) -> tuple[int, int]:
-    # decord resizes at decode only when given both sides; one alone is ignored or distorts, so
-    # either both are set or neither (-1 = native size).
-    if (width is None) != (height is None):
-        raise ValueError("pass both width and height, or neither")
-    if width is None or height is None:
-        return (-1, -1)
-    return (int(width), int(height))
-
-
-def open_reader(path: str | Path, *, width: int | None = None, height: int | None = None) -> decord.VideoReader:
-    """A single-threaded decord reader that resizes at decode to ``width`` x ``height`` (both or neither)."""
-    w, h = _size(width, height)
-    return decord.VideoReader(str(path), ctx=decord.cpu(0), width=w, height=h, num_threads=1)
-
-
 class ReaderCache:
-    """A small LRU of open readers keyed by (path, width, height): one per worker process.
+    """A small LRU of open readers of one backend keyed by (path, width, height): one per worker process.
 
     ``capacity=0`` (the dataset's default) opens a fresh reader per call. That is faster for TSN
-    sampling: decord 0.6 takes ~1.7x longer for ``get_batch`` on a reader that already decoded
+    sampling with decord: decord 0.6 takes ~1.7x longer for ``get_batch`` on a reader that already decoded
     elsewhere in the file than on a fresh one (30 vs 52 ms per 4x2 clip of a 7 s 320x240 MPEG-4 AVI,
     while opening costs 3-4 ms). A capacity pays off only where opening dominates (huge containers).
     Readers hold native decoder state, so the cache pickles as empty, and a cache used in a forked
-    child (a DataLoader worker) first abandons the readers it inherited: freeing them there hangs in
-    decord's destructor.
+    child (a DataLoader worker) first abandons the readers it inherited: freeing decord's there hangs in
+    its destructor.
     """
 
-    def __init__(self, capacity: int = 0) -> None:
-        self.capacity = capacity
-        self._readers: OrderedDict[tuple[str, int, int], decord.VideoReader] = OrderedDict()
+    def __init__(self, capacity: int = 0, backend: str = "auto", device: str = "cpu") -> None:
+        self.capacity, self.backend, self.device = capacity, backend, device
+        self._readers: OrderedDict[tuple[str, int, int], Reader] = OrderedDict()
         self._pid = os.getpid()
 
     def _after_fork(self) -> None:
         if self._pid != os.getpid():
             for reader in self._readers.values():
-                reader._handle = None  # not ours to free: decord's __del__ then skips the native call
+                reader.abandon()  # not ours to free
             self._readers.clear()
             self._pid = os.getpid()
 
-    def get(self, path: str | Path, *, width: int | None, height: int | None) -> decord.VideoReader:
+    def _open(self, path: str | Path, width: int | None, height: int | None) -> Reader:
+        return open_reader(self.backend, path, width=width, height=height, device=self.device)
+
+    def get(self, path: str | Path, *, width: int | None, height: int | None) -> Reader:
         """The cached reader for ``path`` at this size, opening it (and evicting the oldest) on a miss."""
         self._after_fork()
         if self.capacity <= 0:
-            return open_reader(path, width=width, height=height)
-        key = (str(path), *_size(width, height))
+            return self._open(path, width, height)
+        key = (str(path), *(check_size(width, height) or (-1, -1)))
         reader = self._readers.get(key)
         if reader is None:
-            reader = open_reader(path, width=width, height=height)
+            reader = self._open(path, width, height)
             self._readers[key] = reader
             while len(self._readers) > self.capacity:
                 self._readers.popitem(last=False)
@@ -112,10 +98,10 @@ class ReaderCache:
         return len(self._readers)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"capacity": self.capacity}
+        return {"capacity": self.capacity, "backend": self.backend, "device": self.device}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["capacity"])  # type: ignore[misc]  # a fresh, empty cache in the new process
+        self.__init__(**state)  # type: ignore[misc]  # a fresh, empty cache in the new process
 
 
 def read_frames(
@@ -125,42 +111,39 @@ def read_frames(
     width: int | None = None,
     height: int | None = None,
     cache: ReaderCache | None = None,
+    backend: str = "auto",
 ) -> np.ndarray:
     """Decode only the frames at ``indices`` (any shape, repeats allowed), resized at decode.
 
-        indices (N,) ──unique+sort──▶ decord get_batch ──▶ uint8 [U, H, W, 3] ──gather──▶ [N, H, W, 3]
+        indices (N,) ──unique+sort──▶ reader.get_batch ──▶ uint8 [U, H, W, 3] ──gather──▶ [N, H, W, 3]
 
     Repeated indices (short videos, overlapping multi-clip draws) are decoded once; sorted order
-    lets decord seek forward only.
+    lets the decoder seek forward only. ``backend`` (a resolved name) is used when no ``cache`` is given;
+    a cache brings its own.
 
     Returns:
         uint8 array [indices.size, height, width, 3] (native size when width/height are None).
     """
     flat = np.asarray(indices, dtype=np.int64).reshape(-1)
     unique, inverse = np.unique(flat, return_inverse=True)
-    reader = cache.get(path, width=width, height=height) if cache is not None else open_reader(
-        path, width=width, height=height
-    )
-    n = len(reader)
+    if cache is not None:
+        reader = cache.get(path, width=width, height=height)
+    else:
+        reader = open_reader(backend, path, width=width, height=height)
+    n = reader.num_frames
     if unique.size and (unique[0] < 0 or unique[-1] >= n):
         raise IndexError(f"frame index out of range [0, {n}) in {path}")
-    try:
-        frames = reader.get_batch(unique.tolist()).asnumpy()
-    except decord.DECORDError as exc:
-        if "size must exactly match" in str(exc):
-            # decord 0.6 fails on a few output widths (2, 4, 6, 8, 12, 16, 24, 48, 72 on the PyPI build),
-            # for every file: a configuration problem, not a broken video.
-            what = f"{width} pixels wide" if width is not None else f"at the native size of {path}"
-            raise DecoderLimitation(f"decord cannot produce frames {what}; choose another width") from None
-        raise
+    frames = reader.get_batch(unique.tolist())
     return frames if unique.size == flat.size and np.array_equal(unique, flat) else frames[inverse]
 
 
-def probe(path: str | Path) -> VideoInfo:
+def probe(path: str | Path, backend: str = "auto") -> VideoInfo:
     """Open a file and decode its first and last frame; raise :class:`ProbeError` when unusable.
 
-    Run it in a child process: decord aborts the whole process on some corrupt files (for instance an
-    AVI header claiming billions of frames makes it throw ``std::bad_alloc`` from C++).
+    The reasons mean the same for every backend: ``missing``/``empty`` before opening, ``unreadable`` when the
+    backend cannot open the file as a video, ``no_frames`` when it finds no frame in it, ``decode_error`` when
+    the first or last frame does not decode. Run it in a child process: decord aborts the whole process on
+    some corrupt files (an AVI header claiming billions of frames makes it throw ``std::bad_alloc`` from C++).
     """
     p = Path(path)
     if not p.exists():
@@ -168,18 +151,18 @@ def probe(path: str | Path) -> VideoInfo:
     if p.stat().st_size == 0:
         raise ProbeError("empty", "zero-byte file")
     try:
-        reader = open_reader(p)
-    except Exception as exc:  # decord raises RuntimeError / DECORDError on anything it cannot parse
+        reader = open_reader(backend, p)
+    except Exception as exc:  # each backend raises its own types on anything it cannot parse
         raise ProbeError("unreadable", _one_line(exc)) from None
-    num_frames = len(reader)
+    num_frames = reader.num_frames
     if num_frames <= 0:
         raise ProbeError("no_frames", "the video stream has no frames")
     try:
-        first = reader[0].asnumpy()
-        reader[num_frames - 1].asnumpy()
+        first = reader.get_batch([0])[0]
+        reader.get_batch([num_frames - 1])
     except Exception as exc:
         raise ProbeError("decode_error", _one_line(exc)) from None
-    fps = float(reader.get_avg_fps() or 0.0)
+    fps = reader.fps
     height, width = int(first.shape[0]), int(first.shape[1])
     duration = num_frames / fps if fps > 0 else 0.0
     return VideoInfo(num_frames=num_frames, fps=fps, width=width, height=height, duration=duration)
@@ -207,26 +190,26 @@ class ProbeOutcome(NamedTuple):
         return cls(VideoInfo(**d["info"]) if d["info"] else None, d["reason"], d["detail"])
 
 
-def probe_outcome(path: str | Path) -> ProbeOutcome:
+def probe_outcome(path: str | Path, backend: str = "auto") -> ProbeOutcome:
     """:func:`probe` that reports instead of raising (a Python-level failure quarantines only its file)."""
     try:
-        return ProbeOutcome(probe(path))
+        return ProbeOutcome(probe(path, backend))
     except ProbeError as exc:
         return ProbeOutcome(None, exc.reason, exc.detail)
     except Exception as exc:  # noqa: BLE001 - any other failure is a property of the file
         return ProbeOutcome(None, "unreadable", _one_line(exc))
 
 
-def serve_probes(requests: TextIO | None = None, replies: TextIO | None = None) -> None:
+def serve_probes(requests: TextIO | None = None, replies: TextIO | None = None, *, backend: str = "auto") -> None:
     """The probing child's loop: one JSON path per input line in, one JSON outcome per line out.
 
     Run by :func:`autovid.data.manifest.probe_files` as ``python -c`` in a subprocess, so that a file
-    on which decord aborts or segfaults takes down only that process, and the parent knows which file
+    on which the decoder aborts or segfaults takes down only that process, and the parent knows which file
     it was: the one whose reply never came.
     """
     requests, replies = requests or sys.stdin, replies or sys.stdout
     for line in requests:
-        replies.write(probe_outcome(json.loads(line)).to_json() + "\n")
+        replies.write(probe_outcome(json.loads(line), backend).to_json() + "\n")
         replies.flush()
 
 
@@ -238,7 +221,8 @@ def serve_probes(requests: TextIO | None = None, replies: TextIO | None = None) 
 TEST_ABORT_ENV = "AUTOVID_TEST_DECODE_ABORT"
 DECODE_TIMEOUT = 120.0  # seconds one clip may take, child start-up included, before the file counts as hung
 _HEADER = struct.Struct("<I")  # byte length of the JSON header that starts every reply
-_CHILD_DECODE = "import sys; from autovid.data.decoding import serve_decodes; serve_decodes(int(sys.argv[1]))"
+_CHILD_DECODE = ("import sys; from autovid.data.decoding import serve_decodes; "
+                 "serve_decodes(int(sys.argv[1]), backend=sys.argv[2], device=sys.argv[3])")
 _PIPE_BYTES = 1 << 20  # Linux's default pipe-max-size: a 24-frame 128x171 clip (1.6 MB) in 2 reads, not 25
 
 
@@ -258,7 +242,8 @@ def _abort_paths() -> set[str]:
     return {os.path.abspath(p) for p in os.environ.get(TEST_ABORT_ENV, "").split(os.pathsep) if p}
 
 
-def serve_decodes(capacity: int = 0, requests: IO[bytes] | None = None, replies: IO[bytes] | None = None) -> None:
+def serve_decodes(capacity: int = 0, requests: IO[bytes] | None = None, replies: IO[bytes] | None = None, *,
+                  backend: str = "auto", device: str = "cpu") -> None:
     """The decoding child's loop, run by :class:`DecodingProcess`: one request in, one reply out, until EOF.
 
     Request: a JSON line ``{"path", "indices" (sorted, unique), "width", "height"}``. Reply: a 4-byte
@@ -281,7 +266,7 @@ def serve_decodes(capacity: int = 0, requests: IO[bytes] | None = None, replies:
         except (ImportError, ValueError, OSError):
             pass
     requests = requests or sys.stdin.buffer
-    cache = ReaderCache(capacity)
+    cache = ReaderCache(capacity, backend, device)
     abort_on = _abort_paths()
     for line in requests:
         request = json.loads(line)
@@ -322,8 +307,8 @@ def _pipe(stream: IO[bytes] | None) -> IO[bytes]:
 
 
 class DecodingProcess:
-    """Decodes clips in a persistent child process, so that a file on which decord aborts or segfaults
-    (``std::bad_alloc`` on a bogus AVI header) costs one restarted child instead of the training run.
+    """Decodes clips in a persistent child process, so that a file on which the decoder aborts or segfaults
+    (decord's ``std::bad_alloc`` on a bogus AVI header) costs one restarted child instead of the training run.
 
         read_frames(path, indices) ─▶ JSON request ─▶ child: serve_decodes ─▶ header + uint8 frames ─▶ array
                                                         │ dies / hangs past ``timeout``
@@ -335,12 +320,15 @@ class DecodingProcess:
     (:class:`DecoderLimitation` as itself) and keep the child; a child that exits with a status instead of a
     signal raises :class:`DecodingProcessError` (a broken install, not a broken file). Like
     :class:`ReaderCache`, an instance pickles as a fresh one and, used in a forked child, abandons the
-    decoding process it inherited (it belongs to the parent).
+    decoding process it inherited (it belongs to the parent). ``backend`` (see :mod:`autovid.data.backends`) and
+    ``device`` (TorchCodec decodes on CUDA when given one) are the child's.
     """
 
-    def __init__(self, capacity: int = 0, *, timeout: float = DECODE_TIMEOUT) -> None:
+    def __init__(self, capacity: int = 0, *, timeout: float = DECODE_TIMEOUT, backend: str = "auto",
+                 device: str = "cpu") -> None:
         self.capacity = capacity
         self.timeout = timeout
+        self.backend, self.device = backend, device
         self.starts = 0  # children started by this process (1 + one per crash)
         self._proc: subprocess.Popen | None = None
         self._pid = os.getpid()
@@ -367,7 +355,7 @@ class DecodingProcess:
         package_root = str(Path(__file__).resolve().parents[2])  # importable without an install, too
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", _CHILD_DECODE, str(self.capacity)], stdin=subprocess.PIPE,
+            [sys.executable, "-c", _CHILD_DECODE, str(self.capacity), self.backend, self.device], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, bufsize=0, env=env,
         )
         try:
@@ -382,7 +370,7 @@ class DecodingProcess:
     def read_frames(self, path: str | Path, indices: np.ndarray, *, width: int | None = None,
                     height: int | None = None) -> np.ndarray:
         """:func:`read_frames` in the child; raises :class:`DecoderCrashed` when the child dies or hangs."""
-        _size(width, height)  # a bad size is the caller's error: raise it here, not as a bad file
+        check_size(width, height)  # a bad size is the caller's error: raise it here, not as a bad file
         flat = np.asarray(indices, dtype=np.int64).reshape(-1)
         unique, inverse = np.unique(flat, return_inverse=True)
         request = json.dumps({"path": str(path), "indices": unique.tolist(), "width": width, "height": height})
@@ -486,10 +474,10 @@ class DecodingProcess:
             pass
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"capacity": self.capacity, "timeout": self.timeout}
+        return {"capacity": self.capacity, "timeout": self.timeout, "backend": self.backend, "device": self.device}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["capacity"], timeout=state["timeout"])  # type: ignore[misc]  # no child carried over
+        self.__init__(**state)  # type: ignore[misc]  # no child carried over
 
 
 class _ChildGone(Exception):

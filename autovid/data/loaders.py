@@ -183,7 +183,7 @@ def _units(positions: np.ndarray, groups: Sequence[str] | None) -> list[list[int
 
 
 def worker_init(worker_id: int) -> None:
-    """Give each DataLoader worker its own decord readers (never inherit decoder state across fork)."""
+    """Give each DataLoader worker its own readers (never inherit decoder state across fork)."""
     info = get_worker_info()
     if info is not None and isinstance(info.dataset, VideoClipDataset):
         info.dataset.reset_readers()
@@ -295,6 +295,8 @@ def build_loaders(
     crop_scale: tuple[float, float] = (0.4, 1.0),
     isolate_decoding: bool = True,
     shard: tuple[int, int] = (0, 1),
+    decoder: str = "auto",
+    decode_device: str = "cpu",
 ) -> LoaderBundle:
     """Build the experiment's loaders from a manifest (only ``status == "ok"`` rows are used).
 
@@ -303,8 +305,9 @@ def build_loaders(
     seeded from ``seed``; pin_memory only when CUDA is available.
 
     Each decoding process (this one, or each worker) decodes in a persistent child process unless
-    ``isolate_decoding=False``: a video on which decord aborts or segfaults is then replaced like any
-    undecodable file instead of ending the run (see :class:`VideoClipDataset`).
+    ``isolate_decoding=False``: a video on which the decoder aborts or segfaults is then replaced like any
+    undecodable file instead of ending the run (see :class:`VideoClipDataset`). ``decoder``: the backend
+    (``data.decoder``); ``decode_device``: where TorchCodec decodes.
 
     ``shard=(rank, world)`` with ``world > 1``: every loader yields rank's part of each global batch of
     ``batch_size`` (:class:`ShardedBatches`), so ``world`` data-parallel ranks together see exactly the
@@ -315,7 +318,7 @@ def build_loaders(
         if name not in splits:
             raise UserError(f"the manifest has no usable videos in split {name!r} (has: {', '.join(sorted(splits))})")
     names = tuple(manifest_class_names(manifest))
-    common: dict[str, Any] = dict(spec=spec, isolate=isolate_decoding)
+    common: dict[str, Any] = dict(spec=spec, isolate=isolate_decoding, decoder=decoder, decode_device=decode_device)
     train_ds = VideoClipDataset(manifest, split="train", train=True, seed=seed, hflip=hflip, scale=crop_scale, **common)
     test_ds = VideoClipDataset(manifest, split=val_split, train=False, seed=seed, num_clips=test_clips, **common)
     opts: dict[str, Any] = dict(batch_size=batch_size, num_workers=num_workers, shard=shard)

@@ -20,6 +20,7 @@ from typing import Any, Literal, NamedTuple
 
 import pandas as pd
 
+from autovid.data.backends import resolve as resolve_decoder
 from autovid.data.decoding import ProbeOutcome
 from autovid.errors import UserError, printable
 
@@ -40,6 +41,7 @@ _DTYPES = {
     "fps": "float64", "width": "int64", "height": "int64", "duration": "float64", "status": "string",
     "reason": "string",
 }
+DECODER_ATTR = "decoder"  # DataFrame.attrs key (Parquet metadata in the file): the backend that probed the files
 VIDEO_EXTENSIONS = frozenset({".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv"})
 _GROUP = re.compile(r"_g(\d+)_", re.IGNORECASE)
 _LABEL = re.compile(r"[0-9]+")  # the optional class number that ends a UCF101 split-list line
@@ -262,19 +264,19 @@ def list_videos(
 # ---------------------------------------------------------------------------------------------- probing
 
 
-_CHILD = "from autovid.data.decoding import serve_probes; serve_probes()"
+_CHILD = "import sys; from autovid.data.decoding import serve_probes; serve_probes(backend=sys.argv[1])"
 
 
 class _ProbeChild:
     """One probing subprocess (see :func:`autovid.data.decoding.serve_probes`), asked one file at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, backend: str) -> None:
         env = dict(os.environ)
         package_root = str(Path(__file__).resolve().parents[2])  # importable without an install, too
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
-        # stderr is dropped: decord and FFmpeg complain about every bad file; the manifest keeps the reason
+        # stderr is dropped: the decoders and FFmpeg complain about every bad file; the manifest keeps the reason
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            [sys.executable, "-c", _CHILD, backend], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL, text=True, env=env,
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None  # opened by PIPE
@@ -313,7 +315,7 @@ class _ProbeChild:
 
 
 def _probe_worker(jobs: queue.SimpleQueue, results: list[ProbeOutcome | None], timeout: float,
-                  done: Callable[[int], object]) -> None:
+                  done: Callable[[int], object], backend: str) -> None:
     """Thread body: feed files to a child until the queue is empty; replace the child when it dies."""
     child: _ProbeChild | None = None
     try:
@@ -322,7 +324,7 @@ def _probe_worker(jobs: queue.SimpleQueue, results: list[ProbeOutcome | None], t
                 i, path = jobs.get_nowait()
             except queue.Empty:
                 return
-            child = child or _ProbeChild()
+            child = child or _ProbeChild(backend)
             outcome = child.probe(path, timeout)
             if outcome is None:  # this file crashed (or hung) the decoder: it alone is quarantined
                 outcome = ProbeOutcome(None, "crashed", child.crash_detail(timeout))
@@ -336,11 +338,13 @@ def _probe_worker(jobs: queue.SimpleQueue, results: list[ProbeOutcome | None], t
 
 def probe_files(
     paths: Sequence[str], *, workers: int | None = None, progress: bool = False, timeout: float = 120.0,
+    decoder: str = "auto",
 ) -> list[ProbeOutcome]:
-    """Probe every file in child processes; the outcomes come back in order.
+    """Probe every file in child processes with ``decoder`` (a name of :data:`autovid.data.backends.DECODERS`);
+    the outcomes come back in order.
 
         paths ─▶ queue ─▶ N threads, each driving one `python -c serve_probes` child (one file at a time)
-                              │ child dies (decord abort / segfault) or hangs past `timeout`
+                              │ child dies (a decoder abort / segfault) or hangs past `timeout`
                               ▼
                       that file: "crashed"; a fresh child takes the rest of the queue
 
@@ -348,6 +352,8 @@ def probe_files(
     and starts in a fraction of a second.
     """
     from tqdm import tqdm  # progress bar only when asked for
+
+    backend = resolve_decoder(decoder)  # in this process: a missing package is one error, not a crashed child per file
 
     results: list[ProbeOutcome | None] = [None] * len(paths)
     if not paths:
@@ -357,7 +363,7 @@ def probe_files(
         jobs.put(item)
     n_workers = max(1, min(workers or min(os.cpu_count() or 1, 8), len(paths)))
     with tqdm(total=len(paths), desc="probing", unit="video", disable=not progress) as bar:
-        threads = [threading.Thread(target=_probe_worker, args=(jobs, results, timeout, bar.update), daemon=True)
+        threads = [threading.Thread(target=_probe_worker, args=(jobs, results, timeout, bar.update, backend), daemon=True)
                    for _ in range(n_workers)]
         for t in threads:
             t.start()
@@ -407,6 +413,7 @@ def build_manifest(
     workers: int | None = None,
     progress: bool = False,
     listing: Listing | None = None,
+    decoder: str = "auto",
 ) -> pd.DataFrame:
     """Index a dataset: list its videos (see :func:`list_videos`), probe each once in parallel, one row each.
 
@@ -416,16 +423,21 @@ def build_manifest(
     ``listing``: the result of :func:`list_videos` for these arguments when the caller already has it (the
     CLI lists first, to check ``--out`` against every listed file before hours of probing).
 
+    ``decoder``: the backend that probes (``auto`` resolved here); its name is kept in ``attrs["decoder"]``,
+    which :func:`write_manifest` stores in the Parquet file (see :func:`manifest_decoder`).
+
     Returns:
         DataFrame with :data:`MANIFEST_COLUMNS`, in listing order.
     """
+    backend = resolve_decoder(decoder)
     if listing is None:
         listing = list_videos(root, fmt, split=split, splits_dir=splits_dir)
     label_of = {name: i for i, name in enumerate(listing.class_names)}
     paths = [os.path.abspath(e.path) for e in listing.entries]
     outcomes: list[ProbeOutcome | None] = [not_a_regular_file(p) for p in paths]
     to_probe = [i for i, outcome in enumerate(outcomes) if outcome is None]
-    for i, probed in zip(to_probe, probe_files([paths[i] for i in to_probe], workers=workers, progress=progress)):
+    for i, probed in zip(to_probe, probe_files([paths[i] for i in to_probe], workers=workers, progress=progress,
+                                                          decoder=backend)):
         outcomes[i] = probed
     rows = []
     quarantined: list[tuple[str, str, str]] = []
@@ -443,7 +455,19 @@ def build_manifest(
         })
     for line in quarantine_warnings(quarantined):
         log.warning("%s", line)
-    return _typed(pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)))
+    frame = _typed(pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)))
+    frame.attrs[DECODER_ATTR] = backend
+    return frame
+
+
+def manifest_decoder(df: pd.DataFrame) -> str | None:
+    """The decoder backend that probed a manifest's files, or None for a manifest written before it was recorded.
+
+    Frame counts and quarantine reasons mean the same for every backend (:mod:`autovid.data.backends`), so a
+    manifest probed by one backend serves training with another; the name records where the counts came from.
+    """
+    value = df.attrs.get(DECODER_ATTR)
+    return str(value) if value else None
 
 
 QUARANTINE_SHOWN = 20  # quarantined files named one by one in the log; the rest are counted in one line
@@ -492,7 +516,9 @@ def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
     path = check_manifest_destination(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()  # whole or not at all: a crash never leaves half a manifest at `path`
-    _typed(df[list(MANIFEST_COLUMNS)]).to_parquet(buffer, index=False, engine="pyarrow")
+    frame = _typed(df[list(MANIFEST_COLUMNS)])
+    frame.attrs = {DECODER_ATTR: df.attrs[DECODER_ATTR]} if df.attrs.get(DECODER_ATTR) else {}
+    frame.to_parquet(buffer, index=False, engine="pyarrow")  # pandas keeps `attrs` in the file's metadata
     write_bytes_atomic(path, buffer.getvalue())
     return path
 
@@ -509,11 +535,14 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
     if missing:
         raise UserError(f"not an autovid manifest: {path} lacks column(s) {', '.join(missing)}")
+    attrs = df.attrs
     try:
         df = _typed(df[list(MANIFEST_COLUMNS)])
     except (ValueError, TypeError) as exc:  # e.g. a null or text num_frames
         raise UserError(f"not an autovid manifest: {path} has a column of the wrong type ({_first_line(exc)})") from None
     _validate_rows(df, path)
+    decoder = attrs.get(DECODER_ATTR)
+    df.attrs = {DECODER_ATTR: decoder} if isinstance(decoder, str) and decoder else {}
     return df
 
 
@@ -556,6 +585,7 @@ def summarize_manifest(df: pd.DataFrame) -> dict[str, Any]:
         for s, g in df.groupby("split", sort=True)
     }
     return {
+        "decoder": manifest_decoder(df),
         "classes": int(df["label"].nunique()),
         "videos": int(len(df)),
         "ok": int(ok.sum()),
@@ -574,4 +604,6 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"quarantined: {quarantined} ({reasons})   frames: {summary['frames']}",
     ]
     lines += [f"  {s}: {v['ok']}/{v['videos']} videos ok, {v['frames']} frames" for s, v in summary["by_split"].items()]
+    if summary.get("decoder"):
+        lines.append(f"  probed with the {summary['decoder']} decoder")
     return "\n".join(lines)

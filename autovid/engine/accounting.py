@@ -1,17 +1,17 @@
 """Parameter and FLOP counts of any module at a given input shape (torch.utils.flop_counter, no hand counting),
-and its measured forward latency on a device."""
+and its forward latency on a device (torch.utils.benchmark's blocked timer, no hand timing)."""
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
+from torch.utils.benchmark import Measurement, Timer
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_flops", "count_parameters", "describe", "measure_latency"]
+__all__ = ["Latency", "count_flops", "count_parameters", "describe", "latency", "measure_latency"]
 
 
 def count_parameters(module: nn.Module, *, trainable_only: bool = True) -> int:
@@ -56,6 +56,59 @@ def describe(module: nn.Module, input_shape: Sequence[int], *, device: str | tor
     }
 
 
+class Latency(NamedTuple):
+    """A forward latency measured by :func:`latency`: milliseconds per forward over the timed blocks."""
+
+    median_ms: float
+    iqr_ms: float  # interquartile range of the per-forward times of the blocks
+    blocks: int  # timed blocks (each runs the forward `per_block` times back to back)
+    per_block: int
+
+
+def latency(
+    module: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    device: str | torch.device | None = None,
+    warmup: int = 3,
+    repeats: int = 10,
+    min_run_time: float = 0.2,
+) -> Latency:
+    """Eval-mode forward latency on a zero batch of ``input_shape``, timed by ``torch.utils.benchmark``.
+
+    ``warmup`` untimed forwards come first (allocator, cuDNN autotuning and lazy initialisation would otherwise
+    be timed). Then :meth:`torch.utils.benchmark.Timer.blocked_autorange` picks a block size (the forwards per
+    timing, so the clock's overhead stays negligible; this also warms up) and times blocks until ``min_run_time``
+    seconds have passed, again until at least ``repeats`` blocks are in: the median is robust to the odd slow
+    block (a scheduler hiccup on a shared machine) and the IQR says how much the figure moved. The timer
+    synchronises CUDA before reading the clock and keeps torch's current thread count (its default would be
+    one thread). The figure depends on the device, its load and the thread count: compare latencies measured
+    under the same conditions only. ``device=None`` uses the device of the module's first parameter. The
+    training/eval flag of every submodule is restored afterwards.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"need repeats >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
+    if device is None:
+        first = next(module.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+    x = torch.zeros(tuple(input_shape), device=torch.device(device))
+    modes = {m: m.training for m in module.modules()}
+    timer = Timer("module(x)", globals={"module": module, "x": x}, num_threads=torch.get_num_threads())
+    try:
+        module.eval()
+        with torch.no_grad():
+            for _ in range(warmup):
+                module(x)
+            runs = [timer.blocked_autorange(min_run_time=min_run_time)]
+            while sum(len(m.raw_times) for m in runs) < repeats:
+                runs.append(timer.blocked_autorange(min_run_time=min_run_time))
+    finally:
+        for m, training in modes.items():
+            m.training = training
+    merged = Measurement.merge(runs)[0] if len(runs) > 1 else runs[0]  # per-forward times of every block
+    return Latency(1000.0 * merged.median, 1000.0 * merged.iqr, len(merged.raw_times), runs[0].number_per_run)
+
+
 def measure_latency(
     module: nn.Module,
     input_shape: Sequence[int],
@@ -64,36 +117,5 @@ def measure_latency(
     warmup: int = 3,
     repeats: int = 10,
 ) -> float:
-    """Median wall time in milliseconds of one eval-mode forward on a zero batch of ``input_shape``.
-
-    ``warmup`` untimed forwards come first (allocator, cuDNN autotuning and lazy initialisation would
-    otherwise be timed), then ``repeats`` timed ones; the median ignores the odd slow one (a scheduler hiccup
-    on a shared machine). On CUDA every forward is synchronised before the clock stops, since kernels launch
-    asynchronously. The figure depends on the device, its load and torch's thread count: compare latencies
-    measured under the same conditions only. ``device=None`` uses the device of the module's first parameter.
-    The training/eval flag of every submodule is restored afterwards.
-    """
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"need repeats >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
-    if device is None:
-        first = next(module.parameters(), None)
-        device = first.device if first is not None else torch.device("cpu")
-    device = torch.device(device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda *_: None)
-    modes = {m: m.training for m in module.modules()}
-    x = torch.zeros(tuple(input_shape), device=device)
-    times: list[float] = []
-    try:
-        module.eval()
-        with torch.no_grad():
-            for i in range(warmup + repeats):
-                sync(device)
-                started = time.perf_counter()
-                module(x)
-                sync(device)
-                if i >= warmup:
-                    times.append(time.perf_counter() - started)
-    finally:
-        for m, training in modes.items():
-            m.training = training
-    return 1000.0 * statistics.median(times)
+    """Median milliseconds of one eval-mode forward on a zero batch of ``input_shape`` (:func:`latency`'s median)."""
+    return latency(module, input_shape, device=device, warmup=warmup, repeats=repeats).median_ms

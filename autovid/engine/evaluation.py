@@ -11,6 +11,7 @@ from torch import nn
 
 import autovid
 from autovid.config import ExperimentConfig, validate_config
+from autovid.data.backends import resolve as resolve_decoder
 from autovid.data.transforms import MEAN, STD
 from autovid.engine.checkpoint import load_state
 from autovid.engine.session import TrainSession, build_network
@@ -73,6 +74,8 @@ def network_metadata(state: Mapping[str, Any]) -> dict[str, Any]:
                              "consecutive frames are subtracted" if data.modality == "rgb_diff" else None,
             "crop_size": data.crop_size,
             "resize": list(data.resize) if data.resize is not None else None,
+            # data.decoder; `auto` resolved on the machine writing this metadata (where a checkpoint is exported)
+            "decoder": resolve_decoder(data.decoder) if data.decoder == "auto" else data.decoder,
             "dtype": "float32",
             # per channel: (pixel / 255 - mean) / std, RGB order
             "normalization": {"mean": list(MEAN), "std": list(STD), "pixel_scale": 255.0},

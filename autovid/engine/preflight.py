@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from autovid.config import ExperimentConfig
+from autovid.data.backends import resolve as resolve_decoder
 from autovid.data.decoding import DecodeError, DecoderLimitation, DecodingProcess
 from autovid.data.manifest import class_names
 from autovid.engine.setup import clip_shape, prepare_manifest, resolve_device
@@ -79,11 +80,13 @@ def check_manifest(manifest: pd.DataFrame) -> int:
 
 
 def check_decoding(cfg: ExperimentConfig, manifest: pd.DataFrame) -> None:
-    """Decode one frame of one usable video at the configured size (decord refuses some output widths)."""
+    """Check that data.decoder is installed, then decode one frame of one usable video at the configured size
+    (decord refuses some output widths)."""
+    backend = resolve_decoder(cfg.data.decoder)  # a missing package: one line now, not a replaced video per clip
     if cfg.data.resize is None:
         return  # native size: every usable video was decoded at it when indexed
     height, width = cfg.data.resize
-    decoder = DecodingProcess()  # a file swapped for one that crashes decord must not take the driver down
+    decoder = DecodingProcess(backend=backend)  # a file swapped for one that crashes the decoder must not take the driver down
     try:
         for path in manifest.loc[manifest["status"] == "ok", "path"].head(PROBE_VIDEOS):
             try:

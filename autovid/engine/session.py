@@ -168,7 +168,7 @@ class SearchSession:
         self.device = resolve_device(cfg.device)
         self.space = load_search_space(cfg.search_space)
         self.data = build_data(cfg.data, seed=cfg.seed, train_portion=cfg.search.train_portion,
-                               shard=self.parallel.shard, shuffle_labels=cfg.search.shuffle_labels)
+                               shard=self.parallel.shard, shuffle_labels=cfg.search.shuffle_labels, device=self.device)
         torch.manual_seed(cfg.seed)  # anything that still draws from the global generator
         s = cfg.search
         supernet = build_supernet(cfg, num_classes=self.data.num_classes, space=self.space, device=self.device)
@@ -379,7 +379,7 @@ class TrainSession:
         # holdout: select architectures on the α half of the train split and never look at the test split.
         holdout = cfg.train.holdout
         self.data = build_data(cfg.data, seed=cfg.seed, train_portion=cfg.search.train_portion if holdout else None,
-                               shard=self.parallel.shard)
+                               shard=self.parallel.shard, device=self.device)
         self.train_loader = self.data.search_w if holdout else self.data.train
         self.eval_loader = self.data.search_a if holdout else self.data.test
         self.eval_prefix = eval_prefix(cfg)

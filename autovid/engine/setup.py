@@ -73,7 +73,7 @@ def prepare_manifest(data: DataConfig) -> pd.DataFrame:
     if manifest_path.is_file():
         return read_manifest(manifest_path)
     log.info("indexing %s (%s, split %d)", root, fmt, data.split)
-    frame = build_manifest(root, fmt, split=data.split, progress=False)
+    frame = build_manifest(root, fmt, split=data.split, progress=False, decoder=data.decoder)
     summary = summarize_manifest(frame)
     if summary["ok"] == 0:  # never cache a manifest that nothing can train on
         reasons = ", ".join(f"{n} {r}" for r, n in summary["quarantined"].items())
@@ -86,13 +86,16 @@ def prepare_manifest(data: DataConfig) -> pd.DataFrame:
 
 
 def build_data(data: DataConfig, *, seed: int, train_portion: float | None,
-               shard: tuple[int, int] = (0, 1), shuffle_labels: bool = False) -> LoaderBundle:
+               shard: tuple[int, int] = (0, 1), shuffle_labels: bool = False,
+               device: torch.device | None = None) -> LoaderBundle:
     """Loaders for a run: the DARTS weight/α halves (when train_portion is set), the full train split, test;
     with ``shard=(rank, world)`` rank's part of every global batch (``data.batch_size``).
 
     ``shuffle_labels`` (``search.shuffle_labels``, the search's null control): the train split's labels are
     permuted across its videos (:func:`shuffle_train_labels`) before the weight/α split, so both halves and
-    the full train loader carry them; the test split keeps its true labels."""
+    the full train loader carry them; the test split keeps its true labels.
+
+    ``device``: the run's device; with ``data.decoder=torchcodec`` a CUDA device decodes there too (NVDEC)."""
     manifest = prepare_manifest(data)
     if shuffle_labels:
         manifest = shuffle_train_labels(manifest, seed)
@@ -106,7 +109,16 @@ def build_data(data: DataConfig, *, seed: int, train_portion: float | None,
         train_portion=train_portion,
         test_clips=data.test_clips,
         shard=shard,
+        decoder=data.decoder,
+        decode_device=decode_device(data.decoder, device),
     )
+
+
+def decode_device(decoder: str, device: torch.device | None) -> str:
+    """Where clips are decoded: on the run's CUDA device for TorchCodec (NVDEC), on the CPU otherwise."""
+    if decoder == "torchcodec" and device is not None and device.type == "cuda":
+        return str(device)
+    return "cpu"
 
 
 def shuffle_train_labels(manifest: pd.DataFrame, seed: int) -> pd.DataFrame:

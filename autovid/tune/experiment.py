@@ -25,6 +25,8 @@ from ray.tune.search import BasicVariantGenerator
 
 from autovid import tracking
 from autovid.config import Distribution, ExperimentConfig
+from autovid.data.backends import DECODER_BACKEND_PARAM
+from autovid.data.backends import resolve as resolve_decoder
 from autovid.engine.setup import manifest_file
 from autovid.errors import UserError
 from autovid.files import is_remote
@@ -147,7 +149,7 @@ def make_callbacks(cfg: ExperimentConfig, experiment_path: str, tracking_uri: st
         tracking_uri,
         cfg.tracking.experiment,
         run_name,
-        parent_params=cfg.flat(),
+        parent_params={**cfg.flat(), DECODER_BACKEND_PARAM: resolve_decoder(cfg.data.decoder)},
         parent_tags=tracking.standard_tags(search_space=cfg.search_space),
         config_resolver=resolved_params,
         experiment_key=experiment_path,

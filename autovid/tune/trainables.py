@@ -18,6 +18,8 @@ import torch
 from ray import tune
 
 from autovid.config import ExperimentConfig, ObjectiveConfig, validate_config
+from autovid.data.backends import DECODER_BACKEND_PARAM
+from autovid.data.backends import resolve as resolve_decoder
 from autovid.engine.checkpoint import load_state, save_state
 from autovid.engine.session import SearchSession, TrainSession
 from autovid.nas.genotype import Genotype
@@ -46,6 +48,7 @@ def resolve_trial_config(trial_config: dict[str, Any]) -> ExperimentConfig:
 def resolved_params(trial_config: dict[str, Any]) -> dict[str, Any]:
     """Flat, fully resolved config of a trial (what MLflow records as the run's params)."""
     flat = resolve_trial_config(trial_config).flat()
+    flat[DECODER_BACKEND_PARAM] = resolve_decoder(flat["data.decoder"])  # `auto` as resolved on the driver
     if trial_config.get(GENOTYPE_KEY):
         flat["genotype"] = trial_config[GENOTYPE_KEY]
     return flat
