@@ -2,10 +2,11 @@
 
     .venv/bin/python benchmarks/loader.py                        # both sections: ~7.5 minutes on 2 shared CPU cores
     BENCH_SECTIONS=workers .venv/bin/python benchmarks/loader.py # only the workers sweep (~5.5 minutes)
+    BENCH_SECTIONS=backends .venv/bin/python benchmarks/loader.py  # only the decoder backends side by side
     BENCH_GPU_JSON=gpu.json .venv/bin/python benchmarks/loader.py  # the sweep next to a measured GPU rate
     .venv/bin/python benchmarks/loader.py --help                 # sizes: --workers, --sweep-batches, ...
 
-Sections (``BENCH_SECTIONS`` or ``--sections``, comma-separated; default ``contenders,workers``):
+Sections (``BENCH_SECTIONS`` or ``--sections``, comma-separated; default ``contenders,workers,backends``):
 
 contenders  the loader against naive and raw decoding, one clip at a time, on two inputs:
   ucf-like   320x240 MPEG-4 AVI, 7 s at 25 fps (UCF101's format); clips of K=3 segments x L=8 frames
@@ -45,6 +46,17 @@ workers     the train loader exactly as a search builds it (``build_loaders``: E
   half, each with data.num_workers workers): the loader cores a GPU needs are its clips/s over clips/s
   per core, whatever the split.
 
+backends    the decoder backends of ``data.decoder`` (decord, PyAV, TorchCodec: each one installed and usable here)
+  side by side: ``VideoClipDataset`` with isolated decoding (the default: each backend in its decoding child),
+  one clip at a time, on ``--ucf-videos`` 320x240 MPEG-4 AVIs (7 s, 25 fps, UCF101's format), in two settings:
+  search     the paper's search clip, 4 segments x 2 frames, decoded at 171x128 (tune_configs/ucf101.yaml),
+             cropped to 112
+  dense      one dense clip of 3 x 8 frames at the native 320x240, cropped to 112
+  Every backend draws the same frame indices (same seed). Backends alternate within each of ``--repeats``
+  epochs (load drifts hit all); reported per backend: clips/s (median; ±%: half the range), CPU time of this
+  process and its decoding children per clip (median; what one busy core sustains is 1000 / that), and
+  both as ratios to decord's. ``--torchcodec-device cuda`` decodes TorchCodec's clips with NVDEC.
+
 GPU consumption (optional): ``BENCH_GPU_JSON`` (or ``--gpu-json``) names a JSON file written by
 ``benchmarks/search_step.py`` on the GPU; the sweep prints its clips/s next to each loader rate, the
 loader/GPU ratio, and how many loader cores the GPU needs (its clips/s / clips/s per core). Without the
@@ -83,13 +95,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from autovid.data.backends import BACKENDS, resolve
 from autovid.data.dataset import VideoClipDataset
 from autovid.data.loaders import EpochSampler, build_loaders, worker_init
 from autovid.data.manifest import build_manifest
 from autovid.data.sampling import ClipSpec, clip_indices
 from autovid.data.synthetic import ensure_synthetic, write_video
 
-SECTIONS = ("contenders", "workers")
+SECTIONS = ("contenders", "workers", "backends")
 
 
 def texture_frames(rng: np.random.Generator, n: int, h: int = 240, w: int = 320) -> np.ndarray:
@@ -456,6 +469,67 @@ def contenders(args: argparse.Namespace) -> None:
           flush=True)
 
 
+def usable_backends() -> list[str]:
+    """The backends that can decode here; the others are named with the reason."""
+    usable = []
+    for name in BACKENDS:
+        try:
+            usable.append(resolve(name))
+        except Exception as exc:  # noqa: BLE001 - a missing package or library: reported, not benchmarked
+            print(f"  {name}: not measured ({exc})")
+    return usable
+
+
+BACKEND_SETTINGS = {  # name -> (ClipSpec arguments, what it is)
+    "search": (dict(num_segments=4, frames_per_segment=2, crop_size=112, resize=UCF101_RESIZE), "4 x 2 at 171x128"),
+    "dense": (dict(num_segments=3, frames_per_segment=8, crop_size=112, mode="dense"), "3 x 8 dense at 320x240"),
+}
+
+
+def backends(args: argparse.Namespace) -> None:
+    print("\ndecoder backends:", flush=True)
+    names = usable_backends()
+    tree = TreeCPU()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ucf_like_videos(Path(tmp) / "ucf_like", args.ucf_videos)
+        manifest = build_manifest(Path(tmp), "folder", decoder="pyav")
+        for setting, (spec_args, what) in BACKEND_SETTINGS.items():
+            spec = ClipSpec(**spec_args)  # type: ignore[arg-type]
+            datasets = {name: VideoClipDataset(manifest, split=None, spec=spec, train=True, seed=0, decoder=name,
+                                               decode_device=args.torchcodec_device if name == "torchcodec" else "cpu")
+                        for name in names}
+            for ds in datasets.values():
+                ds[(0, 0)]  # warm-up: the decoding child, its imports, the page cache
+            runs: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+            for epoch in range(1, args.repeats + 1):
+                for name, ds in datasets.items():
+                    cpu0, start = tree.read(), time.perf_counter()
+                    for i in range(len(ds)):
+                        ds[(i, epoch)]
+                    wall, cpu = time.perf_counter() - start, tree.delta(cpu0, tree.read())
+                    runs[name].append((len(ds) / wall, 1000 * cpu / len(ds)))
+            for name, ds in datasets.items():
+                rates = [r for r, _ in runs[name]]
+                rate, cpu_ms = statistics.median(rates), statistics.median(c for _, c in runs[name])
+                device = args.torchcodec_device if name == "torchcodec" else "cpu"
+                rows.append({"setting": f"{setting} ({what})", "backend": f"{name} ({device})", "clips_per_s": rate,
+                             "±%": 100 * (max(rates) - min(rates)) / 2 / rate, "cpu_ms/clip": cpu_ms,
+                             "clips/s/core": 1000 / cpu_ms, "failures": ds.failures})
+                assert ds.decoder is not None
+                ds.decoder.close()
+    table = pd.DataFrame(rows)
+    for column, ratio in (("clips_per_s", "rate_vs_decord"), ("cpu_ms/clip", "cpu_vs_decord")):
+        ref = table[table["backend"].str.startswith("decord")].set_index("setting")[column]
+        table[ratio] = table[column] / table["setting"].map(ref)
+    with pd.option_context("display.float_format", "{:.2f}".format, "display.width", 160):
+        print(f"\ndecoder backends: one process, isolated decoding, {args.ucf_videos} videos x {args.repeats} epochs "
+              "(medians; ±% = half the range)")
+        print(table.set_index(["setting", "backend"]).to_string())
+    print("cpu_ms/clip: CPU time of this process and its decoding children per clip; clips/s/core = 1000 / cpu_ms; "
+          "failures = clips whose video had to be replaced (0: every backend decoded every clip)", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sections", default=os.environ.get("BENCH_SECTIONS", ",".join(SECTIONS)),
@@ -472,6 +546,7 @@ def main() -> None:
     parser.add_argument("--gpu-json", default=os.environ.get("BENCH_GPU_JSON"),
                         help="search_step.py's JSON with the GPU's clips/s (default: $BENCH_GPU_JSON)")
     parser.add_argument("--gpu-config", default="ucf101", help="the row of --gpu-json to read")
+    parser.add_argument("--torchcodec-device", default="cpu", help="backends: where TorchCodec decodes (cpu, cuda)")
     args = parser.parse_args()
     sections = [s for s in args.sections.split(",") if s]
     unknown = [s for s in sections if s not in SECTIONS]
@@ -484,6 +559,8 @@ def main() -> None:
 
     if "contenders" in sections:
         contenders(args)
+    if "backends" in sections:
+        backends(args)
     if "workers" in sections:
         gpu, gpu_source = gpu_rate(args.gpu_json, args.gpu_config, args.batch_size)
         with tempfile.TemporaryDirectory() as tmp:

@@ -128,15 +128,14 @@ def open_reader(backend: str, path: str | Path, *, width: int | None = None, hei
     """A single-threaded reader of ``path`` with ``backend`` (a name of :data:`DECODERS`, see :func:`resolve`) that resizes
     at decode to ``width`` x ``height``. ``device`` matters to TorchCodec only: ``cuda`` decodes on the GPU."""
     size = check_size(width, height)
-    if backend == "auto":
-        backend = resolve(backend)
+    if backend not in BACKENDS:
+        backend = resolve(backend)  # `auto`, or a one-line error for an unknown name
     if backend == "decord":
         return _DecordReader(str(path), size)
     if backend == "pyav":
         return _PyAVReader(str(path), size)
-    if backend == "torchcodec":
-        return _TorchCodecReader(str(path), size, device)
-    raise ValueError(f"unknown decoder backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    assert backend == "torchcodec"
+    return _TorchCodecReader(str(path), size, device)
 
 
 # ------------------------------------------------------------------------------------------------ decord

@@ -31,10 +31,10 @@ def decoded_index(frames: np.ndarray) -> np.ndarray:
 
 
 def write_indexed_video(path: Path, num_frames: int = 24, *, codec: str = "mpeg4", height: int = 32,
-                        width: int = 32) -> Path:
+                        width: int = 32, fps: int = 25) -> Path:
     path = path.with_suffix(CODECS[codec][1])
     path.parent.mkdir(parents=True, exist_ok=True)
-    return write_video(path, indexed_frames(num_frames, height, width), codec=codec)
+    return write_video(path, indexed_frames(num_frames, height, width), codec=codec, fps=fps)
 
 
 def make_truncated(src: Path, dst: Path, keep: float = 0.5) -> Path:
