@@ -1,5 +1,8 @@
 """Results written whole or not at all (a temporary file beside the target, synced, renamed), outputs that never
-overwrite the command's own inputs, and local vs remote paths."""
+overwrite the command's own inputs, and local vs remote paths.
+
+The atomic write is these few lines of the standard library (``os.fsync`` + ``os.replace``) rather than a
+dependency: the package that did it (``atomicwrites``) is archived by its author, and none of ours offers it."""
 
 from __future__ import annotations
 

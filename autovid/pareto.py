@@ -46,7 +46,9 @@ def pareto_mask(values: Sequence[Sequence[float]] | np.ndarray, modes: Sequence[
     """A boolean array: True for the rows of `values` (trials × objectives) that no other row dominates, among
     the rows `feasible` marks True (default: all); an infeasible row is never on the front and dominates nothing.
 
-    O(n² k), which is nothing for the hundreds of trials a study has."""
+    O(n² k), which is nothing for the hundreds of trials a study has. Not Optuna's front (``Study.best_trials``):
+    that covers the trials of an Optuna study only, while these fronts are over result tables (Tune summaries,
+    ablation arms) whose failed rows carry NaN."""
     points = _as_minimised(np.asarray(values, dtype=float).reshape(-1, len(modes)), modes)
     valid = ~np.isnan(points).any(axis=1)
     if feasible is not None:

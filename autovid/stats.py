@@ -57,7 +57,8 @@ def bootstrap_accuracy_ci(
     video indices for every seed), so the interval covers the accuracy expected over both the video population
     and training seeds. With one seed only videos are resampled. Per-video noise enters both levels, so the
     interval errs wide when seeds barely differ; with very few seeds and large seed-to-seed variation it errs
-    narrow (three seeds are a small sample of seeds).
+    narrow (three seeds are a small sample of seeds). Not ``scipy.stats.bootstrap``: it resamples one level
+    (the observations of each sample), not seeds and videos together.
     """
     c = _correctness(correct, "correct")
     rng = _rng(rng)
@@ -481,7 +482,11 @@ def _percentiles(replicates: np.ndarray, confidence: float) -> tuple[float, floa
 
 
 def _sign_flip_p_value(diff: np.ndarray, n_perm: int, rng: np.random.Generator) -> float:
-    """Two-sided sign-flip test of mean(diff) = 0: under H0 each video's difference is as likely negated."""
+    """Two-sided sign-flip test of mean(diff) = 0: under H0 each video's difference is as likely negated.
+
+    Not ``scipy.stats.permutation_test(permutation_type="samples")``, which computes the same test with the same
+    (b + 1) / (m + 1) correction: it took 0.58 s of CPU against 0.12 s here for 500 videos and 10,000 sign
+    patterns (scipy 1.17), and every ablation report and the calibration tests call it many times."""
     observed = abs(diff.sum())
     # Sums of the same numbers in another order differ by rounding; count those as ties, not as smaller.
     tol = 1e-9 * max(1.0, float(np.abs(diff).sum()))

@@ -103,9 +103,9 @@ def _torchcodec_problem() -> str | None:
         import torchcodec  # older releases (0.13) load FFmpeg here, and fail without it
 
         if getattr(torchcodec, "ffmpeg_major_version", None) is None:  # later releases load it on first use
-            from torchcodec._internally_replaced_utils import load_core_libraries
+            from torchcodec import _internally_replaced_utils as utils
 
-            load_core_libraries()
+            utils.load_core_libraries()  # type: ignore[attr-defined]  # absent from the installed 0.13, present later
     except Exception as exc:  # noqa: BLE001 - OSError, RuntimeError or ImportError depending on the release
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return (f"TorchCodec cannot load FFmpeg's shared libraries ({first[:160]}); install FFmpeg 4 to 8 with the "

@@ -201,7 +201,10 @@ class Throughput(NamedTuple):
 
 
 def measure_throughput(loader: DataLoader, *, max_batches: int | None = None) -> Throughput:
-    """Time one pass over ``loader`` (at most ``max_batches``), not counting the first batch (worker start-up)."""
+    """Time one pass over ``loader`` (at most ``max_batches``), not counting the first batch (worker start-up).
+
+    A plain clock around one pass, not ``torch.utils.benchmark``: its Timer re-runs a statement to time it,
+    while a pass over a loader consumes an epoch (sampler state, persistent workers) and cannot be replayed."""
     batches = iter(loader)
     next(batches, None)
     clips, start = 0, time.perf_counter()

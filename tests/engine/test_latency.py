@@ -1,14 +1,15 @@
-"""Latency measurement: a median of timed eval-mode forwards, flags restored; the search reports it on demand."""
+"""Latency measurement: torch.utils.benchmark blocks of eval-mode forwards, flags restored; the search reports it on demand."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from autovid.engine.accounting import measure_latency
+from autovid.engine.accounting import latency, measure_latency
 from autovid.engine.session import SearchSession
 from tests.tiny import tiny_config
 
@@ -25,13 +26,30 @@ class _Counting(nn.Module):
         return self.bn(self.conv(x))
 
 
-def test_warmup_and_repeats_run_in_eval_mode_without_grad() -> None:
+def test_timed_blocks_run_in_eval_mode_without_grad() -> None:
     net = _Counting().train()
-    ms = measure_latency(net, (2, 3, 4, 8, 8), warmup=2, repeats=5)
-    assert ms > 0
-    assert net.calls == [((2, 3, 4, 8, 8), False, False)] * 7
+    torch.set_num_threads(1)
+    stats = latency(net, (2, 3, 4, 8, 8), warmup=2, repeats=5, min_run_time=0.01)
+    assert stats.median_ms > 0 and stats.iqr_ms >= 0 and stats.blocks >= 5 and stats.per_block >= 1
+    # warm-up, the timer's block-size search and at least `repeats` blocks: every forward in eval mode, no grad
+    assert len(net.calls) >= 2 + stats.blocks * stats.per_block
+    assert set(net.calls) == {((2, 3, 4, 8, 8), False, False)}
     assert net.training and net.bn.training  # flags restored
     assert float(net.bn.running_mean.abs().sum()) == 0.0  # eval mode: BN statistics untouched
+    assert torch.get_num_threads() == 1
+
+
+def test_a_forward_takes_at_least_what_it_sleeps() -> None:
+    """A module that sleeps 2 ms per forward: every figure is at least that (load can only add to it)."""
+
+    class _Sleeps(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            time.sleep(0.002)
+            return x
+
+    stats = latency(_Sleeps(), (1, 1), warmup=0, repeats=3, min_run_time=0.05)
+    assert stats.median_ms >= 2.0 and stats.blocks >= 3  # sleep never returns early
+    assert measure_latency(_Sleeps(), (1, 1), warmup=0, repeats=1) >= 2.0
 
 
 def test_bad_counts_are_refused() -> None:
