@@ -14,6 +14,8 @@ import pytest
 import ray
 from ray import tune
 
+from autovid.data.backends import DECODER_BACKEND_PARAM
+from autovid.data.backends import resolve as resolve_decoder
 from autovid.engine.setup import prepare_manifest
 from autovid.provenance import manifest_hash
 from autovid.tune import runner
@@ -51,6 +53,10 @@ def test_study_with_nested_mlflow_runs_and_retrain(tmp_path: Path, local_ray, mo
     assert len(children) == 3  # two search trials and the retrain of the best
     searches = [c for c in children if "search.w_lr" in c.data.params and "val/acc" in c.data.metrics]
     assert len(searches) == 2
+    # the decoder as configured and as resolved, on the parent run and on every trial's run
+    for run in (parent, *searches):
+        assert run.data.params["data.decoder"] == "auto"
+        assert run.data.params[DECODER_BACKEND_PARAM] == resolve_decoder("auto")
     for child in searches:
         for key in ("train/loss", "val/acc", "alpha/entropy", "genotype/params", "genotype/flops"):
             history = client.get_metric_history(child.info.run_id, key)

@@ -8,8 +8,10 @@ import pytest
 import ray
 from ray.tune.utils import validate_save_restore
 
+from autovid.data.backends import DECODER_BACKEND_PARAM
+from autovid.data.backends import resolve as resolve_decoder
 from autovid.engine.preflight import example_genotype
-from autovid.tune.trainables import BASE_KEY, GENOTYPE_KEY, SearchTrainable, TrainTrainable
+from autovid.tune.trainables import BASE_KEY, GENOTYPE_KEY, SearchTrainable, TrainTrainable, resolved_params
 from tests.tiny import tiny_config
 
 pytestmark = pytest.mark.slow
@@ -34,3 +36,12 @@ def test_validate_save_restore_and_exact_continuation(tmp_path: Path, module_ray
     a, b = ray.get(first.train.remote()), ray.get(second.train.remote())
     assert a["training_iteration"] == b["training_iteration"] == 4
     assert (a[key], a["train/loss"]) == (b[key], b["train/loss"])
+
+
+def test_mlflow_params_name_the_decoder_backend(tmp_path: Path) -> None:
+    """A trial's MLflow params carry data.decoder as configured and the backend it resolved to."""
+    cfg = tiny_config(tmp_path)
+    params = resolved_params({BASE_KEY: cfg.model_dump(mode="json")})
+    assert params["data.decoder"] == "auto" and params[DECODER_BACKEND_PARAM] == resolve_decoder("auto")
+    pinned = resolved_params({BASE_KEY: cfg.model_dump(mode="json"), "data.decoder": "pyav"})
+    assert pinned["data.decoder"] == pinned[DECODER_BACKEND_PARAM] == "pyav"
