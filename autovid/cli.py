@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from autovid import __version__
 from autovid.config import SyntheticConfig
+from autovid.data.backends import DECODERS
 from autovid.errors import RunFailed, UserError, printable
 
 log = logging.getLogger("autovid")
@@ -70,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--out", type=Path, required=True)
     index.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     index.add_argument("--workers", type=int, default=None)
+    index.add_argument("--decoder", default="auto", choices=DECODERS,
+                       help="the backend that probes the videos (data.decoder; default: auto)")
     summary = data.add_parser("summary", help="summarize a manifest")
     summary.add_argument("manifest", type=Path)
 
@@ -164,7 +167,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         listing = list_videos(args.root, args.format, split=args.split, splits_dir=args.splits)  # opens no video
         check_output(args.out, [*listing.sources, *(entry.path for entry in listing.entries)], overwrite=args.overwrite)
         frame = build_manifest(args.root, args.format, split=args.split, splits_dir=args.splits, workers=args.workers,
-                               progress=True, listing=listing)
+                               progress=True, listing=listing, decoder=args.decoder)
         summary = summarize_manifest(frame)
         if summary["ok"] == 0:
             _print_summary(summary)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from autovid.data.manifest import MANIFEST_COLUMNS
+from autovid.data.manifest import MANIFEST_COLUMNS, manifest_decoder, read_manifest
 from autovid.data.synthetic import write_video
 
 
@@ -108,7 +108,9 @@ def test_index_replaces_a_manifest_only_with_overwrite(tmp_path: Path) -> None:
     _one_line_error(_run("data", "index", "data", "--format", "folder", "--out", "m.parquet", cwd=tmp_path),
                     "--out m.parquet exists; add --overwrite")
     assert (tmp_path / "m.parquet").read_text() == "an older result"
-    ok = _run("data", "index", "data", "--format", "folder", "--out", "m.parquet", "--overwrite", cwd=tmp_path)
+    ok = _run("data", "index", "data", "--format", "folder", "--out", "m.parquet", "--overwrite", "--decoder", "pyav",
+              cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert len(pd.read_parquet(tmp_path / "m.parquet")) == 4
+    assert "probed with the pyav decoder" in ok.stdout and manifest_decoder(read_manifest(tmp_path / "m.parquet")) == "pyav"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # written atomically, no leftover
