@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.benchmark import Measurement, Timer
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["Latency", "count_flops", "count_parameters", "describe", "latency", "measure_latency"]
+__all__ = ["EagerLatency", "count_flops", "count_parameters", "describe", "latency", "measure_latency"]
 
 
 def count_parameters(module: nn.Module, *, trainable_only: bool = True) -> int:
@@ -56,8 +56,9 @@ def describe(module: nn.Module, input_shape: Sequence[int], *, device: str | tor
     }
 
 
-class Latency(NamedTuple):
-    """A forward latency measured by :func:`latency`: milliseconds per forward over the timed blocks."""
+class EagerLatency(NamedTuple):
+    """An eager PyTorch forward latency measured by :func:`latency`: milliseconds per forward over the timed blocks
+    (ONNX Runtime's is :class:`autovid.export.Latency`)."""
 
     median_ms: float
     iqr_ms: float  # interquartile range of the per-forward times of the blocks
@@ -73,7 +74,7 @@ def latency(
     warmup: int = 3,
     repeats: int = 10,
     min_run_time: float = 0.2,
-) -> Latency:
+) -> EagerLatency:
     """Eval-mode forward latency on a zero batch of ``input_shape``, timed by ``torch.utils.benchmark``.
 
     ``warmup`` untimed forwards come first (allocator, cuDNN autotuning and lazy initialisation would otherwise
@@ -106,7 +107,7 @@ def latency(
         for m, training in modes.items():
             m.training = training
     merged = Measurement.merge(runs)[0] if len(runs) > 1 else runs[0]  # per-forward times of every block
-    return Latency(1000.0 * merged.median, 1000.0 * merged.iqr, len(merged.raw_times), runs[0].number_per_run)
+    return EagerLatency(1000.0 * merged.median, 1000.0 * merged.iqr, len(merged.raw_times), runs[0].number_per_run)
 
 
 def measure_latency(
