@@ -59,6 +59,10 @@ class Reader(Protocol):
         """uint8 [len(indices), H, W, 3] RGB frames at ``indices`` (sorted, unique, in range)."""
         ...
 
+    def frame(self, index: int) -> np.ndarray:
+        """One uint8 [H, W, 3] frame: what probing decodes."""
+        ...
+
     def abandon(self) -> None:
         """Forget native state inherited through fork() without freeing it (it belongs to the parent)."""
         ...
@@ -163,6 +167,11 @@ class _DecordReader:
                 raise DecoderLimitation(f"decord cannot produce frames {what}; choose another width") from None
             raise
 
+    def frame(self, index: int) -> np.ndarray:
+        # decord's single-frame path: unlike get_batch it works at the native widths get_batch refuses (16, 24, ...),
+        # so probing keeps such files usable and training reports the limitation (DecoderLimitation) instead
+        return self._reader[index].asnumpy()
+
     def abandon(self) -> None:
         self._reader._handle = None  # decord's __del__ then skips the native free (it hangs in a forked child)
 
@@ -240,6 +249,9 @@ class _PyAVReader:
         w, h = self._size
         return frame.to_ndarray(width=w, height=h, format="rgb24", interpolation="BILINEAR")  # exactly decord's frames
 
+    def frame(self, index: int) -> np.ndarray:
+        return self.get_batch([index])[0]
+
     def abandon(self) -> None:
         self._frames = None  # FFmpeg state freed by the garbage collector is only memory: nothing to skip
 
@@ -272,6 +284,9 @@ class _TorchCodecReader:
 
     def get_batch(self, indices: list[int]) -> np.ndarray:
         return self._decoder.get_frames_at(indices).data.cpu().numpy()
+
+    def frame(self, index: int) -> np.ndarray:
+        return self.get_batch([index])[0]
 
     def abandon(self) -> None:
         pass  # nothing native that a forked child must not free

@@ -158,8 +158,8 @@ def probe(path: str | Path, backend: str = "auto") -> VideoInfo:
     if num_frames <= 0:
         raise ProbeError("no_frames", "the video stream has no frames")
     try:
-        first = reader.get_batch([0])[0]
-        reader.get_batch([num_frames - 1])
+        first = reader.frame(0)
+        reader.frame(num_frames - 1)
     except Exception as exc:
         raise ProbeError("decode_error", _one_line(exc)) from None
     fps = reader.fps

@@ -62,8 +62,8 @@ class EagerLatency(NamedTuple):
 
     median_ms: float
     iqr_ms: float  # interquartile range of the per-forward times of the blocks
-    blocks: int  # timed blocks (each runs the forward `per_block` times back to back)
-    per_block: int
+    blocks: int  # timed blocks (each runs the forward several times back to back)
+    forwards: int  # timed forwards over all blocks (the timer sizes blocks anew each time it is called)
 
 
 def latency(
@@ -107,7 +107,8 @@ def latency(
         for m, training in modes.items():
             m.training = training
     merged = Measurement.merge(runs)[0] if len(runs) > 1 else runs[0]  # per-forward times of every block
-    return EagerLatency(1000.0 * merged.median, 1000.0 * merged.iqr, len(merged.raw_times), runs[0].number_per_run)
+    forwards = sum(len(m.raw_times) * m.number_per_run for m in runs)
+    return EagerLatency(1000.0 * merged.median, 1000.0 * merged.iqr, len(merged.raw_times), forwards)
 
 
 def measure_latency(
