@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from autovid.tune.trainables import TEST_HOLD_ENV
+from tests.faults import fault_env
 from tests.tiny import tiny_config
 
 pytestmark = pytest.mark.slow
@@ -49,10 +49,8 @@ def _consistent_snapshot(exp_dir: Path, held: str, finished: str) -> bool:
 
 
 def _cli(*args: str, cwd: Path, hold: Path | None = None) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TUNE_GLOBAL_CHECKPOINT_S": str(SNAPSHOT_PERIOD_S)}
-    env.pop(TEST_HOLD_ENV, None)
-    if hold is not None:
-        env[TEST_HOLD_ENV] = f"{HOLD_EPOCH}:{hold}"
+    env = fault_env({**os.environ, "PYTHONUNBUFFERED": "1", "TUNE_GLOBAL_CHECKPOINT_S": str(SNAPSHOT_PERIOD_S)},
+                    hold=None if hold is None else (HOLD_EPOCH, hold))
     return subprocess.Popen([sys.executable, "-m", "autovid.cli", *args], cwd=cwd, env=env, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
