@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults import fault_env
-from tests.tiny import tiny_config
+from tests.tiny import assert_quiet, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -95,6 +95,7 @@ def test_resume_after_driver_killed(tmp_path: Path) -> None:
     resumed = _cli("tune", str(config_path), "--no-retrain", "--resume", cwd=tmp_path)
     output, _ = resumed.communicate(timeout=400)
     assert resumed.returncode == 0, output
+    assert_quiet(output)  # a restored Tuner too (its searcher, pickled with its concurrency limit)
 
     after = {t.name: _results(t) for t in exp_dir.glob("*/") if (t / "result.json").exists()}
     assert set(after) == set(before)  # the same two trials: none lost, none added

@@ -16,7 +16,7 @@ import pytest
 from autovid.engine.checkpoint import load_state
 from autovid.engine.session import SearchSession
 from tests.faults import fault_env
-from tests.tiny import tiny_config
+from tests.tiny import assert_quiet, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -49,6 +49,7 @@ def test_two_worker_search_survives_a_killed_worker_and_matches_one_process(tmp_
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
     assert driver.returncode == 0, output
+    assert_quiet(output)
 
     trial = next((tmp_path / "runs" / "tiny").glob("*/result.json")).parent
     rows = [json.loads(line) for line in (trial / "result.json").read_text().splitlines() if line.strip()]
