@@ -41,7 +41,9 @@ def init_ray(address: str | None) -> None:
     quiet = {"worker_process_setup_hook": quiet_ray_logs}
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True, runtime_env=quiet)
+        # no runtime_env here: a job submitted with deploy/runtime_env.yaml has its own, which must stay whole
+        # (its workers then still log their checkpoints; only the driver's Ray loggers are quieted)
+        ray.init(address=address, log_to_driver=True)
         return
     with single_machine_ray():
         ray.init(include_dashboard=False, dashboard_host="127.0.0.1", log_to_driver=True, runtime_env=quiet)
