@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.autovid-installed
 
-.PHONY: demo test test-fast lint bench clean install
+.PHONY: demo test test-fast lint docs bench clean install
 
 install: $(STAMP)
 
@@ -45,8 +45,14 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check autovid tests benchmarks
+	$(VENV)/bin/ruff check autovid tests benchmarks tools
 	$(VENV)/bin/mypy
+
+# The API reference from the docstrings (pdoc) into docs/api/ (a build product, not committed), then the links of
+# README.md and docs/*.md: both fail on a broken reference or link.
+docs: $(STAMP)
+	$(PY) tools/build_docs.py docs/api
+	$(PY) tools/check_links.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/loader.py
@@ -54,4 +60,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/data_parallel.py
 
 clean:
-	rm -rf $(VENV) .autovid_cache autovid_runs mlflow.db
+	rm -rf $(VENV) .autovid_cache autovid_runs mlflow.db docs/api

@@ -27,14 +27,17 @@ __all__ = [
     "SEGMENTS_COMPARISON_COLUMNS",
     "SEGMENTS_INPUT_COLUMNS",
     "ablation_table",
+    "accuracy_vs_params_figure",
     "plot_accuracy_vs_params",
     "plot_rank_scatter",
     "plot_segments",
     "power_statement",
     "provenance_line",
     "rank_correlation",
+    "rank_scatter_figure",
     "seeds_table",
     "segments_comparisons",
+    "segments_figure",
     "segments_table",
     "operator_agreement",
     "summary_table",
@@ -213,6 +216,11 @@ def provenance_line(provenance: Mapping[str, str] | None) -> str:
 
 
 def plot_accuracy_vs_params(table: pd.DataFrame, path: str | Path) -> Path:
+    """Writes :func:`accuracy_vs_params_figure` to ``path`` (PNG)."""
+    return _save(accuracy_vs_params_figure(table), path)
+
+
+def accuracy_vs_params_figure(table: pd.DataFrame) -> Figure:
     """Top-1 (percent) against parameters (log x) with 95 % CI error bars, one labelled marker per arm."""
     _require_columns(table, ("arm", "top1_mean", "top1_ci_low", "top1_ci_high", "params"), "ablation table")
     fig = _figure(6.0, 4.5)
@@ -236,7 +244,7 @@ def plot_accuracy_vs_params(table: pd.DataFrame, path: str | Path) -> Path:
     ax.set_title("Accuracy vs parameters (mean, 95 % CI over seeds and videos)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    return _save(fig, path)
+    return fig
 
 
 def _count_label(value: float, _position: int | None = None) -> str:
@@ -438,6 +446,17 @@ def plot_rank_scatter(
     *,
     point_labels: Sequence[str] | None = None,
 ) -> Path:
+    """Writes :func:`rank_scatter_figure` to ``path`` (PNG)."""
+    return _save(rank_scatter_figure(a, b, labels, point_labels=point_labels), path)
+
+
+def rank_scatter_figure(
+    a: Sequence[float],
+    b: Sequence[float],
+    labels: tuple[str, str] = ("weight-sharing score", "standalone accuracy"),
+    *,
+    point_labels: Sequence[str] | None = None,
+) -> Figure:
     """Scatter of scoring ``a`` (x, axis label ``labels[0]``) against ``b`` (y, ``labels[1]``).
 
     The title gives Kendall τ with its 95 % bootstrap CI, and Spearman ρ.
@@ -458,7 +477,7 @@ def plot_rank_scatter(
         f"Spearman ρ = {corr['spearman_rho']:.3f} (n = {corr['n']})"
     )
     ax.grid(True, alpha=0.3)
-    return _save(fig, path)
+    return fig
 
 
 # --------------------------------------------------------------------------------------------- segments
@@ -506,6 +525,11 @@ def segments_comparisons(hits: Mapping[tuple[str, int, int], np.ndarray], *, alp
 
 
 def plot_segments(results: pd.DataFrame, path: str | Path) -> Path:
+    """Writes :func:`segments_figure` to ``path`` (PNG)."""
+    return _save(segments_figure(results), path)
+
+
+def segments_figure(results: pd.DataFrame) -> Figure:
     """Top-1 (percent) against the number of segments (log2 x), one line per sampling mode, ±std bars."""
     table = segments_table(results)
     fig = _figure(5.5, 4.0)
@@ -525,7 +549,7 @@ def plot_segments(results: pd.DataFrame, path: str | Path) -> Path:
     ax.set_title("TSN segments vs one dense clip")
     ax.grid(True, alpha=0.3)
     ax.legend()
-    return _save(fig, path)
+    return fig
 
 
 # --------------------------------------------------------------------------------------------- CLI table

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from scipy import stats
 
 from autovid import report
@@ -18,6 +20,19 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def _is_png(path) -> bool:
     data = path.read_bytes()
     return len(data) > 1000 and data.startswith(PNG_MAGIC)
+
+
+def _png_size(path) -> tuple[int, int]:
+    """Width and height in pixels from the PNG's IHDR chunk (after checking the signature)."""
+    assert _is_png(path)
+    data = path.read_bytes()
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def _only_axes(fig: Figure) -> Axes:
+    (ax,) = fig.axes
+    fig.canvas.draw()  # tick labels and the legend are laid out only when drawn
+    return ax
 
 
 VIDEOS = 300
@@ -120,7 +135,25 @@ def test_write_ablation_report(tmp_path):
         f"p = {report._p(r3d.p_value)}, Holm-adjusted {report._p(r3d.p_holm)}"
     ]
     assert "## These trained networks, video by video" in md and "- random-p3d: p = " in md
-    assert paths["plot"].name == "accuracy_vs_params.png" and _is_png(paths["plot"])
+    assert paths["plot"].name == "accuracy_vs_params.png" and _png_size(paths["plot"]) == (660, 495)
+
+
+def test_accuracy_vs_params_figure_draws_each_arm_at_its_mean_with_its_ci():
+    results, correct = _ablation_results()
+    table = report.ablation_table(results, correct, reference="darts-p3d")
+    ax = _only_axes(report.accuracy_vs_params_figure(table))
+    assert [str(c.get_label()) for c in ax.containers] == ["darts-p3d", "random-p3d", "r3d_18"]
+    for bars, row in zip(ax.containers, table.itertuples(index=False)):
+        line, _, (stems,) = bars.lines
+        assert np.allclose(line.get_xydata(), [[row.params, 100 * row.top1_mean]])
+        ((x_low, low), (x_high, high)), = stems.get_segments()
+        assert x_low == x_high == row.params and np.allclose([low, high], [100 * row.top1_ci_low, 100 * row.top1_ci_high])
+    assert [t.get_text() for t in ax.texts] == list(table["arm"])  # each marker labelled with its arm
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(table["arm"])
+    assert ax.get_xscale() == "log" and ax.get_ylabel() == "top-1 accuracy (%)"
+    # the 1-2-5 ticks are labelled as counts (700 k, 1 M, ..., 20 M), not as 10^x powers
+    labels = [t.get_text() for t in ax.get_xticklabels() if ax.get_xlim()[0] <= t.get_position()[0] <= ax.get_xlim()[1]]
+    assert labels and all(label.endswith((" k", " M")) for label in labels), labels
 
 
 def test_report_says_when_no_arm_differs(tmp_path):
@@ -250,9 +283,17 @@ def test_rank_correlation_rejects_mismatched_lengths():
 def test_plot_rank_scatter(tmp_path):
     rng = np.random.default_rng(0)
     a = rng.random(10)
-    path = report.plot_rank_scatter(a, a + 0.1 * rng.random(10), tmp_path / "rank.png", ("supernet", "standalone"),
-                                    point_labels=[f"g{i}" for i in range(10)])
-    assert _is_png(path)
+    b = a + 0.1 * rng.random(10)
+    labels = [f"g{i}" for i in range(10)]
+    path = report.plot_rank_scatter(a, b, tmp_path / "rank.png", ("supernet", "standalone"), point_labels=labels)
+    assert _png_size(path) == (550, 495)  # 5 x 4.5 inches at 110 dpi
+    ax = _only_axes(report.rank_scatter_figure(a, b, ("supernet", "standalone"), point_labels=labels))
+    (points,) = ax.collections  # one scatter: every (a, b) pair, in order
+    assert np.allclose(points.get_offsets(), np.column_stack([a, b]))
+    assert [(t.get_text(), *t.xy) for t in ax.texts] == list(zip(labels, a, b))  # each point carries its label
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("supernet", "standalone")
+    corr = report.rank_correlation(a, b)
+    assert ax.get_title().startswith(f"Kendall τ = {corr['kendall_tau']:.3f} [") and "(n = 10)" in ax.get_title()
 
 
 def _segment_results() -> pd.DataFrame:
@@ -271,7 +312,17 @@ def test_segments_table_and_plot(tmp_path):
     row = table.query("mode == 'dense' and num_segments == 4").iloc[0]
     assert row["frames"] == 8 and row["runs"] == 2
     assert row["top1_mean"] == pytest.approx(0.3 + 0.025 + 0.005)
-    assert _is_png(report.plot_segments(_segment_results(), tmp_path / "segments.png"))
+    assert _png_size(report.plot_segments(_segment_results(), tmp_path / "segments.png")) == (605, 440)
+    ax = _only_axes(report.segments_figure(_segment_results()))
+    drawn = {str(c.get_label()): c for c in ax.containers}  # one error-bar line per sampling mode
+    assert set(drawn) == {"dense", "segments"} and ax.get_legend() is not None
+    for mode, bars in drawn.items():
+        part = table[table["mode"] == mode].sort_values("num_segments")
+        line, _, (stems,) = bars.lines
+        assert np.allclose(line.get_xydata(), np.column_stack([part["num_segments"], 100 * part["top1_mean"]]))
+        half_widths = [(high - low) / 2 for (_, low), (_, high) in stems.get_segments()]
+        assert np.allclose(half_widths, 100 * part["top1_std"])  # ±std bars
+    assert ax.get_xscale() == "log" and [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "4", "8"]
 
 
 def test_summary_table_is_fixed_width():

@@ -47,3 +47,17 @@ def with_clip_spec(**kwargs: object) -> dict:
     fields = {f.name for f in dataclasses.fields(ClipSpec)}
     spec = ClipSpec(**{k: kwargs.pop(k) for k in list(kwargs) if k in fields})  # type: ignore[arg-type]
     return {**kwargs, "spec": spec}
+
+
+# Ray's console output that `autovid` keeps from its users (autovid.tune.cluster): a line per checkpoint, a
+# TensorBoard hint and configuration box, slow-setup advice, and the warning that max_concurrent_trials is
+# ignored (it was: a variant generator given to Tune takes the limit itself now).
+RAY_NOISE = ("Checkpoint successfully created", "tensorboard --logdir", "Configuration for experiment",
+             "Trainable.setup took", "max_concurrent_trials", "Wrote the latest version of all result files")
+
+
+def assert_quiet(output: str) -> None:
+    """A CLI run's output shows autovid's progress and summary, and none of Ray's noise."""
+    noise = [line for line in output.splitlines() if any(n in line for n in RAY_NOISE)]
+    assert not noise, "\n".join(noise)
+    assert " epoch " in output and "results: " in output, output[-3000:]  # progress lines, where results are

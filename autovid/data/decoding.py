@@ -215,10 +215,6 @@ def serve_probes(requests: TextIO | None = None, replies: TextIO | None = None, 
 
 # ---------------------------------------------------------------------------------------- isolated decoding
 
-# Test-only hook: os.pathsep-separated file paths on which the decoding child calls os.abort() instead of
-# decoding, a real native crash on demand (read by the child, so set it before the child starts). Never set
-# it in a real run.
-TEST_ABORT_ENV = "AUTOVID_TEST_DECODE_ABORT"
 DECODE_TIMEOUT = 120.0  # seconds one clip may take, child start-up included, before the file counts as hung
 _HEADER = struct.Struct("<I")  # byte length of the JSON header that starts every reply
 _CHILD_DECODE = ("import sys; from autovid.data.decoding import serve_decodes; "
@@ -236,10 +232,6 @@ class DecoderCrashed(DecodeError):
 
 class DecodingProcessError(RuntimeError):
     """The decoding process exited on its own (it could not start or serve): not the file's fault."""
-
-
-def _abort_paths() -> set[str]:
-    return {os.path.abspath(p) for p in os.environ.get(TEST_ABORT_ENV, "").split(os.pathsep) if p}
 
 
 def serve_decodes(capacity: int = 0, requests: IO[bytes] | None = None, replies: IO[bytes] | None = None, *,
@@ -267,12 +259,9 @@ def serve_decodes(capacity: int = 0, requests: IO[bytes] | None = None, replies:
             pass
     requests = requests or sys.stdin.buffer
     cache = ReaderCache(capacity, backend, device)
-    abort_on = _abort_paths()
     for line in requests:
         request = json.loads(line)
         path = request["path"]
-        if abort_on and os.path.abspath(path) in abort_on:
-            os.abort()  # test hook (TEST_ABORT_ENV): a native crash, exactly as decord's std::bad_alloc
         frames = None
         try:
             frames = read_frames(path, np.asarray(request["indices"], dtype=np.int64), width=request["width"],

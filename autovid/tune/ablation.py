@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search import BasicVariantGenerator
 
 from autovid import report, stats, tracking
 from autovid.config import ArmConfig, ExperimentConfig, load_arm
@@ -39,7 +38,7 @@ from autovid.provenance import provenance
 from autovid.rng import Stream
 from autovid.rng import generator as rng_stream
 from autovid.tune.cluster import is_local
-from autovid.tune.experiment import error_line, experiment_dir, fit, make_callbacks, make_tuner
+from autovid.tune.experiment import error_line, experiment_dir, fit, make_callbacks, make_tuner, variant_generator
 from autovid.tune.runner import resolve_run, run_retrain, start_run
 from autovid.tune.trainables import BASE_KEY, GENOTYPE_KEY, STATE_FILE, SearchTrainable, TrainTrainable
 
@@ -69,7 +68,7 @@ class _Context:
             scheduler: Any, num_samples: int = 1) -> tune.ResultGrid:
         path = experiment_dir(self.cfg, name)
         tuner = make_tuner(
-            trainable, cfg, space, name=name, max_t=max_t, searcher=BasicVariantGenerator(random_state=cfg.seed),
+            trainable, cfg, space, name=name, max_t=max_t, searcher=variant_generator(cfg, random_state=cfg.seed),
             scheduler=scheduler, num_samples=num_samples,
             callbacks=make_callbacks(cfg, self.key, self.tracking_uri, self.cfg.name),
             resume=(resumed := self.resume and tune.Tuner.can_restore(path)),

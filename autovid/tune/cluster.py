@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 
@@ -11,6 +12,20 @@ import ray
 from autovid.tune import watchdog
 
 SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # Ray's name for "this node may join a cluster"
+# Ray Tune's console output engine; "0" selects the legacy one, which at RunConfig(verbose=0) prints nothing,
+# where the new one still prints a configuration box and a TensorBoard hint (no TensorBoard logs are written)
+NEW_OUTPUT_ENV = "RAY_AIR_NEW_OUTPUT"
+# Ray's INFO lines that tell an autovid user nothing: "Checkpoint successfully created" per trial epoch
+# (ray.train), "Trainable.setup took N seconds" and "Wrote the latest version of all result files" (ray.tune).
+# Their warnings and errors still show; autovid's ConsoleReporter prints the progress.
+QUIET_LOGGERS = ("ray.train", "ray.tune")
+
+
+def quiet_ray_logs() -> None:
+    """Ray's libraries log warnings and errors only: run in the driver and, as Ray's documented
+    ``worker_process_setup_hook``, in every worker process (where the trials log their checkpoints)."""
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def init_ray(address: str | None) -> None:
@@ -21,12 +36,17 @@ def init_ray(address: str | None) -> None:
     configures it (on by default)."""
     if ray.is_initialized():
         return
+    os.environ.setdefault(NEW_OUTPUT_ENV, "0")  # read by Tune at each fit; a user's own setting wins
+    quiet_ray_logs()
+    quiet = {"worker_process_setup_hook": quiet_ray_logs}
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
+        # no runtime_env here: a job submitted with deploy/runtime_env.yaml has its own, which must stay whole
+        # (its workers then still log their checkpoints; only the driver's Ray loggers are quieted)
         ray.init(address=address, log_to_driver=True)
         return
     with single_machine_ray():
-        ray.init(include_dashboard=False, dashboard_host="127.0.0.1", log_to_driver=True)
+        ray.init(include_dashboard=False, dashboard_host="127.0.0.1", log_to_driver=True, runtime_env=quiet)
     watchdog.start()
 
 

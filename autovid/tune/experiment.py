@@ -81,6 +81,15 @@ def objectives(cfg: ExperimentConfig) -> list[tuple[str, str]]:
     return [(o.metric, o.mode) for o in cfg.tune.objectives] or [(OBJECTIVE, "max")]
 
 
+def variant_generator(cfg: ExperimentConfig, **options: Any) -> BasicVariantGenerator:
+    """Tune's random/grid generator, running at most ``tune.max_concurrent_trials`` trials at once.
+
+    Tune applies ``TuneConfig.max_concurrent_trials`` only by wrapping a ``Searcher`` in a ConcurrencyLimiter;
+    given a generator it warns that the setting is ignored and runs as many trials as fit. The generator
+    takes the limit itself (and `make_tuner` then passes none to Tune)."""
+    return BasicVariantGenerator(max_concurrent=cfg.tune.max_concurrent_trials, **options)
+
+
 def make_searcher(cfg: ExperimentConfig, experiment_dir: Path) -> Any:
     """OptunaSearch with its study in a journal file beside the run (inspectable with Optuna's tools).
 
@@ -90,7 +99,7 @@ def make_searcher(cfg: ExperimentConfig, experiment_dir: Path) -> Any:
     searcher = cfg.tune.searcher
     points = [dict(p) for p in cfg.tune.points_to_evaluate] or None
     if searcher.name == "random" or not cfg.tune.param_space or cfg.tune.scheduler.name == "pbt":
-        return BasicVariantGenerator(random_state=searcher.seed, points_to_evaluate=points)
+        return variant_generator(cfg, random_state=searcher.seed, points_to_evaluate=points)
     import optuna
 
     from autovid.tune.constraints import ConstrainedOptunaSearch
@@ -194,7 +203,8 @@ def make_tuner(
             search_alg=searcher,
             scheduler=scheduler,
             num_samples=num_samples,
-            max_concurrent_trials=cfg.tune.max_concurrent_trials,
+            # a variant generator carries its own limit (see `variant_generator`)
+            max_concurrent_trials=None if isinstance(searcher, BasicVariantGenerator) else cfg.tune.max_concurrent_trials,
             time_budget_s=cfg.tune.time_budget_s,
             trial_dirname_creator=trial_dirname,
             trial_name_creator=trial_name,

@@ -21,7 +21,6 @@ from ray import tune
 from ray.tune.schedulers import (
     FIFOScheduler,
 )
-from ray.tune.search import BasicVariantGenerator
 
 from autovid import tracking
 from autovid.config import LATENCY_DETAILS, LATENCY_METRICS, ExperimentConfig, plain_name_problem
@@ -42,6 +41,7 @@ from autovid.tune.experiment import (
     make_tuner,
     objectives,
     param_space,
+    variant_generator,
 )
 from autovid.tune.mlflow_callback import MLflowTrialCallback
 from autovid.tune.resume_logs import fail_orphaned_trials
@@ -383,7 +383,7 @@ def run_retrain(
         space,
         name=name,
         max_t=cfg.train.epochs,
-        searcher=BasicVariantGenerator(),
+        searcher=variant_generator(cfg),
         scheduler=FIFOScheduler(),
         num_samples=1,
         callbacks=(callbacks := make_callbacks(cfg, experiment_key or experiment_path, tracking_uri, name)),

@@ -8,8 +8,6 @@ no config files, and the sampled keys are exactly the ones Optuna and MLflow see
 from __future__ import annotations
 
 import math
-import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +26,6 @@ from autovid.tune.workers import ReplicatedSession
 STATE_FILE = "state.pt"
 BASE_KEY = "base"
 GENOTYPE_KEY = "genotype"
-# Test hook, "<epoch>:<folder>": a trial about to run that epoch writes <folder>/held-<trial id> (holding the
-# PIDs of its data-parallel workers, if any) and waits for <folder>/release-<trial id>. It gives the
-# kill-and-resume tests a kill point that no race can move.
-TEST_HOLD_ENV = "AUTOVID_TEST_HOLD"
 
 
 def trial_overrides(trial_config: dict[str, Any]) -> dict[str, Any]:
@@ -94,20 +88,6 @@ class _SessionTrainable(tune.Trainable):
         if isinstance(self.session, ReplicatedSession):
             self.session.close()
 
-    def hold_if_asked(self) -> None:
-        """The TEST_HOLD_ENV hook: block before the named epoch until the test releases this trial."""
-        spec = os.environ.get(TEST_HOLD_ENV)
-        if not spec:
-            return
-        epoch, folder = spec.split(":", 1)
-        if self.session.epoch + 1 != int(epoch):
-            return
-        gate = Path(folder)
-        pids = self.session.worker_pids() if isinstance(self.session, ReplicatedSession) else []
-        (gate / f"held-{self.trial_id}").write_text(" ".join(map(str, pids)))
-        while not (gate / f"release-{self.trial_id}").exists():
-            time.sleep(0.05)
-
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         save_state(self.session.state_dict(), Path(checkpoint_dir) / STATE_FILE)
 
@@ -129,7 +109,6 @@ class SearchTrainable(_SessionTrainable):
         return SearchSession(self.cfg)
 
     def step(self) -> dict[str, Any]:
-        self.hold_if_asked()
         metrics = self.session.step()
         metrics["objective"] = objective_value(
             metrics, self.cfg.tune.objective, accuracy_key="val/acc", cost_key=f"genotype/{self.cfg.tune.objective.cost}"
@@ -164,7 +143,6 @@ class TrainTrainable(_SessionTrainable):
         return TrainSession(self.cfg, Genotype.from_json(genotype_json) if genotype_json else None)
 
     def step(self) -> dict[str, Any]:
-        self.hold_if_asked()
         metrics = self.session.step()
         metrics["objective"] = objective_value(
             metrics, self.cfg.tune.objective, accuracy_key=f"{self.session.eval_prefix}/acc",

@@ -20,7 +20,6 @@ import torch
 from autovid.data import decoding
 from autovid.data.dataset import VideoClipDataset
 from autovid.data.decoding import (
-    TEST_ABORT_ENV,
     DecodeError,
     DecoderCrashed,
     DecodingProcess,
@@ -90,11 +89,11 @@ def reference(dataset: pd.DataFrame) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_an_aborting_decode_is_replaced_counted_and_skipped_afterwards(
-    dataset: pd.DataFrame, reference, monkeypatch: pytest.MonkeyPatch, workers: int
+    dataset: pd.DataFrame, reference, inject_faults, workers: int
 ) -> None:
     victim = 3  # a train video of class "a"
     path = dataset.loc[train_row(dataset, victim), "path"]
-    monkeypatch.setenv(TEST_ABORT_ENV, path)  # its decoding child calls os.abort(): SIGABRT, like decord's bad_alloc
+    inject_faults(decode_abort=[path])  # its decoding child calls os.abort(): SIGABRT, like decord's bad_alloc
     b = bundle(dataset, num_workers=workers)
     got = epochs(b)  # two train epochs and a test pass complete: nothing raised
     train = b.train.dataset
@@ -113,9 +112,9 @@ def test_an_aborting_decode_is_replaced_counted_and_skipped_afterwards(
         assert train.decoder.starts == 2
 
 
-def test_replacements_do_not_depend_on_worker_count(dataset: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_replacements_do_not_depend_on_worker_count(dataset: pd.DataFrame, inject_faults) -> None:
     """Same seed, same frames: a crash changes nothing else, whichever process decodes and learns of it first."""
-    monkeypatch.setenv(TEST_ABORT_ENV, dataset.loc[train_row(dataset, 0), "path"])
+    inject_faults(decode_abort=[dataset.loc[train_row(dataset, 0), "path"]])
     serial, parallel = epochs(bundle(dataset)), epochs(bundle(dataset, num_workers=2))
     assert all(torch.equal(s, p) for one, two in zip(serial, parallel) for s, p in zip(one, two))
 
@@ -149,8 +148,7 @@ def test_truncated_and_garbage_files_are_replaced_and_counted(dataset: pd.DataFr
     assert torch.equal(clips[0], ref_clips[1]) and torch.equal(clips[1:], ref_clips[1:])
 
 
-def test_the_decoding_process_reports_errors_and_survives_crashes(kit, tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_decoding_process_reports_errors_and_survives_crashes(kit, tmp_path: Path, inject_faults) -> None:
     good = kit.video("good", 12)
     crasher = kit.crasher(good, tmp_path / "crasher.avi")
     noise = kit.random_bytes(tmp_path / "noise.avi")
@@ -173,7 +171,7 @@ def test_the_decoding_process_reports_errors_and_survives_crashes(kit, tmp_path:
         decoder.read_frames(good, indices)
     decoder.timeout = 60.0
     assert np.array_equal(decoder.read_frames(good, indices), expected) and decoder.starts == 3
-    monkeypatch.setenv(TEST_ABORT_ENV, str(good))
+    inject_faults(decode_abort=[str(good)])
     hooked = DecodingProcess()
     with pytest.raises(DecoderCrashed, match="SIGABRT"):
         hooked.read_frames(good, indices)
@@ -193,13 +191,12 @@ def test_a_decoding_process_that_cannot_run_is_an_error_not_a_bad_file(
     assert ds.substituted == 0 and ds.failures == 0
 
 
-def test_train_session_reports_substituted_videos(dataset: pd.DataFrame, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_train_session_reports_substituted_videos(dataset: pd.DataFrame, tmp_path: Path, inject_faults) -> None:
     from autovid.engine.session import TrainSession
     from tests.tiny import tiny_config
 
     test_video = dataset.loc[dataset.index[dataset["split"] == "test"][0], "path"]
-    monkeypatch.setenv(TEST_ABORT_ENV, test_video)
+    inject_faults(decode_abort=[test_video])
     manifest = write_manifest(dataset, tmp_path / "manifest.parquet")
     cfg = tiny_config(tmp_path, data={"manifest": str(manifest), "crop_size": 16, "resize": [20, 20],
                                       "batch_size": 4},

@@ -22,9 +22,15 @@ def _with(tmp_path: Path, **sections: dict):
 
 def test_valid_search_and_retrain_pass(tmp_path: Path) -> None:
     cfg = _with(tmp_path)
-    preflight(cfg, "search")
-    preflight(cfg, "train", genotype_json=example_genotype(cfg))
-    preflight(_with(tmp_path, train={"model": "r3d_18", "width": 0.25}), "train")
+    genotype = example_genotype(cfg)
+    assert preflight(cfg, "search", "train", genotype_json=genotype) is None
+    assert preflight(_with(tmp_path, train={"model": "r3d_18", "width": 0.25}), "train") is None
+    assert not Path(cfg.storage_path).exists()  # a check, not a run: no experiment folder was made
+    # the same runs one setting off are refused: what passed above was checked, not skipped
+    with pytest.raises(UserError, match="needs a genotype"):
+        preflight(cfg, "search", "train")
+    with pytest.raises(UserError, match="one trial needs 4096 CPUs"):
+        preflight(cfg.with_overrides({"tune.resources.cpu": 4096}), "search", "train", genotype_json=genotype)
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from autovid.tune.trainables import TEST_HOLD_ENV
-from tests.tiny import tiny_config
+from tests.faults import fault_env
+from tests.tiny import assert_quiet, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -49,10 +49,8 @@ def _consistent_snapshot(exp_dir: Path, held: str, finished: str) -> bool:
 
 
 def _cli(*args: str, cwd: Path, hold: Path | None = None) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TUNE_GLOBAL_CHECKPOINT_S": str(SNAPSHOT_PERIOD_S)}
-    env.pop(TEST_HOLD_ENV, None)
-    if hold is not None:
-        env[TEST_HOLD_ENV] = f"{HOLD_EPOCH}:{hold}"
+    env = fault_env({**os.environ, "PYTHONUNBUFFERED": "1", "TUNE_GLOBAL_CHECKPOINT_S": str(SNAPSHOT_PERIOD_S)},
+                    hold=None if hold is None else (HOLD_EPOCH, hold))
     return subprocess.Popen([sys.executable, "-m", "autovid.cli", *args], cwd=cwd, env=env, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -97,6 +95,7 @@ def test_resume_after_driver_killed(tmp_path: Path) -> None:
     resumed = _cli("tune", str(config_path), "--no-retrain", "--resume", cwd=tmp_path)
     output, _ = resumed.communicate(timeout=400)
     assert resumed.returncode == 0, output
+    assert_quiet(output)  # a restored Tuner too (its searcher, pickled with its concurrency limit)
 
     after = {t.name: _results(t) for t in exp_dir.glob("*/") if (t / "result.json").exists()}
     assert set(after) == set(before)  # the same two trials: none lost, none added

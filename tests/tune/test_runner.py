@@ -7,6 +7,8 @@ import json
 import math
 import os
 import signal
+import threading
+import time
 from pathlib import Path
 
 import mlflow
@@ -76,19 +78,27 @@ def test_study_with_nested_mlflow_runs_and_retrain(tmp_path: Path, local_ray, mo
 
 
 class _KillWorkerOnce(tune.Callback):
-    """Kills the trial's worker process right after its second epoch was reported (and checkpointed)."""
+    """Kills the trial's worker process once Tune has recorded the checkpoint of its second epoch.
+
+    Killed from `on_checkpoint`, the worker dies with that checkpoint the newest Tune knows of, and before the
+    controller can process epoch 3 (it runs the callback first): the restore point does not depend on timing."""
 
     def __init__(self) -> None:
         self.killed = False
+        self.pid = 0
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        if not self.killed and result["training_iteration"] == 2:
+        self.pid = result["pid"]
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
+        if not self.killed and Path(checkpoint.path).name == "checkpoint_000001":  # written after epoch 2
             self.killed = True
-            os.kill(result["pid"], signal.SIGKILL)
+            os.kill(self.pid, signal.SIGKILL)
 
 
 def test_worker_death_resumes_from_last_checkpoint(tmp_path: Path, local_ray) -> None:
-    cfg = runner.absolute_paths(tiny_config(tmp_path, search={"epochs": 4, "warmup_epochs": 1}))
+    cfg = runner.absolute_paths(tiny_config(tmp_path, search={"epochs": 4, "warmup_epochs": 1},
+                                            tune={"checkpoint_frequency": 1}))
     killer = _KillWorkerOnce()
     tuner = make_tuner(
         SearchTrainable, cfg, {BASE_KEY: cfg.model_dump(mode="json")}, name="killed", max_t=4,
@@ -97,24 +107,44 @@ def test_worker_death_resumes_from_last_checkpoint(tmp_path: Path, local_ray) ->
     result = tuner.fit()[0]
     assert killer.killed and result.error is None
     assert result.metrics["training_iteration"] == 4 and result.metrics["epoch"] == 4
-    # Restored from the last checkpoint written before the kill (epoch 1 or 2; the epoch-2 one may still be
-    # in flight when its result arrives): the epochs after the restore continue from it, not from epoch 1.
-    since_restore = result.metrics["iterations_since_restore"]
-    assert since_restore in (2, 3)
+    # restored from the epoch-2 checkpoint: epochs 3 and 4 ran after the restore, epoch 1 was not redone
+    assert result.metrics["iterations_since_restore"] == 2
     epochs = [int(e) for e in result.metrics_dataframe["epoch"]]
-    assert epochs[-since_restore:] == list(range(5 - since_restore, 5)) and epochs[-since_restore] > 1
+    assert epochs[:2] == [1, 2] and epochs[-2:] == [3, 4] and epochs.count(1) == 1
 
 
-def test_two_node_cluster_places_trials_on_both_nodes(tmp_path: Path) -> None:
+def test_two_node_cluster_places_trials_on_both_nodes(tmp_path: Path, inject_faults) -> None:
+    """Each node has one CPU and each trial needs one: two trials that run at the same time must be on
+    different nodes. Both are held before their first epoch until both have started, so they do."""
     from ray.cluster_utils import Cluster
 
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    inject_faults(hold=(1, gate))  # before the nodes start: their workers inherit it
+    both_held = threading.Event()
+
+    def release_when_both_held() -> None:
+        deadline = time.monotonic() + 300
+        while len(list(gate.glob("held-*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if len(list(gate.glob("held-*"))) == 2:
+            both_held.set()
+        while len(list(gate.glob("release-*"))) < 2:  # then (or after the timeout, one by one) release them
+            for held in gate.glob("held-*"):
+                (gate / held.name.replace("held-", "release-")).touch()
+            time.sleep(0.1)
+
+    releaser = threading.Thread(target=release_when_both_held, daemon=True)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     cluster.add_node(num_cpus=1)
     try:
+        releaser.start()
         cfg = tiny_config(tmp_path, search={"epochs": 1, "warmup_epochs": 0},
                           tune={"num_samples": 2, "max_concurrent_trials": 2, "scheduler": {"name": "none"},
+                                "resources": {"cpu": 1},
                                 "param_space": {"search.w_lr": {"type": "choice", "values": [0.02, 0.03]}}})
         outcome = run_search_experiment(cfg, retrain=False, address=cluster.address)
+        assert both_held.is_set()  # the two trials ran at the same time
         assert len(outcome.summary) == 2
         frames = tune.Tuner.restore(outcome.experiment_path, trainable=SearchTrainable).get_results()
         nodes = {r.metrics["node_id"] for r in frames}

@@ -15,8 +15,8 @@ import pytest
 
 from autovid.engine.checkpoint import load_state
 from autovid.engine.session import SearchSession
-from autovid.tune.trainables import TEST_HOLD_ENV
-from tests.tiny import tiny_config
+from tests.faults import fault_env
+from tests.tiny import assert_quiet, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,7 @@ def test_two_worker_search_survives_a_killed_worker_and_matches_one_process(tmp_
     config_path.write_text(cfg.to_yaml())
     gate = tmp_path / "gate"
     gate.mkdir()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", TEST_HOLD_ENV: f"{EPOCHS}:{gate}"}
+    env = fault_env({**os.environ, "PYTHONUNBUFFERED": "1"}, hold=(EPOCHS, gate))
     driver = subprocess.Popen(
         [sys.executable, "-m", "autovid.cli", "search", str(config_path), "tune.resources.workers=2"],
         cwd=tmp_path, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -49,6 +49,7 @@ def test_two_worker_search_survives_a_killed_worker_and_matches_one_process(tmp_
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
     assert driver.returncode == 0, output
+    assert_quiet(output)
 
     trial = next((tmp_path / "runs" / "tiny").glob("*/result.json")).parent
     rows = [json.loads(line) for line in (trial / "result.json").read_text().splitlines() if line.strip()]
