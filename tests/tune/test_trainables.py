@@ -34,3 +34,19 @@ def test_validate_save_restore_and_exact_continuation(tmp_path: Path, module_ray
     a, b = ray.get(first.train.remote()), ray.get(second.train.remote())
     assert a["training_iteration"] == b["training_iteration"] == 4
     assert (a[key], a["train/loss"]) == (b[key], b["train/loss"])
+
+
+def test_a_reused_actor_runs_the_next_trial_from_scratch(tmp_path: Path, module_ray) -> None:
+    """tune.reuse_actors: the actor of a finished trial, reset with the next trial's config, reports what a fresh
+    actor for that config reports (same network, epoch 1), nothing of the trial before."""
+    cfg = tiny_config(tmp_path, search={"epochs": 3, "warmup_epochs": 1})
+    first = {BASE_KEY: cfg.model_dump(mode="json"), "model.cells": 1}
+    second = {BASE_KEY: cfg.model_dump(mode="json"), "model.cells": 2, "search.w_lr": 0.05}
+    actor = ray.remote(SearchTrainable)
+    reused, fresh = actor.remote(config=first), actor.remote(config=second)
+    for _ in range(2):
+        ray.get(reused.train.remote())
+    assert ray.get(reused.reset.remote(second))
+    a, b = ray.get(reused.train.remote()), ray.get(fresh.train.remote())
+    assert a["training_iteration"] == b["training_iteration"] == 1 and a["epoch"] == b["epoch"] == 1
+    assert (a["val/acc"], a["train/loss"], a["genotype/params"]) == (b["val/acc"], b["train/loss"], b["genotype/params"])
