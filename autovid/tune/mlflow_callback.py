@@ -14,7 +14,9 @@ Resume (Tuner.restore): Tune unpickles this callback from the experiment folder 
 and restores `get_state()`; runs are also re-found by tag, so the same parent and child runs continue. The
 first time a session touches a child run it asks MLflow for the last step of every metric key and never
 logs a step at or below it: the restored state comes from the last experiment snapshot, which can be older
-than what MLflow already holds, so it is not trusted for steps.
+than what MLflow already holds, so it is not trusted for steps. A trial the killed driver started after that
+snapshot is unknown to the resumed experiment (Tune starts another in its place): at the experiment's end its
+run, still RUNNING, is closed as KILLED and tagged `autovid.orphaned_by_resume`, its metrics kept.
 
 A tracking failure is a warning, never a failed experiment. When the store is unavailable (unreachable
 server, read-only or corrupt SQLite file, full disk) the first failing call is also the last: MLflow's
