@@ -11,6 +11,7 @@ trials run with a callback that writes nothing (``none``), so the MLflow share o
 side, on the same loaded machine.
 
     per (concurrency N, sink): N trials × BENCH_STEPS steps, all N at once (BENCH_CPUS / N CPUs each)
+      (a start barrier: no trial reports before all N actors are up)
       results/s = results / (last write - first report); lag = median and p95 over every result
       write/s   = results / the callback's own time in on_trial_result (what the driver could absorb at most)
 
@@ -59,6 +60,13 @@ class Reporter(tune.Trainable):
     def setup(self, config: dict[str, Any]) -> None:
         self.interval = float(config["interval"])
         self.lr = float(config["lr"])
+        # a start barrier: N actors start over seconds to minutes on a small machine, and the point is N trials
+        # reporting at once, so none reports before all are up
+        barrier = Path(config["barrier"])
+        (barrier / self.trial_id).touch()
+        deadline = time.monotonic() + 900
+        while len(list(barrier.iterdir())) < int(config["concurrency"]) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def step(self) -> dict[str, Any]:
         if self.interval:
@@ -117,6 +125,8 @@ def run_once(concurrency: int, sink: str, steps: int, interval: float, cpus: flo
     """One study of `concurrency` trials, all at once; returns its row."""
     folder = root / f"{sink}-{concurrency}"
     folder.mkdir(parents=True)
+    barrier = folder / "barrier"
+    barrier.mkdir()
     callback: LagMixin
     if sink == "mlflow":
         params = {f"base.section{i // 10}.key{i}": i for i in range(120)}  # a resolved config's size
@@ -127,7 +137,8 @@ def run_once(concurrency: int, sink: str, steps: int, interval: float, cpus: flo
     trainable = tune.with_resources(Reporter, {"cpu": cpus / concurrency})
     tuner = tune.Tuner(
         trainable,
-        param_space={"interval": interval, "lr": tune.loguniform(1e-3, 1e-1)},
+        param_space={"interval": interval, "lr": tune.loguniform(1e-3, 1e-1), "concurrency": concurrency,
+                     "barrier": str(barrier)},
         tune_config=tune.TuneConfig(num_samples=concurrency, max_concurrent_trials=concurrency),
         run_config=tune.RunConfig(name="load", storage_path=str(folder / "runs"), callbacks=[callback],
                                   stop={"training_iteration": steps}, verbose=0,
