@@ -477,6 +477,13 @@ class Tracker:
                                        max_results=50000)
         return [r.info.run_id for r in runs]
 
+    def open_children(self, parent_id: str, key_tag: str, tags: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Run id -> its `key_tag` value, for the RUNNING runs nested under `parent_id` that carry all `tags`."""
+        filters = [f"tags.`{TAG_PARENT_RUN_ID}` = {_quote(parent_id)}", "attributes.status = 'RUNNING'"]
+        filters += [f"tags.`{k}` = {_quote(str(v))}" for k, v in (tags or {}).items()]
+        runs = self.client.search_runs([self.experiment_id], filter_string=" and ".join(filters), max_results=50000)
+        return {r.info.run_id: r.data.tags.get(key_tag, "") for r in runs}
+
     def reopen(self, run_id: str) -> None:
         """Mark a terminated run RUNNING again (resume continues logging into it)."""
         self.client.update_run(run_id, status="RUNNING")

@@ -208,9 +208,10 @@ def make_tuner(
             time_budget_s=cfg.tune.time_budget_s,
             trial_dirname_creator=trial_dirname,
             trial_name_creator=trial_name,
-            # PBT: an exploited trial keeps its actor and gets the explored config through reset_config
+            # a reused actor gets the next trial's config through reset_config, which rebuilds the session.
+            # PBT: an exploited trial keeps its actor and is then restored from the donor's checkpoint
             # (a fresh actor would work too: after_restore re-applies the config's learning rates)
-            reuse_actors=isinstance(scheduler, PopulationBasedTraining),
+            reuse_actors=cfg.tune.reuse_actors or isinstance(scheduler, PopulationBasedTraining),
         ),
         run_config=tune.RunConfig(
             name=name,

@@ -14,7 +14,9 @@ Resume (Tuner.restore): Tune unpickles this callback from the experiment folder 
 and restores `get_state()`; runs are also re-found by tag, so the same parent and child runs continue. The
 first time a session touches a child run it asks MLflow for the last step of every metric key and never
 logs a step at or below it: the restored state comes from the last experiment snapshot, which can be older
-than what MLflow already holds, so it is not trusted for steps.
+than what MLflow already holds, so it is not trusted for steps. A trial the killed driver started after that
+snapshot is unknown to the resumed experiment (Tune starts another in its place): at the experiment's end its
+run, still RUNNING, is closed as KILLED and tagged `autovid.orphaned_by_resume`, its metrics kept.
 
 A tracking failure is a warning, never a failed experiment. When the store is unavailable (unreachable
 server, read-only or corrupt SQLite file, full disk) the first failing call is also the last: MLflow's
@@ -56,6 +58,8 @@ RAY_BOOKKEEPING_KEYS = frozenset({
 })
 
 TAG_TRIAL_NAME = "autovid.trial_name"
+TAG_TUNE_RUN = "autovid.tune_run"  # on a child run: the Tune experiment (parent_run_name) that started it
+TAG_ORPHANED = "autovid.orphaned_by_resume"  # on a child run whose trial the resumed experiment no longer has
 SPOOL_NAME = "mlflow_spool.jsonl"
 DONE_STATUSES = ("TERMINATED", "ERROR")  # Tune trial statuses that end a trial for good
 
@@ -365,6 +369,7 @@ class MLflowTrialCallback(Callback):
             if trial_id not in self._ended and (touched or statuses.get(trial_id) not in DONE_STATUSES):
                 self.tracker.end(run_id, "KILLED")
                 self._ended.add(trial_id)
+        self._close_orphans(parent, statuses)
         unfinished = [t for t, s in statuses.items() if s not in DONE_STATUSES]
         self._stop_monitor()  # its last batch lands before the run ends
         self.tracker.end(parent, "KILLED" if unfinished else "FINISHED")
@@ -374,6 +379,21 @@ class MLflowTrialCallback(Callback):
             monitor, self._monitor = self._monitor, None
             with self._soft("system metrics"):
                 monitor.finish()
+
+    def _close_orphans(self, parent: str, statuses: Mapping[str, str]) -> None:
+        """Close as KILLED (tagged TAG_ORPHANED) the runs of this experiment still RUNNING whose trial Tune no longer has.
+
+        A driver killed after starting a trial but before its next experiment snapshot leaves that trial's run
+        RUNNING; the resumed experiment never hears of the trial again (the searcher asks for a new one in its
+        place), so nothing else would ever end it. Its metrics stay: they were reported."""
+        for run_id, trial_id in self.tracker.open_children(parent, tracking.TAG_TRIAL_ID,
+                                                           {TAG_TUNE_RUN: self.parent_run_name}).items():
+            if trial_id in statuses or trial_id in self._runs:
+                continue
+            self.tracker.set_tags(run_id, {TAG_ORPHANED: "true"})
+            self.tracker.end(run_id, "KILLED")
+            logger.info("MLflow: run %s of trial %s, started by an interrupted driver after its last snapshot, "
+                        "closed as KILLED", run_id, trial_id)
 
     # -- runs -------------------------------------------------------------------------------------
     def _ensure_parent(self) -> str:
@@ -401,7 +421,7 @@ class MLflowTrialCallback(Callback):
             run_id = tracker.find_run(tracking.TAG_TRIAL_ID, trial_id, parent_id=parent)
             if run_id is None:
                 tags = {**tracking.standard_tags(), **self.parent_tags,
-                        tracking.TAG_TRIAL_ID: trial_id, TAG_TRIAL_NAME: name}
+                        tracking.TAG_TRIAL_ID: trial_id, TAG_TRIAL_NAME: name, TAG_TUNE_RUN: self.parent_run_name}
                 run_id = tracker.start_child(parent, name, params, tags)
                 self._runs[trial_id] = run_id
                 self._synced.add(trial_id)

@@ -88,6 +88,15 @@ class _SessionTrainable(tune.Trainable):
         if isinstance(self.session, ReplicatedSession):
             self.session.close()
 
+    def reset_config(self, new_config: dict[str, Any]) -> bool:
+        """A reused actor (tune.reuse_actors, PBT) takes the next trial: a new session for `new_config`.
+
+        Nothing of the previous trial survives: the network and α may differ in shape, and a trial that resumes
+        (or a PBT exploit) is then restored from its checkpoint by Tune."""
+        self.cleanup()
+        self.setup(new_config)
+        return True
+
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         save_state(self.session.state_dict(), Path(checkpoint_dir) / STATE_FILE)
 
@@ -125,12 +134,6 @@ class SearchTrainable(_SessionTrainable):
         if self.session.learning_rates() != (s.w_lr, s.alpha_lr):
             self.session.set_learning_rates(w_lr=s.w_lr, alpha_lr=s.alpha_lr)
 
-    def reset_config(self, new_config: dict[str, Any]) -> bool:
-        """PBT exploit: keep the weights, take the new learning rates."""
-        cfg = resolve_trial_config(new_config)
-        self.session.set_learning_rates(w_lr=cfg.search.w_lr, alpha_lr=cfg.search.alpha_lr)
-        self.cfg = cfg
-        return True
 
 
 class TrainTrainable(_SessionTrainable):

@@ -24,7 +24,7 @@ from ray import tune
 
 from autovid import tracking
 from autovid.tune import runner
-from autovid.tune.mlflow_callback import SPOOL_NAME, MLflowTrialCallback, read_spool
+from autovid.tune.mlflow_callback import SPOOL_NAME, TAG_ORPHANED, MLflowTrialCallback, read_spool
 
 OPS = ["zero", "skip", "max_pool_3", "avg_pool_3", "conv_1", "conv_3", "sep_conv_3", "dil_conv_3"]
 EPOCHS = 3
@@ -444,6 +444,39 @@ def test_stale_state_after_restore_never_duplicates_steps(tmp_path: Path) -> Non
             assert math.isclose(value, want), (key, step)
     assert tracker.status(run_id) == "FINISHED" and tracker.status(cb.parent_run_id) == "FINISHED"
 
+
+
+def test_runs_of_trials_lost_with_the_killed_driver_are_closed(tmp_path: Path) -> None:
+    """A trial the killed driver started after its last snapshot is unknown to the resumed study (Tune makes a new
+    one in its place): its run is closed as KILLED and tagged, not left RUNNING for ever beside the others."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cb = MLflowTrialCallback(uri, "tune-test", "study", config_resolver=resolve_params)
+    pickled = ray.cloudpickle.dumps(cb)
+    kept, lost, successor = _stub("t0", LRS[0]), _stub("t1", LRS[1]), _stub("t2", LRS[2])
+    cb.setup()
+    cb.on_trial_start(iteration=0, trials=[kept], trial=kept)
+    _report(cb, kept, LRS[0], 1)
+    stale = cb.get_state()  # the last snapshot: t1 does not exist yet
+    cb.on_trial_start(iteration=1, trials=[kept, lost], trial=lost)
+    _report(cb, lost, LRS[1], 1)
+
+    resumed = ray.cloudpickle.loads(pickled)
+    resumed.set_state(stale)
+    resumed.setup()
+    for trial in (kept, successor):
+        resumed.on_trial_start(iteration=0, trials=[kept, successor], trial=trial)
+        _report(resumed, trial, trial.config["lr"], 1)
+        trial.set_status(trial.TERMINATED)
+        resumed.on_trial_complete(iteration=1, trials=[kept, successor], trial=trial)
+    resumed.on_experiment_end(trials=[kept, successor])
+
+    tracker = tracking.Tracker(uri, "tune-test")
+    runs = {tracker.client.get_run(r).data.tags[tracking.TAG_TRIAL_ID]: tracker.client.get_run(r)
+            for r in tracker.children(cb.parent_run_id)}
+    assert {t: r.info.status for t, r in runs.items()} == {"t0": "FINISHED", "t1": "KILLED", "t2": "FINISHED"}
+    assert runs["t1"].data.tags[TAG_ORPHANED] == "true" and TAG_ORPHANED not in runs["t0"].data.tags
+    assert [m.step for m in tracker.client.get_metric_history(runs["t1"].info.run_id, "val/acc")] == [1]
+    assert tracker.status(cb.parent_run_id) == "FINISHED"
 
 # -- run summary on disk whatever the store does ----------------------------------------------------------
 def _outcome(folder: Path) -> runner.TuneOutcome:

@@ -45,3 +45,19 @@ def test_mlflow_params_name_the_decoder_backend(tmp_path: Path) -> None:
     assert params["data.decoder"] == "auto" and params[DECODER_BACKEND_PARAM] == resolve_decoder("auto")
     pinned = resolved_params({BASE_KEY: cfg.model_dump(mode="json"), "data.decoder": "pyav"})
     assert pinned["data.decoder"] == pinned[DECODER_BACKEND_PARAM] == "pyav"
+
+
+def test_a_reused_actor_runs_the_next_trial_from_scratch(tmp_path: Path, module_ray) -> None:
+    """tune.reuse_actors: the actor of a finished trial, reset with the next trial's config, reports what a fresh
+    actor for that config reports (same network, epoch 1), nothing of the trial before."""
+    cfg = tiny_config(tmp_path, search={"epochs": 3, "warmup_epochs": 1})
+    first = {BASE_KEY: cfg.model_dump(mode="json"), "model.cells": 1}
+    second = {BASE_KEY: cfg.model_dump(mode="json"), "model.cells": 2, "search.w_lr": 0.05}
+    actor = ray.remote(SearchTrainable)
+    reused, fresh = actor.remote(config=first), actor.remote(config=second)
+    for _ in range(2):
+        ray.get(reused.train.remote())
+    assert ray.get(reused.reset.remote(second))
+    a, b = ray.get(reused.train.remote()), ray.get(fresh.train.remote())
+    assert a["training_iteration"] == b["training_iteration"] == 1 and a["epoch"] == b["epoch"] == 1
+    assert (a["val/acc"], a["train/loss"], a["genotype/params"]) == (b["val/acc"], b["train/loss"], b["genotype/params"])
