@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.autovid-installed
 
-.PHONY: demo test test-fast lint docs bench clean install
+.PHONY: demo test test-fast test-load lint docs bench clean install
 
 install: $(STAMP)
 
@@ -43,6 +43,11 @@ test: $(STAMP)
 # The edit-test loop: everything but the end-to-end tests that start Ray or train networks.
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+# The load study: 64 short trials, the driver SIGKILLed a third of the way, resumed; MLflow and the Optuna
+# journal must hold every result exactly once. Minutes on an idle machine, so it is not part of `make test`.
+test-load: $(STAMP)
+	$(PY) -m pytest -q -m load tests/tune/test_load.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check autovid tests benchmarks tools

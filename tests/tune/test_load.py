@@ -25,7 +25,7 @@ from autovid.tune.resume_logs import ORPHAN_ATTR
 from tests.tiny import tiny_config
 from tests.tune.test_resume import _cli
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.load]
 
 TRIALS = 64
 CONCURRENT = 16  # 16 trials of 1/8 CPU each share the 2 cores
