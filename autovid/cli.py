@@ -35,7 +35,11 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _cluster_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--address", default=None, help="Ray cluster address (auto | ray://host:port); default: local Ray or RAY_ADDRESS")
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster address (auto | ray://host:port); default: local Ray or RAY_ADDRESS",
+    )
     parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///mlflow.db here)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted experiment of the same name")
 
@@ -48,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    data = sub.add_parser("data", help="datasets: synthesize, index, summarize").add_subparsers(dest="data_command", required=True)
+    data = sub.add_parser("data", help="datasets: synthesize, index, summarize").add_subparsers(
+        dest="data_command", required=True
+    )
     synth = data.add_parser("synth", help="write the embedded synthetic motion benchmark (UCF101 layout)")
     synth.add_argument("out", type=Path)
     synthetic = SyntheticConfig()  # the one definition of the benchmark's defaults (also `data.synthetic.*`)
@@ -67,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("root", type=Path)
     index.add_argument("--format", required=True, choices=("ucf101", "hmdb51", "folder", "csv"))
     index.add_argument("--split", type=int, default=1)
-    index.add_argument("--splits", type=Path, default=None, help="folder with the split files (default: found in/beside ROOT)")
+    index.add_argument(
+        "--splits", type=Path, default=None, help="folder with the split files (default: found in/beside ROOT)"
+    )
     index.add_argument("--out", type=Path, required=True)
     index.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     index.add_argument("--workers", type=int, default=None)
@@ -95,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="re-evaluate a trained network checkpoint (multi-clip)")
     evaluate.add_argument("checkpoint", type=Path, help="state.pt of a retrain (printed by `autovid train`)")
     evaluate.add_argument("--clips", type=int, default=None, help="test clips per video (default: as trained)")
-    export = sub.add_parser("export", help="export a retrained network as a .pt2 or ONNX model that runs without autovid")
+    export = sub.add_parser(
+        "export", help="export a retrained network as a .pt2 or ONNX model that runs without autovid"
+    )
     export.add_argument("state", type=Path, help="state.pt of a retrain (printed by `autovid train`)")
     export.add_argument("--format", required=True, choices=("pt2", "onnx"))
     export.add_argument("--out", type=Path, default=None, help="output file (default: STATE with the format's suffix)")
@@ -112,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                               "(default: MLFLOW_TRACKING_URI, else mlflow.db here)")
     experiment("ablate", "run ablation arms (DARTS, random, random-WS, fixed networks) and report")
     experiment("rank", "does weight sharing rank architectures right? (Kendall tau, Spearman rho)")
-    versus = experiment("vs-random", "did the search beat chance? the searched genotype vs random ones, retrained alike")
+    versus = experiment(
+        "vs-random", "did the search beat chance? the searched genotype vs random ones, retrained alike"
+    )
     versus.add_argument("--genotype", type=Path, default=None,
                         help="a searched genotype.json to retrain under every seed (default: run the config's search "
                              "once per seed)")
@@ -129,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="seeds per setting (seed, seed+1, ...); 2+ for a seed-level test (default 2)")
     models = sub.add_parser("models", help="list registered networks with params and FLOPs per clip")
     models.add_argument("--num-classes", type=int, default=101)
-    models.add_argument("--input", default="16x112x112", help="frames x height x width of one clip (default 16x112x112)")
+    models.add_argument(
+        "--input", default="16x112x112", help="frames x height x width of one clip (default 16x112x112)"
+    )
     ui = sub.add_parser("ui", help="start the MLflow UI (or, with --optuna, optuna-dashboard) on 127.0.0.1")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=None, help="default 5000 (MLflow) or 8080 (--optuna)")
@@ -148,8 +162,17 @@ def cmd_data(args: argparse.Namespace) -> int:
 
         started = time.perf_counter()
         root = synthesize(
-            args.out, classes=args.classes, videos_per_class=args.videos_per_class, groups=args.groups,
-            test_groups=args.test_groups, speed=args.speed, polarity=args.polarity, size=args.size, frames=args.frames, seed=args.seed, codec=args.codec,
+            args.out,
+            classes=args.classes,
+            videos_per_class=args.videos_per_class,
+            groups=args.groups,
+            test_groups=args.test_groups,
+            speed=args.speed,
+            polarity=args.polarity,
+            size=args.size,
+            frames=args.frames,
+            seed=args.seed,
+            codec=args.codec,
         )
         print(f"wrote the synthetic benchmark to {root} in {time.perf_counter() - started:.1f}s")
         return 0
@@ -229,7 +252,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
         print(summary_table(outcome.pareto_retrained.to_dict("records"), list(outcome.pareto_retrained.columns)))
     if outcome.retrain:
         shown = {k: v for k, v in outcome.retrain.items() if k != "test/correct"}  # per-video hits: too long
-        print("retrained best genotype: " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()))
+        print(
+            "retrained best genotype: "
+            + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items())
+        )
     print(f"results: {outcome.experiment_path}")
     if outcome.parent_run_id:
         print(f"MLflow: parent run {outcome.parent_run_id}; open the UI with `autovid ui` (http://127.0.0.1:5000)")
@@ -270,9 +296,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     genotype_json = _genotype_arg(args.genotype, cfg)
     from autovid.tune.runner import run_retrain
 
-    final = run_retrain(cfg, genotype_json, name=f"{cfg.name}-train", resume=args.resume, tracking_uri=args.tracking_uri,
-                        address=args.address, register=args.register)
-    print("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in final.items() if k != "test/correct"))
+    final = run_retrain(
+        cfg,
+        genotype_json,
+        name=f"{cfg.name}-train",
+        resume=args.resume,
+        tracking_uri=args.tracking_uri,
+        address=args.address,
+        register=args.register,
+    )
+    print(
+        "  ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in final.items() if k != "test/correct"
+        )
+    )
     return 0
 
 
@@ -454,7 +491,9 @@ def ui_invocation(args: argparse.Namespace) -> tuple[list[str], str]:
     from autovid import tracking
 
     uri = args.tracking_uri or tracking.default_tracking_uri()
-    return tracking.ui_command(uri, host=args.host, port=port), f"MLflow UI at http://{args.host}:{port} (store {uri}); Ctrl-C stops it"
+    return tracking.ui_command(
+        uri, host=args.host, port=port
+    ), f"MLflow UI at http://{args.host}:{port} (store {uri}); Ctrl-C stops it"
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -528,9 +567,20 @@ def _end_group(proc: subprocess.Popen, grace_s: float) -> None:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "export": cmd_export, "predict": cmd_predict,
-    "vs-random": cmd_vs_random, "data": cmd_data, "search": cmd_tune, "tune": cmd_tune, "train": cmd_train, "evaluate": cmd_evaluate,
-    "ablate": cmd_ablate, "rank": cmd_rank, "null": cmd_null, "segments": cmd_segments, "models": cmd_models, "ui": cmd_ui,
+    "export": cmd_export,
+    "predict": cmd_predict,
+    "vs-random": cmd_vs_random,
+    "data": cmd_data,
+    "search": cmd_tune,
+    "tune": cmd_tune,
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "ablate": cmd_ablate,
+    "rank": cmd_rank,
+    "null": cmd_null,
+    "segments": cmd_segments,
+    "models": cmd_models,
+    "ui": cmd_ui,
 }
 
 
@@ -545,7 +595,8 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname).1s %(name)s: %(message)s",
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname).1s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
     try:

@@ -154,9 +154,11 @@ def power_statement(table: pd.DataFrame, *, alpha: float) -> str:
             f"{100 * mdd_small:.1f} points ({n_small} vs {n_small} seeds) to "
             f"{100 * seed_power(sd, n_large, n_large, alpha=alpha, power=POWER):.1f} points ({n_large} vs {n_large})")
     need = (f"{needed} seeds per arm" if needed is not None else "more than 1000 seeds per arm")
-    return (f"Seed-level power: per-seed top-1 varies with SD {100 * sd:.1f} points (pooled over arms); at α = {alpha:g} "
-            f"and power {POWER:g} a comparison detects a difference of {span} before the Holm correction; "
-            f"a {100 * TARGET_DIFFERENCE:.0f}-point difference needs {need}.")
+    return (
+        f"Seed-level power: per-seed top-1 varies with SD {100 * sd:.1f} points (pooled over arms); at α = {alpha:g} "
+        f"and power {POWER:g} a comparison detects a difference of {span} before the Holm correction; "
+        f"a {100 * TARGET_DIFFERENCE:.0f}-point difference needs {need}."
+    )
 
 
 def write_ablation_report(
@@ -229,9 +231,17 @@ def accuracy_vs_params_figure(table: pd.DataFrame) -> Figure:
     for i, row in enumerate(table.itertuples(index=False)):
         yerr = [[100 * (row.top1_mean - row.top1_ci_low)], [100 * (row.top1_ci_high - row.top1_mean)]]
         ax.errorbar(
-            row.params, 100 * row.top1_mean, yerr=yerr, fmt=markers[i % len(markers)], capsize=4, markersize=7, label=row.arm
+            row.params,
+            100 * row.top1_mean,
+            yerr=yerr,
+            fmt=markers[i % len(markers)],
+            capsize=4,
+            markersize=7,
+            label=row.arm,
         )
-        ax.annotate(str(row.arm), (row.params, 100 * row.top1_mean), textcoords="offset points", xytext=(6, 6), fontsize=8)
+        ax.annotate(
+            str(row.arm), (row.params, 100 * row.top1_mean), textcoords="offset points", xytext=(6, 6), fontsize=8
+        )
     if (table["params"] > 0).all():
         ax.set_xscale("log")
         # ticks at 1-2-5 per decade, labelled 20 k / 1.5 M: matplotlib's default labels every minor tick of a
@@ -371,9 +381,14 @@ def versus_random_markdown(result: Mapping[str, Any]) -> str:
         f"Genotype share of variance among the random genotypes (one-way ICC over seeds): {_icc(icc)}.",
         f"Searched standing: percentile {st['percentile']:.0f} of the random genotypes' means "
         f"(95 % CI {st['percentile_ci_low']:.0f}–{st['percentile_ci_high']:.0f}); Δ vs their mean "
-        f"{100 * st['delta']:+.1f} points" + (
+        f"{100 * st['delta']:+.1f} points"
+        + (
             f" (95 % CI {100 * st['delta_ci_low']:+.1f} to {100 * st['delta_ci_high']:+.1f}, Welch p = "
-            f"{_p(st['p_value'])})" if not math.isnan(st["p_value"]) else " (no seed-level test: needs 2+ seeds)") + ".",
+            f"{_p(st['p_value'])})"
+            if not math.isnan(st["p_value"])
+            else " (no seed-level test: needs 2+ seeds)"
+        )
+        + ".",
         f"Spatial control (conv_1 on every edge, no frame mixing in the cell): top-1 "
         f"{100 * result['control_top1']:.1f} % against chance {100 * result['chance']:.1f} %.",
     ]
@@ -419,8 +434,8 @@ def rank_correlation(
     """Kendall τ (with its 95 % bootstrap CI) and Spearman ρ, with two-sided p-values, between two scorings.
 
     Returns ``{"kendall_tau", "kendall_p", "kendall_ci_low", "kendall_ci_high", "spearman_rho", "spearman_p",
-    "n", "note"}``; NaN (and a note saying why) where a scoring is constant (the CI also where too few resamples are usable, see
-    ``autovid.stats.kendall_tau_ci``). Deterministic: ``rng`` defaults to ``np.random.default_rng(0)``.
+    "n", "note"}``; NaN (and a note saying why) where a scoring is constant (the CI also where too few resamples
+    are usable, see ``autovid.stats.kendall_tau_ci``). Deterministic: ``rng`` defaults to ``np.random.default_rng(0)``.
     """
     tau = kendall_tau_ci(np.asarray(a, dtype=float), np.asarray(b, dtype=float), confidence=CONFIDENCE,
                          n_boot=n_boot, rng=rng)
@@ -538,7 +553,12 @@ def segments_figure(results: pd.DataFrame) -> Figure:
     for i, (mode, part) in enumerate(table.groupby("mode", sort=True)):
         std = 100 * part["top1_std"].fillna(0.0)
         ax.errorbar(
-            part["num_segments"], 100 * part["top1_mean"], yerr=std, fmt=styles[i % len(styles)], capsize=4, label=str(mode)
+            part["num_segments"],
+            100 * part["top1_mean"],
+            yerr=std,
+            fmt=styles[i % len(styles)],
+            capsize=4,
+            label=str(mode),
         )
     ks = sorted(table["num_segments"].unique())
     if ks and min(ks) > 0:

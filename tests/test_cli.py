@@ -17,7 +17,9 @@ import pytest
 
 
 def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "autovid.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "autovid.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
 
 
 @pytest.mark.parametrize(
@@ -133,7 +135,9 @@ def test_the_interrupted_line_names_resume_only_for_commands_that_have_it() -> N
     parser = build_parser()
     assert interrupted_line(parser.parse_args(["export", "state.pt", "--format", "pt2"])) == "autovid: interrupted"
     assert interrupted_line(parser.parse_args(["data", "synth", "out"])) == "autovid: interrupted"
-    assert interrupted_line(parser.parse_args(["search", "quickstart"])) == "autovid: interrupted (resume with --resume)"
+    assert (
+        interrupted_line(parser.parse_args(["search", "quickstart"])) == "autovid: interrupted (resume with --resume)"
+    )
 
 
 def test_an_interrupted_command_without_resume_does_not_advise_it(tmp_path: Path) -> None:

@@ -112,5 +112,8 @@ def test_index_replaces_a_manifest_only_with_overwrite(tmp_path: Path) -> None:
               cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert len(pd.read_parquet(tmp_path / "m.parquet")) == 4
-    assert "probed with the pyav decoder" in ok.stdout and manifest_decoder(read_manifest(tmp_path / "m.parquet")) == "pyav"
+    assert (
+        "probed with the pyav decoder" in ok.stdout
+        and manifest_decoder(read_manifest(tmp_path / "m.parquet")) == "pyav"
+    )
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # written atomically, no leftover

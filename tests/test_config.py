@@ -28,7 +28,9 @@ def test_every_builtin_config_validates() -> None:
 
 
 def test_dotted_overrides_apply_and_parse_types(tmp_path: Path) -> None:
-    cfg = load_config(_write(tmp_path, "name: x\n"), ["data.num_segments=8", "search.w_lr=1e-2", "data.resize=[64, 80]"])
+    cfg = load_config(
+        _write(tmp_path, "name: x\n"), ["data.num_segments=8", "search.w_lr=1e-2", "data.resize=[64, 80]"]
+    )
     assert cfg.data.num_segments == 8
     assert cfg.search.w_lr == pytest.approx(0.01)
     assert cfg.data.resize == (64, 80)
@@ -51,7 +53,9 @@ def test_dotted_overrides_apply_and_parse_types(tmp_path: Path) -> None:
         ("name: x\n", ["tune.resources.gpu=0.5", "tune.resources.workers=2"], "need a whole GPU each"),
     ],
 )
-def test_bad_input_is_one_line_naming_key_and_file(tmp_path: Path, text: str, overrides: list[str], expected: str) -> None:
+def test_bad_input_is_one_line_naming_key_and_file(
+    tmp_path: Path, text: str, overrides: list[str], expected: str
+) -> None:
     path = _write(tmp_path, text)
     with pytest.raises(UserError) as err:
         load_config(path, overrides)

@@ -43,32 +43,80 @@ def test_multi_objective_config() -> None:
         ({"objectives": TWO, "scheduler": {"name": "hyperband"}}, "needs tune.scheduler.name=none: hyperband"),
         ({"objectives": TWO[:1], "scheduler": {"name": "none"}}, "two or more entries"),
         ({"objectives": [TWO[0], TWO[0]], "scheduler": {"name": "none"}}, "names a metric twice"),
-        ({"objectives": [TWO[0], {"metric": "val/accuracy", "mode": "max"}], "scheduler": {"name": "none"}},
-         "tune.objectives.1.metric: Input should be 'val/acc'"),
-        ({"objectives": [TWO[0], {"metric": "genotype/flops", "mode": "down"}], "scheduler": {"name": "none"}},
-         "tune.objectives.1.mode"),
-        ({"objectives": TWO, "scheduler": {"name": "none"}, "searcher": {"sampler": "cmaes"}}, "cmaes is single-objective"),
+        (
+            {"objectives": [TWO[0], {"metric": "val/accuracy", "mode": "max"}], "scheduler": {"name": "none"}},
+            "tune.objectives.1.metric: Input should be 'val/acc'",
+        ),
+        (
+            {"objectives": [TWO[0], {"metric": "genotype/flops", "mode": "down"}], "scheduler": {"name": "none"}},
+            "tune.objectives.1.mode",
+        ),
+        (
+            {"objectives": TWO, "scheduler": {"name": "none"}, "searcher": {"sampler": "cmaes"}},
+            "cmaes is single-objective",
+        ),
         ({"retrain": "pareto"}, "tune.retrain=pareto needs tune.objectives"),
         ({"retrain": "all"}, "tune.retrain: Input should be 'best', 'pareto' or 'none'"),
-        ({"retrain_best": False, "retrain": "best"}, "tune.retrain_best=false (the former key) contradicts tune.retrain=best"),
+        (
+            {"retrain_best": False, "retrain": "best"},
+            "tune.retrain_best=false (the former key) contradicts tune.retrain=best",
+        ),
         ({"retrain_best": "yes"}, "tune.retrain_best (now tune.retrain: best | pareto | none) must be true or false"),
         ({"scheduler": {"name": "bohb"}}, "tune.scheduler.name"),
         ({"scheduler": {"name": "median", "min_samples": 0}}, "tune.scheduler.min_samples"),
-        ({"param_space": SPACE, "points_to_evaluate": [{"search.w_lr": 0.05}]},
-         "tune.points_to_evaluate[0] must assign exactly the tune.param_space keys; missing ['data.num_segments', 'model.cells']"),
-        ({"param_space": SPACE, "points_to_evaluate": [{"search.w_lr": 0.05, "data.num_segments": 1, "model.cells": 2,
-                                                         "train.lr": 0.1}]}, "not in param_space ['train.lr']"),
-        ({"param_space": SPACE, "points_to_evaluate": [{"search.w_lr": 0.5, "data.num_segments": 1, "model.cells": 2}]},
-         "search.w_lr=0.5 is outside [0.01, 0.1]"),
-        ({"param_space": SPACE, "points_to_evaluate": [{"search.w_lr": 0.05, "data.num_segments": 3, "model.cells": 2}]},
-         "data.num_segments=3 is not one of [1, 2]"),
-        ({"param_space": SPACE, "points_to_evaluate": [{"search.w_lr": 0.05, "data.num_segments": 1, "model.cells": 2.5}]},
-         "model.cells=2.5 is not an integer"),
-        ({"param_space": SPACE, "points_to_evaluate": [{"search.w_lr": "fast", "data.num_segments": 1, "model.cells": 2}]},
-         "search.w_lr='fast' is not a number"),
-        ({"num_samples": 1, "param_space": SPACE, "points_to_evaluate": [
-            {"search.w_lr": 0.05, "data.num_segments": 1, "model.cells": 2},
-            {"search.w_lr": 0.02, "data.num_segments": 2, "model.cells": 3}]}, "more than tune.num_samples=1"),
+        (
+            {"param_space": SPACE, "points_to_evaluate": [{"search.w_lr": 0.05}]},
+            "tune.points_to_evaluate[0] must assign exactly the tune.param_space keys; "
+            "missing ['data.num_segments', 'model.cells']",
+        ),
+        (
+            {
+                "param_space": SPACE,
+                "points_to_evaluate": [
+                    {"search.w_lr": 0.05, "data.num_segments": 1, "model.cells": 2, "train.lr": 0.1}
+                ],
+            },
+            "not in param_space ['train.lr']",
+        ),
+        (
+            {
+                "param_space": SPACE,
+                "points_to_evaluate": [{"search.w_lr": 0.5, "data.num_segments": 1, "model.cells": 2}],
+            },
+            "search.w_lr=0.5 is outside [0.01, 0.1]",
+        ),
+        (
+            {
+                "param_space": SPACE,
+                "points_to_evaluate": [{"search.w_lr": 0.05, "data.num_segments": 3, "model.cells": 2}],
+            },
+            "data.num_segments=3 is not one of [1, 2]",
+        ),
+        (
+            {
+                "param_space": SPACE,
+                "points_to_evaluate": [{"search.w_lr": 0.05, "data.num_segments": 1, "model.cells": 2.5}],
+            },
+            "model.cells=2.5 is not an integer",
+        ),
+        (
+            {
+                "param_space": SPACE,
+                "points_to_evaluate": [{"search.w_lr": "fast", "data.num_segments": 1, "model.cells": 2}],
+            },
+            "search.w_lr='fast' is not a number",
+        ),
+        (
+            {
+                "num_samples": 1,
+                "param_space": SPACE,
+                "points_to_evaluate": [
+                    {"search.w_lr": 0.05, "data.num_segments": 1, "model.cells": 2},
+                    {"search.w_lr": 0.02, "data.num_segments": 2, "model.cells": 3},
+                ],
+            },
+            "more than tune.num_samples=1",
+        ),
     ],
 )
 def test_study_config_errors_are_one_line(tune: dict[str, Any], needle: str) -> None:

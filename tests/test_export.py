@@ -146,7 +146,12 @@ def test_metadata_travels_with_the_export_and_in_a_sidecar(exported: dict) -> No
     assert Genotype.from_json(meta["genotype"]) == Genotype.from_json(state["genotype"])
     spec = meta["input"]
     assert (spec["num_segments"], spec["frames_per_segment"], spec["crop_size"], spec["stride"]) == (2, 2, 24, 1)
-    assert (spec["mode"], spec["modality"], spec["test_clips"], spec["shape"]) == ("segments", "rgb", 2, [2, 3, 2, 24, 24])
+    assert (spec["mode"], spec["modality"], spec["test_clips"], spec["shape"]) == (
+        "segments",
+        "rgb",
+        2,
+        [2, 3, 2, 24, 24],
+    )
     assert spec["normalization"]["mean"] == [0.45] * 3 and spec["normalization"]["std"] == [0.225] * 3
     assert spec["decoder"] == resolve_decoder("auto")  # data.decoder: auto, as this machine resolves it
     assert meta["autovid_version"] and METADATA_KEY == "autovid"

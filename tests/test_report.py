@@ -147,7 +147,9 @@ def test_accuracy_vs_params_figure_draws_each_arm_at_its_mean_with_its_ci():
         line, _, (stems,) = bars.lines
         assert np.allclose(line.get_xydata(), [[row.params, 100 * row.top1_mean]])
         ((x_low, low), (x_high, high)), = stems.get_segments()
-        assert x_low == x_high == row.params and np.allclose([low, high], [100 * row.top1_ci_low, 100 * row.top1_ci_high])
+        assert x_low == x_high == row.params and np.allclose(
+            [low, high], [100 * row.top1_ci_low, 100 * row.top1_ci_high]
+        )
     assert [t.get_text() for t in ax.texts] == list(table["arm"])  # each marker labelled with its arm
     assert [t.get_text() for t in ax.get_legend().get_texts()] == list(table["arm"])
     assert ax.get_xscale() == "log" and ax.get_ylabel() == "top-1 accuracy (%)"
@@ -301,7 +303,9 @@ def _segment_results() -> pd.DataFrame:
     for mode in ("segments", "dense"):
         for k in (1, 2, 4, 8):
             for seed in range(2):
-                rows.append(dict(mode=mode, num_segments=k, frames=2 * k, top1=0.3 + 0.05 * k / 8 + 0.01 * seed, seed=seed))
+                rows.append(
+                    dict(mode=mode, num_segments=k, frames=2 * k, top1=0.3 + 0.05 * k / 8 + 0.01 * seed, seed=seed)
+                )
     return pd.DataFrame(rows)
 
 
@@ -352,7 +356,9 @@ def test_operator_agreement_counts_shared_operators_per_node() -> None:
     from autovid.report import operator_agreement
 
     def g(*ops: str) -> str:
-        return Genotype("module", ((ops[0], 0), (ops[1], 0), (ops[2], 1), (ops[3], 0), (ops[4], 2)), (1, 2, 3)).to_json()
+        return Genotype(
+            "module", ((ops[0], 0), (ops[1], 0), (ops[2], 1), (ops[3], 0), (ops[4], 2)), (1, 2, 3)
+        ).to_json()
 
     a = g("conv_3", "conv_3", "skip", "sep_conv_3", "conv_1")
     assert operator_agreement([a, a]) == 1.0

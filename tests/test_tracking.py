@@ -117,9 +117,17 @@ def test_artifacts_genotype_alpha_table(tracker: Tracker, tmp_path: Path) -> Non
     tracker.log_text(run_id, "hello", "notes/readme.txt")
     (tmp_path / "state.txt").write_text("weights")
     tracker.log_artifact(run_id, tmp_path / "state.txt", "model")
-    assert _artifacts(tracker, run_id) >= {"genotype.json", "genotype.png", "alpha_history.parquet", "alpha_history_trajectory.png",
-                                           "alpha_history.png", "summary.parquet", "config.yaml",
-                                           "notes", "model"}
+    assert _artifacts(tracker, run_id) >= {
+        "genotype.json",
+        "genotype.png",
+        "alpha_history.parquet",
+        "alpha_history_trajectory.png",
+        "alpha_history.png",
+        "summary.parquet",
+        "config.yaml",
+        "notes",
+        "model",
+    }
     local = Path(tracker.client.download_artifacts(run_id, "alpha_history.parquet", str(tmp_path)))
     table = pd.read_parquet(local)
     assert list(table.columns) == list(tracking.ALPHA_COLUMNS)

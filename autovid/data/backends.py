@@ -41,7 +41,9 @@ _MODULES = {"decord": "decord", "pyav": "av", "torchcodec": "torchcodec"}
 _INSTALL = {
     "decord": "decord publishes wheels for x86-64 Linux only (pip install decord there); use data.decoder=pyav",
     "pyav": "pip install av",
-    "torchcodec": "pip install 'autovid[torchcodec]', and FFmpeg's shared libraries (4 to 8) where the system lacks them",
+    "torchcodec": (
+        "pip install 'autovid[torchcodec]', and FFmpeg's shared libraries (4 to 8) where the system lacks them"
+    ),
 }
 
 
@@ -129,7 +131,8 @@ def check_size(width: int | None, height: int | None) -> tuple[int, int] | None:
 
 def open_reader(backend: str, path: str | Path, *, width: int | None = None, height: int | None = None,
                 device: str = "cpu") -> Reader:
-    """A single-threaded reader of ``path`` with ``backend`` (a name of :data:`DECODERS`, see :func:`resolve`) that resizes
+    """A single-threaded reader of ``path`` with ``backend`` (a name of :data:`DECODERS`, see :func:`resolve`) that
+    resizes
     at decode to ``width`` x ``height``. ``device`` matters to TorchCodec only: ``cuda`` decodes on the GPU."""
     size = check_size(width, height)
     if backend not in BACKENDS:
@@ -224,7 +227,9 @@ class _PyAVReader:
             stamp = self._stamps[target]
             # decode forward unless the target lies behind us or a keyframe lies between us and the target
             behind = self._frames is None or target <= self._last
-            if behind or bisect.bisect_right(self._keys, stamp) > bisect.bisect_right(self._keys, self._stamps[self._last]):
+            if behind or bisect.bisect_right(self._keys, stamp) > bisect.bisect_right(
+                self._keys, self._stamps[self._last]
+            ):
                 self._seek(target)
             out.append(self._decode_until(target))
         return np.stack(out)

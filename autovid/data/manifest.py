@@ -363,8 +363,10 @@ def probe_files(
         jobs.put(item)
     n_workers = max(1, min(workers or min(os.cpu_count() or 1, 8), len(paths)))
     with tqdm(total=len(paths), desc="probing", unit="video", disable=not progress) as bar:
-        threads = [threading.Thread(target=_probe_worker, args=(jobs, results, timeout, bar.update, backend), daemon=True)
-                   for _ in range(n_workers)]
+        threads = [
+            threading.Thread(target=_probe_worker, args=(jobs, results, timeout, bar.update, backend), daemon=True)
+            for _ in range(n_workers)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -539,7 +541,9 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     try:
         df = _typed(df[list(MANIFEST_COLUMNS)])
     except (ValueError, TypeError) as exc:  # e.g. a null or text num_frames
-        raise UserError(f"not an autovid manifest: {path} has a column of the wrong type ({_first_line(exc)})") from None
+        raise UserError(
+            f"not an autovid manifest: {path} has a column of the wrong type ({_first_line(exc)})"
+        ) from None
     _validate_rows(df, path)
     decoder = attrs.get(DECODER_ATTR)
     df.attrs = {DECODER_ATTR: decoder} if isinstance(decoder, str) and decoder else {}

@@ -304,7 +304,9 @@ def check_out_dir(out: Path) -> None:
     for existing in (out, *out.parents):
         if os.path.lexists(existing):  # lexists: a dangling link is in the way, not absent
             if not existing.is_dir():
-                where = "exists and is not a folder" if existing == out else f"is under {existing}, which is not a folder"
+                where = (
+                    "exists and is not a folder" if existing == out else f"is under {existing}, which is not a folder"
+                )
                 raise UserError(f"output folder {out} {where}")
             if not os.access(existing, os.W_OK | os.X_OK):
                 raise UserError(f"output folder {out}: no permission to write in {existing}")

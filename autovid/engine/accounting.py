@@ -31,7 +31,8 @@ def count_flops(
     The count covers the whole batch: pass a batch of one (e.g. ``(1, K, C, L, H, W)``) for FLOPs per clip.
     Only what FlopCounterMode knows is counted (convolutions, matmuls, attention); element-wise ops,
     pooling and normalization are free, which is the usual convention. ``device=None`` (the default) uses the
-    device of the module's first parameter, so a network already moved to CUDA is counted where it lives. The training/eval flag of every submodule is restored afterwards.
+    device of the module's first parameter, so a network already moved to CUDA is counted where it lives. The
+    training/eval flag of every submodule is restored afterwards.
     """
     if device is None:
         first = next(module.parameters(), None)
@@ -48,7 +49,9 @@ def count_flops(
     return int(counter.get_total_flops())
 
 
-def describe(module: nn.Module, input_shape: Sequence[int], *, device: str | torch.device | None = None) -> dict[str, int]:
+def describe(
+    module: nn.Module, input_shape: Sequence[int], *, device: str | torch.device | None = None
+) -> dict[str, int]:
     """``{"params": trainable parameter count, "flops": FLOPs of one forward at input_shape}``."""
     return {
         "params": count_parameters(module),

@@ -130,7 +130,9 @@ class FastPath(nn.Module):
         # Not a registered submodule: torch.compile's wrapper would add a second copy of every parameter name.
         object.__setattr__(self, "_compiled", compiled)
         # Precomputed once: the check runs before every forward and must not walk the module tree each time.
-        object.__setattr__(self, "_norms", [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)])
+        object.__setattr__(
+            self, "_norms", [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        )
         object.__setattr__(self, "_fused", any(isinstance(m, FusedMixedOp) for m in model.modules()))
 
     # The wrapper's mode is the model's: evaluate() saves `.training` and restores it, which must not read a
@@ -176,7 +178,12 @@ class FastPath(nn.Module):
 
     def __setattr__(self, name: str, value: Any) -> None:
         model = self.__dict__.get("_modules", {}).get("model")
-        if model is not None and not name.startswith("_") and name not in ("model", "training") and hasattr(model, name):
+        if (
+            model is not None
+            and not name.startswith("_")
+            and name not in ("model", "training")
+            and hasattr(model, name)
+        ):
             setattr(model, name, value)  # e.g. drop_path_prob: set on the wrapper, it would never reach the model
         else:
             super().__setattr__(name, value)

@@ -17,7 +17,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -30,6 +30,7 @@ from autovid.engine.distributed import DataParallel
 
 if TYPE_CHECKING:  # only for annotations: keeps importing the engine cheap
     from autovid.nas.architect import Architect
+    from autovid.nas.supernet import SuperNet
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ _POSTFIX_EVERY = 20  # steps between progress-bar loss updates (each one is a de
 
 
 def search_epoch(
-    model: nn.Module,
+    model: SuperNet,
     architect: Architect | None,
     w_loader: Iterable[Batch],
     a_loader: Iterable[Batch] | None,
@@ -83,7 +84,7 @@ def search_epoch(
     bar = tqdm(w_loader, desc="search", leave=False, disable=not progress)
     for step, (x_w, y_w) in enumerate(bar):
         x_w, y_w = _to(x_w, device), _to(y_w, device)
-        if a_batches is not None:
+        if a_batches is not None and architect is not None:  # both or neither (checked above)
             x_a, y_a = next(a_batches)
             alpha_loss += architect.step(x_w, y_w, _to(x_a, device), _to(y_a, device), eta=eta, w_optimizer=w_optimizer)
 
@@ -239,7 +240,7 @@ def _gather_hits(hits: list[Tensor], parallel: DataParallel) -> str:
 
 
 @torch.no_grad()
-def alpha_entropy(model: nn.Module) -> float:
+def alpha_entropy(model: SuperNet) -> float:
     """Mean entropy (nats) of the operator distributions softmax(α), one per edge (NaN when there is none).
 
     Uses ``model.alphas()`` (softmax weights per cell type, [edges, ops]) when the model has it — so PC-DARTS
@@ -299,7 +300,7 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abs
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _clip(params: list[Tensor], grad_clip: float | None) -> None:
+def _clip(params: Sequence[Tensor], grad_clip: float | None) -> None:
     if grad_clip:
         nn.utils.clip_grad_norm_(params, grad_clip)
 
@@ -321,7 +322,7 @@ def _cycle(loader: Iterable[Batch]) -> Iterator[Batch]:
             raise ValueError("the α loader yielded no batch")
 
 
-def _check_no_alpha(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+def _check_no_alpha(model: SuperNet, optimizer: torch.optim.Optimizer) -> None:
     alpha_ids = {id(a) for a in model.arch_parameters()}
     if any(id(p) in alpha_ids for group in optimizer.param_groups for p in group["params"]):
         raise ValueError("the weight optimizer holds architecture parameters; build it on model.weight_parameters()")

@@ -1,4 +1,4 @@
-"""Model registry (``register_model`` / ``list_models`` / ``create_model``) and the clip-batch wrapper every model shares."""
+"""Model registry (``register_model`` / ``list_models`` / ``create_model``) and the clip-batch wrapper of all models."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Video ResNets from one builder: R3D-18 (3x3x3 convolutions) and R(2+1)D-18 (1x3x3 then 3x1x1), Tran et al. CVPR 2018."""
+"""Video ResNets from one builder: R3D-18 (3x3x3 convolutions) and R(2+1)D-18 (1x3x3, 3x1x1), Tran et al. 2018."""
 
 from __future__ import annotations
 
@@ -9,7 +9,16 @@ from torch import nn
 
 from autovid.models.registry import register_model, scale_channels
 
-__all__ = ["BasicBlock3d", "Conv2Plus1d", "Conv3x3x3", "ResNet3d", "create_resnet3d", "get_conv_style", "r2plus1d_18", "r3d_18"]
+__all__ = [
+    "BasicBlock3d",
+    "Conv2Plus1d",
+    "Conv3x3x3",
+    "ResNet3d",
+    "create_resnet3d",
+    "get_conv_style",
+    "r2plus1d_18",
+    "r3d_18",
+]
 
 ConvStyle = Literal["3d", "2plus1d"]
 
@@ -80,17 +89,21 @@ def get_conv_style(name: str) -> tuple[Callable[[int, float], nn.Module], type[n
 
 
 class BasicBlock3d(nn.Module):
-    """``x -> conv-BN-ReLU -> conv-BN -> + shortcut(x) -> ReLU``; the shortcut is a strided 1x1x1 conv-BN on a shape change."""
+    """``x -> conv-BN-ReLU -> conv-BN -> + shortcut(x) -> ReLU``; shortcut: a strided 1x1x1 conv-BN on a new shape."""
 
     def __init__(self, c_in: int, c_out: int, *, stride: int, conv: type[nn.Module]) -> None:
         super().__init__()
         # Both convolutions use the first one's mid width, as in the reference R(2+1)D.
         mid = conv.mid_channels(c_in, c_out)
-        self.conv1 = nn.Sequential(conv(c_in, c_out, stride=stride, mid=mid), nn.BatchNorm3d(c_out), nn.ReLU(inplace=True))
+        self.conv1 = nn.Sequential(
+            conv(c_in, c_out, stride=stride, mid=mid), nn.BatchNorm3d(c_out), nn.ReLU(inplace=True)
+        )
         self.conv2 = nn.Sequential(conv(c_out, c_out, mid=mid), nn.BatchNorm3d(c_out))
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv3d(c_in, c_out, kernel_size=1, stride=stride, bias=False), nn.BatchNorm3d(c_out))
+            self.shortcut = nn.Sequential(
+                nn.Conv3d(c_in, c_out, kernel_size=1, stride=stride, bias=False), nn.BatchNorm3d(c_out)
+            )
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -175,7 +188,9 @@ def r3d_18(
     *, num_classes: int, width: float = 1.0, dropout: float = 0.0, generator: torch.Generator | None = None
 ) -> ResNet3d:
     """R3D-18: 18-layer video ResNet of 3x3x3 convolutions (~33.2 M parameters for 101 classes at width 1)."""
-    return create_resnet3d(conv="3d", depths=(2, 2, 2, 2), num_classes=num_classes, width=width, dropout=dropout, generator=generator)
+    return create_resnet3d(
+        conv="3d", depths=(2, 2, 2, 2), num_classes=num_classes, width=width, dropout=dropout, generator=generator
+    )
 
 
 @register_model
@@ -183,4 +198,6 @@ def r2plus1d_18(
     *, num_classes: int, width: float = 1.0, dropout: float = 0.0, generator: torch.Generator | None = None
 ) -> ResNet3d:
     """R(2+1)D-18: R3D-18 with every 3x3x3 convolution factored into 1x3x3 + 3x1x1 (~31.3 M parameters)."""
-    return create_resnet3d(conv="2plus1d", depths=(2, 2, 2, 2), num_classes=num_classes, width=width, dropout=dropout, generator=generator)
+    return create_resnet3d(
+        conv="2plus1d", depths=(2, 2, 2, 2), num_classes=num_classes, width=width, dropout=dropout, generator=generator
+    )

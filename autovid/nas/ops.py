@@ -137,7 +137,15 @@ class ReLUConvBN(PreActOp):
     """ReLU → conv (k, in the given kernel style) → BN."""
 
     def __init__(
-        self, c_in: int, c_out: int, k: int, *, kernel: str, stride: int = 1, temporal_stride: int = 1, affine: bool = True
+        self,
+        c_in: int,
+        c_out: int,
+        k: int,
+        *,
+        kernel: str,
+        stride: int = 1,
+        temporal_stride: int = 1,
+        affine: bool = True,
     ) -> None:
         super().__init__()
         self.convs = nn.Sequential(
@@ -167,7 +175,14 @@ class DilConv(PreActOp):
         super().__init__()
         self.depthwise = nn.Sequential(
             *conv_stack(
-                c_in, c_in, k, kernel=kernel, stride=stride, temporal_stride=temporal_stride, dilation=dilation, groups=c_in
+                c_in,
+                c_in,
+                k,
+                kernel=kernel,
+                stride=stride,
+                temporal_stride=temporal_stride,
+                dilation=dilation,
+                groups=c_in,
             )
         )
         self.pointwise = Conv3d(c_in, c_out, 1, bias=False)
@@ -181,7 +196,15 @@ class SepConv(PreActOp):
     """Two stacked ReLU-depthwise-pointwise-BN blocks (DARTS SepConv); only the first one strides."""
 
     def __init__(
-        self, c_in: int, c_out: int, k: int, *, kernel: str, stride: int = 1, temporal_stride: int = 1, affine: bool = True
+        self,
+        c_in: int,
+        c_out: int,
+        k: int,
+        *,
+        kernel: str,
+        stride: int = 1,
+        temporal_stride: int = 1,
+        affine: bool = True,
     ) -> None:
         super().__init__()
         self.first = DilConv(

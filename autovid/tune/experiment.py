@@ -204,7 +204,9 @@ def make_tuner(
             scheduler=scheduler,
             num_samples=num_samples,
             # a variant generator carries its own limit (see `variant_generator`)
-            max_concurrent_trials=None if isinstance(searcher, BasicVariantGenerator) else cfg.tune.max_concurrent_trials,
+            max_concurrent_trials=None
+            if isinstance(searcher, BasicVariantGenerator)
+            else cfg.tune.max_concurrent_trials,
             time_budget_s=cfg.tune.time_budget_s,
             trial_dirname_creator=trial_dirname,
             trial_name_creator=trial_name,
@@ -291,7 +293,8 @@ class ResumeGuard(Callback):
     def set_state(self, state: dict[str, Any]) -> None:
         self.restored = True
 
-    def setup(self, **info: Any) -> None:
+    def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
+              **info: Any) -> None:
         if is_remote(self.path) or self.restored:
             return
         if any(Path(self.path).glob("experiment_state-*.json")):

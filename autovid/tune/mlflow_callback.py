@@ -311,7 +311,7 @@ class MLflowTrialCallback(Callback):
         """Apply one event (live or replayed) to MLflow; raises what MLflow raises."""
         handlers = {"setup": self._apply_setup, "start": self._apply_start, "result": self._apply_result,
                     "finish": self._apply_finish, "end": self._apply_end}
-        handler = handlers.get(event.get("op"))
+        handler = handlers.get(str(event.get("op")))
         if handler is None:
             raise ValueError(f"unknown MLflow event {event.get('op')!r}")
         handler(event)
@@ -381,7 +381,7 @@ class MLflowTrialCallback(Callback):
                 monitor.finish()
 
     def _close_orphans(self, parent: str, statuses: Mapping[str, str]) -> None:
-        """Close as KILLED (tagged TAG_ORPHANED) the runs of this experiment still RUNNING whose trial Tune no longer has.
+        """Close as KILLED (tagged TAG_ORPHANED) this experiment's runs still RUNNING whose trial Tune no longer has.
 
         A driver killed after starting a trial but before its next experiment snapshot leaves that trial's run
         RUNNING; the resumed experiment never hears of the trial again (the searcher asks for a new one in its
@@ -474,7 +474,8 @@ class MLflowTrialCallback(Callback):
         return tracking.flatten_params(resolved)
 
     # -- Tune hooks -------------------------------------------------------------------------------
-    def setup(self, **info: Any) -> None:
+    def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
+              **info: Any) -> None:
         self._record({"op": "setup"})
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:

@@ -111,7 +111,9 @@ def find_journal(experiment: str, storage_path: str | Path) -> Path:
     for path in candidates:
         if path.is_file() and path.name == JOURNAL:
             return path.resolve()
-    known = sorted(p.parent.name for p in Path(storage_path).glob(f"*/{JOURNAL}")) if Path(storage_path).is_dir() else []
+    known = (
+        sorted(p.parent.name for p in Path(storage_path).glob(f"*/{JOURNAL}")) if Path(storage_path).is_dir() else []
+    )
     hint = f"; experiments with a study under {storage_path}: {', '.join(known)}" if known else \
         f"; no experiment under {storage_path} has one"
     raise UserError(f"no Optuna study found for {experiment!r} (looked for {JOURNAL} in {candidates[0]} and "

@@ -94,7 +94,11 @@ def test_probe_verdicts_and_frames_match_pyav(backend: str, videos: dict, synthe
         assert (mine.num_frames, mine.width, mine.height) == (ref.num_frames, ref.width, ref.height)
         assert (mine.fps, mine.duration) == pytest.approx((ref.fps, ref.duration))  # 7.000000000000001 vs 7.0
     for (_, n, w, h, fps), outcome in zip(videos.values(), got):
-        assert outcome.info is not None and (outcome.info.num_frames, outcome.info.width, outcome.info.height) == (n, w, h)
+        assert outcome.info is not None and (outcome.info.num_frames, outcome.info.width, outcome.info.height) == (
+            n,
+            w,
+            h,
+        )
         assert outcome.info.fps == pytest.approx(fps)
     isolated = DecodingProcess(backend=backend)
     try:

@@ -115,7 +115,9 @@ def test_serve_decodes_protocol(kit, tmp_path) -> None:
         header = json.loads(stream.read(size))
         headers.append(header)
         if "shape" in header:
-            payloads.append(np.frombuffer(stream.read(int(np.prod(header["shape"]))), np.uint8).reshape(header["shape"]))
+            payloads.append(
+                np.frombuffer(stream.read(int(np.prod(header["shape"]))), np.uint8).reshape(header["shape"])
+            )
     assert stream.read() == b""
     assert headers[0] == {"shape": [2, 32, 40, 3]} and kit.decoded_index(payloads[0]).tolist() == [2, 9]
     assert set(headers[1]) == {"error", "message"} and "noise.avi" in headers[1]["message"]  # decord's own error

@@ -360,7 +360,9 @@ def test_quarantine_warnings_name_the_first_few_and_count_the_rest() -> None:
 
 
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "autovid.data.manifest" and r.levelno == logging.WARNING]
+    return [
+        r.getMessage() for r in caplog.records if r.name == "autovid.data.manifest" and r.levelno == logging.WARNING
+    ]
 
 
 def test_indexing_many_bad_files_logs_a_summary(kit, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -40,7 +40,9 @@ class _PatchAfterImport(importlib.abc.MetaPathFinder):
     def __init__(self, patches: dict[str, Patch]) -> None:
         self.patches = patches
 
-    def find_spec(self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None) -> ModuleSpec | None:
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
         patch = self.patches.pop(fullname, None)  # popped first: find_spec below asks this finder again
         if patch is None:
             return None

@@ -135,7 +135,9 @@ def test_second_order_matches_finite_difference(with_momentum: bool) -> None:
 
     # The exact gradient (double backward) agrees too, and the second-order term is not negligible.
     a = alpha0.clone().requires_grad_(True)
-    exact = torch.autograd.grad(_unrolled_objective(model, a, x_w, y_w, x_a, y_a, eta=eta, wd=wd, mom=mom, bufs=bufs), a)[0]
+    exact = torch.autograd.grad(
+        _unrolled_objective(model, a, x_w, y_w, x_a, y_a, eta=eta, wd=wd, mom=mom, bufs=bufs), a
+    )[0]
     torch.testing.assert_close(g, exact, rtol=1e-3, atol=1e-6)
     first = Architect(model, order="first").alpha_gradients(x_w, y_w, x_a, y_a, eta=eta)[0]
     assert (first - exact).abs().max() > 100 * 1e-6 + 1e-3 * exact.abs().max()

@@ -18,7 +18,9 @@ CELL = Genotype(
      ("sep_conv_3", 2), ("skip", 4)),
     (2, 3, 4, 5),
 )
-MODULE = Genotype("module", (("conv_3", 0), ("sep_conv_3", 0), ("skip", 1), ("max_pool_3", 1), ("dil_conv_3", 2)), (1, 2, 3))
+MODULE = Genotype(
+    "module", (("conv_3", 0), ("sep_conv_3", 0), ("skip", 1), ("max_pool_3", 1), ("dil_conv_3", 2)), (1, 2, 3)
+)
 
 
 def _weights(space, picks):
@@ -83,7 +85,9 @@ def test_hash_is_stable_and_order_free():
     # Pinned: the hash is an identifier stored in run records; it must not drift between versions.
     assert (CELL.hash, MODULE.hash) == ("c373e324b500", "1053e199ca7f")
     assert Genotype.from_json(CELL.to_json()).hash == CELL.hash
-    swapped = Genotype("module", (("conv_3", 0), ("skip", 1), ("sep_conv_3", 0), ("dil_conv_3", 2), ("max_pool_3", 1)), (1, 2, 3))
+    swapped = Genotype(
+        "module", (("conv_3", 0), ("skip", 1), ("sep_conv_3", 0), ("dil_conv_3", 2), ("max_pool_3", 1)), (1, 2, 3)
+    )
     assert swapped == MODULE and swapped.hash == MODULE.hash  # edges of a node are canonically ordered
 
 
@@ -91,7 +95,12 @@ def test_views_and_counts(tmp_path):
     text = str(CELL)
     assert CELL.hash in text and "sep_conv_3(c_{k-2})" in text and "reduce" in text
     assert "n0 = conv_3(in)" in str(MODULE)
-    assert (CELL.num_skips(), CELL.num_skips("reduce"), CELL.num_param_free(), CELL.num_param_free("reduce")) == (2, 3, 4, 5)
+    assert (CELL.num_skips(), CELL.num_skips("reduce"), CELL.num_param_free(), CELL.num_param_free("reduce")) == (
+        2,
+        3,
+        4,
+        5,
+    )
     for g in (CELL, MODULE):
         path = g.plot(tmp_path / "plots" / f"{g.topology}.png")
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

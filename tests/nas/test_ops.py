@@ -131,7 +131,9 @@ def test_batch_norm_scale_fold_matches_product(cl):
     assert torch.allclose(y_a, y_b, atol=1e-12)
     for a, b in zip(torch.autograd.grad(y_a, (x, s), g), torch.autograd.grad(y_b, (x, s), g)):
         assert torch.allclose(a, b, atol=1e-10)
-    assert torch.allclose(bn_a.running_mean, bn_b.running_mean) and torch.equal(bn_a.num_batches_tracked, bn_b.num_batches_tracked)
+    assert torch.allclose(bn_a.running_mean, bn_b.running_mean) and torch.equal(
+        bn_a.num_batches_tracked, bn_b.num_batches_tracked
+    )
     bn_a.eval(), bn_b.eval()
     assert torch.allclose(batch_norm(bn_a, x, s), bn_b(x) * s, atol=1e-12)
 

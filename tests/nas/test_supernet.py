@@ -77,7 +77,9 @@ def _textbook(net):
     return ref
 
 
-@pytest.mark.parametrize("space,pc_k", [("p3d", 1), ("full3d", 1), ("p2d_cell", 1), ("p3d_cell_t", 1), ("p3d", 2), ("p3d_cell", 2)])
+@pytest.mark.parametrize(
+    "space,pc_k", [("p3d", 1), ("full3d", 1), ("p2d_cell", 1), ("p3d_cell_t", 1), ("p3d", 2), ("p3d_cell", 2)]
+)
 def test_fast_supernet_equals_textbook_formula(space, pc_k):
     net = _net(space, pc_k=pc_k, dtype=torch.float64)
     with torch.no_grad():  # make α far from uniform so that every weight matters

@@ -15,7 +15,9 @@ from autovid.tune.resume_logs import ORPHAN_ATTR, dedupe_trial_logs, fail_orphan
 
 def _trial_logs(trial: Path, iterations: list[int], *, torn: bool) -> None:
     trial.mkdir(parents=True)
-    rows = [{"training_iteration": it, "val/acc": 0.1 * it + 0.01 * n, "trial_id": "t"} for n, it in enumerate(iterations)]
+    rows = [
+        {"training_iteration": it, "val/acc": 0.1 * it + 0.01 * n, "trial_id": "t"} for n, it in enumerate(iterations)
+    ]
     torn_line = '{"training_iteration": 5, "va' if torn else ""
     (trial / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows) + torn_line)
     pd.DataFrame(rows).to_csv(trial / "progress.csv", index=False)

@@ -25,7 +25,10 @@ def _study(folder: Path, name: str, directions: list[str], trials: int) -> optun
                                 sampler=optuna.samplers.RandomSampler(seed=0))
 
     def objective(trial: optuna.Trial) -> tuple[float, ...]:
-        x, k = trial.suggest_float("search.w_lr", 1e-3, 1e-1, log=True), trial.suggest_categorical("model.cells", [2, 3])
+        x, k = (
+            trial.suggest_float("search.w_lr", 1e-3, 1e-1, log=True),
+            trial.suggest_categorical("model.cells", [2, 3]),
+        )
         return (x * k, 1.0 / k)[: len(directions)]
 
     study.optimize(lambda t: objective(t) if len(directions) > 1 else objective(t)[0], n_trials=trials)

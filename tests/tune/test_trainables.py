@@ -60,4 +60,8 @@ def test_a_reused_actor_runs_the_next_trial_from_scratch(tmp_path: Path, module_
     assert ray.get(reused.reset.remote(second))
     a, b = ray.get(reused.train.remote()), ray.get(fresh.train.remote())
     assert a["training_iteration"] == b["training_iteration"] == 1 and a["epoch"] == b["epoch"] == 1
-    assert (a["val/acc"], a["train/loss"], a["genotype/params"]) == (b["val/acc"], b["train/loss"], b["genotype/params"])
+    assert (a["val/acc"], a["train/loss"], a["genotype/params"]) == (
+        b["val/acc"],
+        b["train/loss"],
+        b["genotype/params"],
+    )
