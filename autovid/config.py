@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from autovid.data.sampling import ClipSpec
 from autovid.errors import UserError
 from autovid.resources import resource_path
 from autovid.safe_yaml import MAX_TEXT_CHARS, parse_yaml, read_yaml_file, shorten
@@ -104,6 +105,12 @@ class DataConfig(_Frozen):
     batch_size: PositiveInt = 16
     num_workers: NonNegInt = 0
     test_clips: PositiveInt = 1  # clips drawn per test video, logits averaged
+
+    @property
+    def clip_spec(self) -> ClipSpec:
+        """How one clip is cut from a video and shaped for the networks (the dataset, loaders, cost, export)."""
+        return ClipSpec(num_segments=self.num_segments, frames_per_segment=self.frames_per_segment, stride=self.stride,
+                        mode=self.mode, modality=self.modality, resize=self.resize, crop_size=self.crop_size)
 
     @model_validator(mode="after")
     def _root_for_real_data(self) -> "DataConfig":

@@ -18,6 +18,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from autovid.data.dataset import VideoClipDataset
+from autovid.data.sampling import ClipSpec
 from autovid.engine.checkpoint import load_state
 from autovid.errors import RunFailed, UserError
 from autovid.files import check_output, write_text_atomic
@@ -141,7 +143,6 @@ def real_test_clips(state: Mapping[str, Any], meta: Mapping[str, Any]) -> tuple[
     the parity check."""
     from autovid.config import validate_config
     from autovid.engine.setup import prepare_manifest
-    from autovid.predict import ClipReader
 
     cfg = validate_config(state["config"], source="checkpoint")
     manifest = prepare_manifest(cfg.data)
@@ -149,13 +150,34 @@ def real_test_clips(state: Mapping[str, Any], meta: Mapping[str, Any]) -> tuple[
     if usable.empty:
         raise UserError("the parity check needs a test video of the checkpoint's data, and its manifest has none")
     path, frames = str(usable["path"].iloc[0]), int(usable["num_frames"].iloc[0])
-    reader = ClipReader(meta["input"], [(path, frames)], clips=max(2, int(meta["input"]["test_clips"])))
+    reader = input_dataset(meta["input"], [(path, frames)], clips=max(2, int(meta["input"]["test_clips"])))
     try:
-        return reader.read(0), path
+        return reader.test_clips(0), path
     except Exception as exc:  # noqa: BLE001 - any decode failure: the check cannot run, the export must not pass
         raise RunFailed(f"export parity check: cannot decode the test video {path} ({one_line(exc)})") from None
     finally:
         reader.close()
+
+
+def input_clip_spec(spec: Mapping[str, Any]) -> ClipSpec:
+    """The ClipSpec of an exported network's input metadata (``metadata["input"]``, checked: see
+    ``autovid.predict.metadata_problem``)."""
+    resize = spec.get("resize")
+    return ClipSpec(
+        num_segments=int(spec["num_segments"]), frames_per_segment=int(spec["frames_per_segment"]),
+        stride=int(spec["stride"]), mode=spec["mode"], modality=spec["modality"],
+        resize=(int(resize[0]), int(resize[1])) if resize else None, crop_size=int(spec["crop_size"]),
+    )
+
+
+def input_dataset(spec: Mapping[str, Any], videos: list[tuple[str, int]], *, clips: int) -> VideoClipDataset:
+    """Test-time clips of any ``(path, frame count)`` videos, made exactly as the test loader makes them (the
+    data pipeline's own dataset: TSN test sampling, centre crop, RGB difference), normalised as the network saw
+    its input (the metadata's mean and std), decoding in an isolated child process: a file that crashes the
+    decoder costs that file, not the command. ``dataset.test_clips(i)`` is video ``i``; close it after use."""
+    norm = spec["normalization"]
+    return VideoClipDataset.of_videos(videos, input_clip_spec(spec), clips=clips,
+                                      mean=tuple(norm["mean"]), std=tuple(norm["std"]))
 
 
 def _trace(model: nn.Module, clips: torch.Tensor) -> torch.export.ExportedProgram:

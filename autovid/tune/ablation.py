@@ -26,8 +26,9 @@ from autovid import report, stats, tracking
 from autovid.config import ArmConfig, ExperimentConfig, load_arm
 from autovid.engine.accounting import count_flops
 from autovid.engine.checkpoint import load_state
+from autovid.engine.networks import build_network, build_supernet
 from autovid.engine.preflight import example_genotype, preflight
-from autovid.engine.session import SearchSession, build_network, build_supernet
+from autovid.engine.session import SearchSession
 from autovid.engine.setup import clip_shape, prepare_manifest
 from autovid.errors import RunFailed, UserError
 from autovid.files import write_csv_atomic, write_text_atomic

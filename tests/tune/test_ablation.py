@@ -165,7 +165,7 @@ def test_versus_random_refuses_a_genotype_of_another_space(tmp_path: Path) -> No
 def test_random_arms_get_the_flops_of_one_darts_search(tmp_path: Path) -> None:
     from autovid.config import ArmConfig
     from autovid.engine.accounting import count_flops
-    from autovid.engine.session import build_network
+    from autovid.engine.networks import build_network
     from autovid.engine.setup import clip_shape
     from autovid.tune.ablation import random_arm_genotypes, search_flops
 
