@@ -181,7 +181,7 @@ class SearchSession:
             shape = clip_shape(self.cfg.data)
             latency = self.cfg.tune.latency
             if latency.runtime == "onnxruntime":
-                from autovid.export import onnx_latency
+                from autovid.engine.onnx import onnx_latency
 
                 one, batch = onnx_latency(net, shape, (1, self.cfg.data.batch_size), threads=latency.threads)
                 self._latency_cache[key] = {
