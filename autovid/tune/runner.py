@@ -118,9 +118,6 @@ def run_search_experiment(
     parent = ParentRun.open(run)
     outcome.parent_run_id = parent.run_id
     ok = finished_trials(outcome.summary)
-    if ok.empty:
-        log.error("no trial finished successfully; see %s", outcome.experiment_path)
-        return outcome
     feasible = feasible_trials(ok, outcome, cfg)
     if feasible.empty:
         return outcome
@@ -159,6 +156,9 @@ def finished_trials(summary: pd.DataFrame) -> pd.DataFrame:
 def feasible_trials(ok: pd.DataFrame, outcome: TuneOutcome, cfg: ExperimentConfig) -> pd.DataFrame:
     """The finished trials that met tune.constraints (all of them without constraints). When none did,
     summary.csv is written anyway: it shows why."""
+    if ok.empty:
+        log.error("no trial finished successfully; see %s", outcome.experiment_path)
+        return ok
     feasible = ok[feasible_rows(ok)]
     if len(feasible) < len(ok):
         log.warning("%d of %d finished trials broke tune.constraints (%s): reported as infeasible in summary.csv, "
