@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from autovid.data.sampling import ClipSpec
 from autovid.errors import UserError
 from autovid.resources import resource_path
 from autovid.safe_yaml import MAX_TEXT_CHARS, parse_yaml, read_yaml_file, shorten
@@ -107,6 +108,12 @@ class DataConfig(_Frozen):
     # the video decoder (autovid.data.backends): auto = decord where its wheel exists (x86-64 Linux), else PyAV;
     # torchcodec (pip install 'autovid[torchcodec]') decodes on the GPU when the run's device is CUDA
     decoder: Literal["auto", "decord", "pyav", "torchcodec"] = "auto"
+
+    @property
+    def clip_spec(self) -> ClipSpec:
+        """How one clip is cut from a video and shaped for the networks (the dataset, loaders, cost, export)."""
+        return ClipSpec(num_segments=self.num_segments, frames_per_segment=self.frames_per_segment, stride=self.stride,
+                        mode=self.mode, modality=self.modality, resize=self.resize, crop_size=self.crop_size)
 
     @model_validator(mode="after")
     def _root_for_real_data(self) -> "DataConfig":

@@ -8,7 +8,6 @@ import os
 import re
 import secrets
 import time
-import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,16 +17,27 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from autovid.data.backends import BACKENDS, installed
+from autovid.data.dataset import VideoClipDataset
+from autovid.data.sampling import ClipSpec
 from autovid.engine.checkpoint import load_state
+from autovid.engine.onnx import (  # noqa: F401 - METADATA_KEY, one_line and onnx_latency are part of this API
+    INPUT_NAME,
+    MAX_BATCH,
+    METADATA_KEY,
+    OUTPUT_NAME,
+    Latency,
+    one_line,
+    onnx_latency,
+    save_onnx,
+    trace,
+)
 from autovid.errors import RunFailed, UserError
 from autovid.files import check_output, write_text_atomic
 
 ExportFormat = Literal["pt2", "onnx"]
 FORMATS: tuple[ExportFormat, ...] = ("pt2", "onnx")
-METADATA_KEY = "autovid"  # the pt2 extra file, the ONNX metadata_props key and the MLflow metadata key
-INPUT_NAME, OUTPUT_NAME = "clips", "logits"
 PARITY_TOLERANCE = 1e-4  # max |Δlogit| against eager PyTorch, fp32
-MAX_BATCH = 4096  # upper bound of the dynamic batch dimension (torch.export needs one to reason about shapes)
 
 Runner = Callable[[torch.Tensor], torch.Tensor]  # float32 [B, K, C, L, H, W] -> float32 [B, num_classes]
 
@@ -48,7 +58,7 @@ class ExportResult:
 
 
 def load_train_state(path: Path) -> dict[str, Any]:
-    """A retrain checkpoint's state (`weights_only` load); a folder means its `state.pt`. Anything else is a UserError."""
+    """A retrain checkpoint's state (`weights_only` load); a folder means its `state.pt`; anything else: UserError."""
     if path.is_dir():
         path = path / "state.pt"
     state = load_state(path)
@@ -121,8 +131,8 @@ def export_model(state_path: Path, fmt: ExportFormat, out: Path | None = None, *
     # a fresh name (never a stale file or a link left there); torch.export.save warns about a name not ending in .pt2
     tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp.{fmt}")
     try:
-        program = _trace(model, clips)
-        (_save_pt2 if fmt == "pt2" else _save_onnx)(program, clips, meta, tmp)
+        program = trace(model, clips)
+        (_save_pt2 if fmt == "pt2" else save_onnx)(program, clips, meta, tmp)
         runner, _ = (load_pt2 if fmt == "pt2" else load_onnx)(tmp)
         diff = max_abs_diff(model, runner, clips)
         if not diff <= PARITY_TOLERANCE:  # `not <=`: a NaN difference fails too
@@ -141,7 +151,6 @@ def real_test_clips(state: Mapping[str, Any], meta: Mapping[str, Any]) -> tuple[
     the parity check."""
     from autovid.config import validate_config
     from autovid.engine.setup import prepare_manifest
-    from autovid.predict import ClipReader
 
     cfg = validate_config(state["config"], source="checkpoint")
     manifest = prepare_manifest(cfg.data)
@@ -149,47 +158,46 @@ def real_test_clips(state: Mapping[str, Any], meta: Mapping[str, Any]) -> tuple[
     if usable.empty:
         raise UserError("the parity check needs a test video of the checkpoint's data, and its manifest has none")
     path, frames = str(usable["path"].iloc[0]), int(usable["num_frames"].iloc[0])
-    reader = ClipReader(meta["input"], [(path, frames)], clips=max(2, int(meta["input"]["test_clips"])))
+    reader = input_dataset(meta["input"], [(path, frames)], clips=max(2, int(meta["input"]["test_clips"])))
     try:
-        return reader.read(0), path
+        return reader.test_clips(0), path
     except Exception as exc:  # noqa: BLE001 - any decode failure: the check cannot run, the export must not pass
         raise RunFailed(f"export parity check: cannot decode the test video {path} ({one_line(exc)})") from None
     finally:
         reader.close()
 
 
-def _trace(model: nn.Module, clips: torch.Tensor) -> torch.export.ExportedProgram:
-    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch's own deprecations, not the user's to act on
-            return torch.export.export(model, (clips,), dynamic_shapes=({0: batch},))
-    except Exception as exc:  # noqa: BLE001 - an operator torch.export cannot trace: the export fails, in one line
-        raise RunFailed(f"torch.export could not trace the network: {one_line(exc)}") from None
+def input_clip_spec(spec: Mapping[str, Any]) -> ClipSpec:
+    """The ClipSpec of an exported network's input metadata (``metadata["input"]``, checked: see
+    ``autovid.predict.metadata_problem``)."""
+    resize = spec.get("resize")
+    return ClipSpec(
+        num_segments=int(spec["num_segments"]), frames_per_segment=int(spec["frames_per_segment"]),
+        stride=int(spec["stride"]), mode=spec["mode"], modality=spec["modality"],
+        resize=(int(resize[0]), int(resize[1])) if resize else None, crop_size=int(spec["crop_size"]),
+    )
+
+
+def input_decoder(spec: Mapping[str, Any]) -> str:
+    """The decoder the network was trained with (its metadata's ``input.decoder``) where installed here, else
+    ``auto``: frames mean the same for every backend, and a network exported on x86-64 Linux (decord) must still
+    predict on a machine without decord."""
+    name = spec.get("decoder")
+    return name if isinstance(name, str) and name in BACKENDS and installed(name) else "auto"
+
+
+def input_dataset(spec: Mapping[str, Any], videos: list[tuple[str, int]], *, clips: int) -> VideoClipDataset:
+    """Test-time clips of any ``(path, frame count)`` videos, made exactly as the test loader makes them (the
+    data pipeline's own dataset: TSN test sampling, centre crop, RGB difference), normalised as the network saw
+    its input (the metadata's mean and std), decoding in an isolated child process: a file that crashes the
+    decoder costs that file, not the command. ``dataset.test_clips(i)`` is video ``i``; close it after use."""
+    norm = spec["normalization"]
+    return VideoClipDataset.of_videos(videos, input_clip_spec(spec), clips=clips, decoder=input_decoder(spec),
+                                      mean=tuple(norm["mean"]), std=tuple(norm["std"]))
 
 
 def _save_pt2(program: torch.export.ExportedProgram, clips: torch.Tensor, meta: Mapping[str, Any], path: Path) -> None:
     torch.export.save(program, path, extra_files={METADATA_KEY: json.dumps(meta)})
-
-
-def _save_onnx(program: torch.export.ExportedProgram, clips: torch.Tensor, meta: Mapping[str, Any], path: Path) -> None:
-    import logging
-
-    # torch.onnx warns that torchvision's detection operators are not registered (irrelevant here), and onnxscript's
-    # optimiser logs every rewrite at INFO: neither is for the user
-    for name in ("torch.onnx", "onnxscript", "onnx_ir"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            onnx_program = torch.onnx.export(program, (clips,), dynamo=True, input_names=[INPUT_NAME],
-                                             output_names=[OUTPUT_NAME], verbose=False)
-    except Exception as exc:  # noqa: BLE001 - an operator without an ONNX translation
-        raise RunFailed(f"ONNX export failed: {one_line(exc)}") from None
-    if onnx_program is None:  # torch returns None only when given a file to write; it was given none
-        raise RunFailed("ONNX export returned no program")
-    onnx_program.model.metadata_props[METADATA_KEY] = json.dumps(meta)
-    onnx_program.save(path, external_data=False)  # one file: these networks are far below protobuf's 2 GB
 
 
 def max_abs_diff(model: nn.Module, runner: Runner, clips: torch.Tensor) -> float:
@@ -301,61 +309,3 @@ def _is_plain(content: bytes) -> bool:
     return True
 
 
-def one_line(exc: BaseException) -> str:
-    """An exception's message on one line of at most 300 characters (the CLI's errors are one line each)."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:300] + "..." if len(text) > 300 else text
-
-
-# ---------------------------------------------------------------------------------------------------- latency
-
-
-@dataclass(frozen=True)
-class Latency:
-    """A forward latency in the deployment runtime: the median of torch.utils.benchmark's blocked timing, its
-    interquartile range, and what ran it."""
-
-    median_ms: float
-    iqr_ms: float
-    runtime: str  # e.g. "onnxruntime 1.23.2 CPUExecutionProvider"
-    threads: int  # intra-op threads of the session
-    batch: int
-
-
-def onnx_latency(model: nn.Module, input_shape: tuple[int, ...], batches: tuple[int, ...] = (1,), *,
-                 threads: int = 1, warmup: int = 3, max_run_time: float = 2.0) -> list[Latency]:
-    """Latency of `model` in ONNX Runtime (CPU) on the graph `autovid export --format onnx` writes: traced by
-    torch.export with a dynamic batch and exported by the same code, then loaded into one session with `threads`
-    intra-op threads and timed at every batch size of `batches` (`input_shape` is one clip's shape).
-
-    Timing is torch.utils.benchmark's: `warmup` untimed runs (ONNX Runtime allocates on its first runs), then
-    `Timer.adaptive_autorange`, which times blocks of runs until the median is stable (IQR / median under 0.1)
-    or `max_run_time` seconds have passed; the figure is that median and its IQR. The model stays in eval mode.
-    """
-    import tempfile
-
-    import onnxruntime as ort
-    from torch.utils.benchmark import Timer
-
-    model = model.eval().cpu()
-    example = torch.zeros(2, *input_shape)  # a batch above 1: torch.export keeps the batch dimension dynamic
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.onnx"
-        _save_onnx(_trace(model, example), example, {}, path)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    runtime = f"onnxruntime {ort.__version__} {session.get_providers()[0]}"
-    results = []
-    for batch in batches:
-        feed = {name: torch.zeros(batch, *input_shape).numpy()}
-        for _ in range(warmup):
-            session.run(None, feed)
-        timer = Timer(stmt="session.run(None, feed)", globals={"session": session, "feed": feed},
-                      label="onnxruntime", description=f"batch {batch}")
-        measured = timer.adaptive_autorange(threshold=0.1, min_run_time=0.01, max_run_time=max_run_time)
-        results.append(Latency(1000.0 * measured.median, 1000.0 * measured.iqr, runtime, threads, batch))
-    return results

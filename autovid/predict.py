@@ -1,4 +1,4 @@
-"""`autovid predict`: top-k classes of any videos with a retrained, exported or MLflow-logged network (TSN multi-clip)."""
+"""`autovid predict`: top-k classes of any videos with a retrained, exported or MLflow-logged network (TSN clips)."""
 
 from __future__ import annotations
 
@@ -13,16 +13,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from autovid.data.backends import BACKENDS, installed
-from autovid.data.dataset import VideoClipDataset
 from autovid.data.decoding import DecoderLimitation, DecodingProcessError
-from autovid.data.sampling import ClipSpec
-from autovid.data.transforms import TestTransform
 from autovid.errors import RunFailed, UserError
 from autovid.export import (
     METADATA_KEY,
     Runner,
     eager_model,
+    input_clip_spec,
+    input_dataset,
+    input_decoder,
     load_onnx,
     load_pt2,
     load_train_state,
@@ -148,7 +147,7 @@ def metadata_problem(meta: Mapping[str, Any]) -> str | None:
             return f"input.normalization.{key} must be 3 finite numbers (R, G, B), got {shorten(repr(values))}"
     if not all(v > 0 for v in norm["std"]):
         return f"input.normalization.std must be positive, got {norm['std']}"
-    shape = list(clip_spec(spec).shape)
+    shape = list(input_clip_spec(spec).shape)
     if int(np.prod(shape)) > MAX_CLIP_VALUES:
         return f"one clip of input shape {shape} is larger than {MAX_CLIP_VALUES:,} values"
     if "shape" in spec and spec["shape"] != shape:
@@ -160,7 +159,7 @@ def _probed(predictor: Predictor, model: str) -> Predictor:
     """`predictor` once the network has run on one blank clip of the shape its metadata describes and returned a
     logit per class name: metadata that does not belong to the network fails here in one line, before any video
     (fewer names than logits would print wrong labels, more would fail at the first video)."""
-    shape = clip_spec(predictor.spec).shape
+    shape = input_clip_spec(predictor.spec).shape
     try:
         logits = predictor.run(torch.zeros((1, *shape)))
     except Exception as exc:  # noqa: BLE001 - a shape the network or the exported program refuses
@@ -171,43 +170,6 @@ def _probed(predictor: Predictor, model: str) -> Predictor:
         raise UserError(f"{model}: the network returns logits of shape {list(logits.shape)} for one clip, but its "
                         f"metadata names {classes} classes: the metadata does not belong to this network")
     return predictor
-
-
-def clip_spec(spec: Mapping[str, Any]) -> ClipSpec:
-    """The ClipSpec of checked metadata (see `metadata_problem`)."""
-    resize = spec.get("resize")
-    return ClipSpec(
-        num_segments=int(spec["num_segments"]), frames_per_segment=int(spec["frames_per_segment"]),
-        stride=int(spec["stride"]), mode=spec["mode"], modality=spec["modality"],
-        resize=(int(resize[0]), int(resize[1])) if resize else None, crop_size=int(spec["crop_size"]),
-    )
-
-
-# ------------------------------------------------------------------------------------------------------ clips
-
-
-class ClipReader:
-    """Test-time clips of any videos, made exactly as the test loader makes them: the data pipeline's own
-    `VideoClipDataset` (TSN test sampling, centre crop, normalisation, RGB difference) over these files, decoding
-    in an isolated child process, so a file that crashes the decoder costs that file, not the command."""
-
-    def __init__(self, spec: Mapping[str, Any], videos: Sequence[tuple[str, int]], *, clips: int) -> None:
-        rows = pd.DataFrame({"path": [p for p, _ in videos], "label": range(len(videos)),
-                             "num_frames": [n for _, n in videos], "status": "ok"})
-        self.dataset = VideoClipDataset(rows, split=None, spec=clip_spec(spec), train=False, seed=0, num_clips=clips,
-                                        decoder=spec_decoder(spec))
-        norm = spec["normalization"]
-        # the dataset normalises with autovid's defaults; the metadata's values are the ones the network saw
-        self.dataset.transform = TestTransform(int(spec["crop_size"]), mean=tuple(norm["mean"]), std=tuple(norm["std"]))
-
-    def read(self, i: int) -> torch.Tensor:
-        """Video `i`'s clips, float32 [M, K, C, L, H, W] (test sampling draws nothing at random)."""
-        clips = self.dataset._load(self.dataset.records[i], np.random.default_rng(0))
-        return clips if self.dataset.num_clips > 1 else clips.unsqueeze(0)
-
-    def close(self) -> None:
-        if self.dataset.decoder is not None:
-            self.dataset.decoder.close()
 
 
 # -------------------------------------------------------------------------------------------------- inference
@@ -241,7 +203,7 @@ def predict_videos(predictor: Predictor, videos: Sequence[str], *, clips: int, t
     (logits averaged, as the evaluator does); `on_failure(video, reason)` is called once per unreadable one."""
     result = PredictionRun()
     readable: list[tuple[str, int]] = []
-    for video, frames, reason in probe_videos(videos, decoder=spec_decoder(predictor.spec)):
+    for video, frames, reason in probe_videos(videos, decoder=input_decoder(predictor.spec)):
         if frames is None:
             result.failures.append((video, reason))
             on_failure(video, reason)
@@ -249,13 +211,13 @@ def predict_videos(predictor: Predictor, videos: Sequence[str], *, clips: int, t
             readable.append((video, frames))
     if not readable:
         return result
-    reader = ClipReader(predictor.spec, [(str(Path(v).absolute()), n) for v, n in readable], clips=clips)
+    reader = input_dataset(predictor.spec, [(str(Path(v).absolute()), n) for v, n in readable], clips=clips)
     k = min(topk, len(predictor.class_names))
     started = time.perf_counter()
     try:
         for i, (video, _) in enumerate(readable):
             try:
-                batch = reader.read(i)
+                batch = reader.test_clips(i)
             except DecodingProcessError as exc:  # the decoder could not start: the installation, not the file
                 raise RunFailed(f"decoding failed for every video: {exc}") from None
             except Exception as exc:  # noqa: BLE001 - this file's fault (native crashes included): report, go on
@@ -277,14 +239,6 @@ def top_classes(logits: torch.Tensor, names: Sequence[str], k: int) -> list[tupl
     probs = torch.softmax(logits.float().mean(dim=0), dim=0)
     values, indices = probs.topk(k)
     return [(names[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]
-
-
-def spec_decoder(spec: Mapping[str, Any]) -> str:
-    """The decoder the network was trained with (its metadata's ``input.decoder``) where installed here, else
-    ``auto``: frames mean the same for every backend, and a network exported on x86-64 Linux (decord) must still
-    predict on a machine without decord."""
-    name = spec.get("decoder")
-    return name if isinstance(name, str) and name in BACKENDS and installed(name) else "auto"
 
 
 def probe_videos(videos: Sequence[str], *, decoder: str = "auto") -> list[tuple[str, int | None, str]]:

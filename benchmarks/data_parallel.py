@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autovid.config import load_config  # noqa: E402
 from autovid.engine.distributed import DataParallel  # noqa: E402
-from autovid.engine.session import build_supernet  # noqa: E402
+from autovid.engine.networks import build_supernet  # noqa: E402
 from autovid.engine.setup import clip_shape  # noqa: E402
 from autovid.nas.architect import Architect  # noqa: E402
 

@@ -267,7 +267,7 @@ def run_config(cfg: dict[str, Any], threads: int, steps: int, device_name: str =
     g = torch.Generator().manual_seed(0)
     space = load_search_space(cfg["space"])
     mixed_op = cfg.get("mixed_op", "fused")
-    if mixed_op == "auto":  # as session.build_supernet: the reference mixed op was faster on CUDA
+    if mixed_op == "auto":  # as networks.build_supernet: the reference mixed op was faster on CUDA
         mixed_op = "reference" if device.type == "cuda" else "fused"
     model = SuperNet(space, num_classes=cfg["classes"], channels=cfg["channels"], cells=cfg["cells"],
                      stem_multiplier=cfg["stem_multiplier"], stem_stride=cfg["stem_stride"], pc_k=cfg["pc_k"],

@@ -22,8 +22,8 @@ from autovid.engine.checkpoint import save_state
 from autovid.engine.evaluation import evaluate_checkpoint
 from autovid.engine.session import SearchSession
 from autovid.engine.setup import build_data
-from autovid.export import METADATA_KEY, eager_model, export_model, load_train_state, model_metadata
-from autovid.predict import ClipReader, load_predictor, predict_videos, probe_videos
+from autovid.export import METADATA_KEY, eager_model, export_model, input_dataset, load_train_state, model_metadata
+from autovid.predict import load_predictor, predict_videos, probe_videos
 from tests.test_export import train_checkpoint
 from tests.tiny import tiny_config
 
@@ -145,9 +145,9 @@ def test_clips_are_the_test_loaders_clips(setup: dict) -> None:
     test_set = build_data(cfg.data, seed=cfg.seed, train_portion=None).test.dataset
     record = test_set.records[0]
     expected, _ = test_set[(0, 0)]  # [M=2, K, C, L, H, W]
-    reader = ClipReader(model_metadata(state)["input"], [(record.path, record.num_frames)], clips=2)
+    reader = input_dataset(model_metadata(state)["input"], [(record.path, record.num_frames)], clips=2)
     try:
-        assert torch.equal(reader.read(0), expected)
+        assert torch.equal(reader.test_clips(0), expected)
     finally:
         reader.close()
 

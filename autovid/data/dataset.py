@@ -20,7 +20,7 @@ from autovid.data.decoding import (
     read_frames,
 )
 from autovid.data.sampling import ClipSpec, clip_indices
-from autovid.data.transforms import TestTransform, TrainTransform, rgb_difference
+from autovid.data.transforms import MEAN, STD, TestTransform, TrainTransform, rgb_difference
 from autovid.errors import printable
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,8 @@ class VideoClipDataset(Dataset):
         decode_timeout: float = DECODE_TIMEOUT,  # seconds before an isolated decode counts as hung (file is bad)
         decoder: str = "auto",  # data.decoder
         decode_device: str = "cpu",
+        mean: tuple[float, ...] = MEAN,  # normalisation: what the network was trained with
+        std: tuple[float, ...] = STD,
     ) -> None:
         if num_clips < 1:
             raise ValueError(f"num_clips must be >= 1, got {num_clips}")
@@ -99,7 +101,8 @@ class VideoClipDataset(Dataset):
         self.split = split
         self.spec, self.train, self.seed, self.num_clips = spec, train, seed, num_clips
         crop = spec.crop_size
-        self.transform = TrainTransform(crop, scale=scale, hflip=hflip) if train else TestTransform(crop)
+        self.transform = (TrainTransform(crop, scale=scale, hflip=hflip, mean=mean, std=std) if train
+                          else TestTransform(crop, mean=mean, std=std))
         self.by_label: dict[int, list[int]] = {}
         for i, rec in enumerate(self.records):
             self.by_label.setdefault(rec.label, []).append(i)
@@ -186,6 +189,30 @@ class VideoClipDataset(Dataset):
             with torch.no_grad():
                 self._failures += 1
         raise RuntimeError(f"{MAX_REPLACEMENTS + 1} videos of class {self.records[index].label} failed to decode")
+
+    def test_clips(self, index: int) -> torch.Tensor:
+        """Video ``index``'s clips as the test loader makes them, float32 [M, K, C, L, H, W] (M = ``num_clips``,
+        evenly spaced; test sampling draws nothing at random). A test dataset only; a file that fails to decode
+        raises here (no replacement by another video: the caller asked for this one)."""
+        if self.train:
+            raise ValueError("test_clips needs a test dataset (train=False): train clips are random draws")
+        clips = self._load(self.records[index], np.random.default_rng(0))
+        return clips if self.num_clips > 1 else clips.unsqueeze(0)
+
+    def close(self) -> None:
+        """Stop the decoding child process, if any (it also ends by itself when this process ends)."""
+        if self.decoder is not None:
+            self.decoder.close()
+
+    @classmethod
+    def of_videos(cls, videos: list[tuple[str, int]], spec: ClipSpec, *, clips: int, decoder: str = "auto",
+                  mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD) -> VideoClipDataset:
+        """A test dataset of any ``(path, frame count)`` videos, outside a manifest (export, predict): item ``i``
+        is video ``i``; ``test_clips(i)`` decodes it, in an isolated child process."""
+        rows = pd.DataFrame({"path": [p for p, _ in videos], "label": range(len(videos)),
+                             "num_frames": [n for _, n in videos], "status": "ok"})
+        return cls(rows, split=None, spec=spec, train=False, seed=0, num_clips=clips, decoder=decoder, mean=mean,
+                   std=std)
 
     def _load(self, record: VideoRecord, rng: np.random.Generator) -> torch.Tensor:
         # train: M independent random draws; test: M evenly spaced offsets (M = 1 is the TSN centre)

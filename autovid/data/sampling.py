@@ -14,7 +14,7 @@ Modality = Literal["rgb", "rgb_diff"]
 @dataclass(frozen=True)
 class ClipSpec:
     """How one clip is cut from a video and shaped for the networks: built once from the data config
-    (``engine.setup.clip_spec``) and handed to the dataset, the loaders, the networks' cost and export."""
+    (``DataConfig.clip_spec``) and handed to the dataset, the loaders, the networks' cost and export."""
 
     num_segments: int = 4  # K temporal segments (TSN)
     frames_per_segment: int = 2  # L frames per segment

@@ -14,7 +14,8 @@ from autovid.config import ExperimentConfig, validate_config
 from autovid.data.backends import resolve as resolve_decoder
 from autovid.data.transforms import MEAN, STD
 from autovid.engine.checkpoint import load_state
-from autovid.engine.session import TrainSession, build_network
+from autovid.engine.networks import build_network
+from autovid.engine.session import TrainSession
 from autovid.engine.setup import clip_shape
 from autovid.errors import UserError
 from autovid.nas.genotype import Genotype

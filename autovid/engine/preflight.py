@@ -35,7 +35,7 @@ def preflight(cfg: ExperimentConfig, *kinds: RunKind, genotype_json: str | None 
     `kinds` ("search": the supernet; "train": the retrained network of `genotype_json` or `train.model`).
     `local`: trials run on this machine (a cluster's workers may have the GPU the driver lacks, so the device
     is only checked locally)."""
-    from autovid.engine.session import build_network, build_supernet  # session imports the engine's heavy parts
+    from autovid.engine.networks import build_network, build_supernet  # the networks import the engine's heavy parts
 
     if local:
         resolve_device(cfg.device)

@@ -20,30 +20,61 @@ import json
 import logging
 import math
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from autovid.config import ExperimentConfig
 from autovid.data.loaders import epoch_sampler
-from autovid.engine.accounting import count_flops, count_parameters, measure_latency
+from autovid.engine.accounting import measure_latency
 from autovid.engine.distributed import DataParallel
 from autovid.engine.fastpath import accelerate
-from autovid.engine.init import temporal_difference_init, temporal_difference_init_all
+from autovid.engine.networks import build_network, build_supernet, network_cost
 from autovid.engine.setup import build_data, clip_shape, resolve_device
 from autovid.engine.strategies import make_strategy
 from autovid.engine.trainer import alpha_entropy, evaluate, recalibrate_bn, search_epoch, train_epoch
-from autovid.errors import TrainingDiverged, UserError
+from autovid.errors import TrainingDiverged
 from autovid.nas.architect import Architect
-from autovid.nas.cells import VideoNet
 from autovid.nas.genotype import Genotype
-from autovid.nas.network import Network
-from autovid.nas.search_space import SearchSpace, load_search_space
-from autovid.nas.supernet import SuperNet
+from autovid.nas.search_space import load_search_space
 from autovid.rng import Stream, epoch_seed
 
 log = logging.getLogger(__name__)
+
+class Session(Protocol):
+    """A run driven epoch by epoch (`SearchSession`, `TrainSession`, or N data-parallel ranks of one: the
+    Tune side's `ReplicatedSession`); `state_dict()` holds all that is needed to continue exactly."""
+
+    epoch: int
+
+    @property
+    def done(self) -> bool: ...
+
+    def step(self) -> dict[str, Any]:
+        """One epoch; its metrics (`split/metric` keys)."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class SearchRun(Session, Protocol):
+    """A search session: it may stop early (a collapse) and takes new learning rates (PBT)."""
+
+    def should_stop(self, metrics: dict[str, Any]) -> bool: ...
+
+    def learning_rates(self) -> tuple[float, float]: ...
+
+    def set_learning_rates(self, *, w_lr: float, alpha_lr: float) -> None: ...
+
+
+class TrainRun(Session, Protocol):
+    """A retrain session: evaluated on the test split, or on the α half (``eval_prefix`` "val")."""
+
+    eval_prefix: str
+
 
 def _reseed_loader(loader: Any, seed: int, epoch: int) -> None:
     """Put a loader's shuffling and per-clip sampling in the state of `epoch`, whatever ran before:
@@ -56,80 +87,6 @@ def _reseed_loader(loader: Any, seed: int, epoch: int) -> None:
         sampler.epoch = epoch
     if getattr(loader, "generator", None) is not None:
         loader.generator.manual_seed(seed)
-
-
-def build_network(
-    cfg: ExperimentConfig, *, num_classes: int, genotype: Genotype | None, space: SearchSpace | None = None
-) -> nn.Module:
-    """The network a retrain trains: a discrete NAS network from a genotype, or a registered model, with the
-    configured initialisation (``model.stem_init``) applied."""
-    if cfg.train.model is not None:
-        from autovid.models import create_model, model_kwargs
-
-        _, _, frames, height, _ = clip_shape(cfg.data)
-        # Only networks whose classifier depends on the clip size (C3D's fc6) take frames/input_size.
-        extra = {k: v for k, v in {"frames": frames, "input_size": height}.items() if k in model_kwargs(cfg.train.model)}
-        model: nn.Module = create_model(
-            cfg.train.model, num_classes=num_classes, width=cfg.train.width, consensus=cfg.model.consensus, **extra
-        )
-    elif genotype is None:
-        raise UserError("retraining needs a genotype (--genotype FILE) or train.model=<registered model>")
-    else:
-        model = Network(
-            generator=torch.Generator().manual_seed(cfg.seed),
-            genotype=genotype,
-            space=space or load_search_space(cfg.search_space),
-            num_classes=num_classes,
-            channels=cfg.train.channels,
-            cells=cfg.train.cells,
-            consensus=cfg.model.consensus,
-            drop_path=cfg.train.drop_path,
-            stem_multiplier=cfg.train.stem_multiplier,
-            fixed_kernel=fixed_kernel(cfg),
-        )
-    # not only weights: the motion-prior init also makes the stem pad time by replicating edge frames, which no
-    # state dict records; every rebuild of a trained network (evaluate, export, predict, MLflow) must get it
-    apply_init(cfg, model)
-    return model
-
-
-def build_supernet(cfg: ExperimentConfig, *, num_classes: int, space: SearchSpace | None = None,
-                   device: torch.device | None = None) -> SuperNet:
-    """The supernet a search trains (on `device`), at search depth and width, with the configured init."""
-    mixed_op = cfg.model.mixed_op
-    if mixed_op == "auto":
-        mixed_op = "reference" if device is not None and device.type == "cuda" else "fused"
-    model = SuperNet(
-        space or load_search_space(cfg.search_space),
-        generator=torch.Generator().manual_seed(cfg.seed),  # weights and α: same seed, same init
-        num_classes=num_classes,
-        channels=cfg.model.channels,
-        cells=cfg.model.cells,
-        stem_multiplier=cfg.model.stem_multiplier,
-        pc_k=cfg.model.pc_k,
-        consensus=cfg.model.consensus,
-        mixed_op=mixed_op,
-        fixed_kernel=fixed_kernel(cfg),
-    )
-    apply_init(cfg, model)
-    return model
-
-
-def fixed_kernel(cfg: ExperimentConfig) -> str | None:
-    """The kernel style of the layers nobody searches: spatial-only when only the search may mix time."""
-    return "p2d" if cfg.model.temporal_mixing == "searched" else None
-
-
-def apply_init(cfg: ExperimentConfig, model: nn.Module) -> None:
-    """The configured initialisation beyond each layer's default (``model.stem_init``): the motion prior goes
-    to the stem, or, when only searched operators mix time, to the first searched cell's temporal convolutions
-    (hand-designed networks keep it in their first temporal convolution either way)."""
-    if cfg.model.stem_init != "temporal_difference":
-        return
-    if cfg.model.temporal_mixing == "searched" and isinstance(model, VideoNet):
-        temporal_difference_init_all(model.cells[0])  # the first cell: the module input's first time mixing
-    else:
-        temporal_difference_init(model)
 
 
 def drop_path_at(final: float, epoch: int, epochs: int) -> float:
@@ -149,14 +106,6 @@ def make_optimizer(kind: str, params: Any, *, lr: float, momentum: float, weight
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     cls = torch.optim.Adam if kind == "adam" else torch.optim.AdamW
     return cls(params, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay)
-
-
-def network_cost(cfg: ExperimentConfig, model: nn.Module) -> dict[str, int]:
-    """Parameters and FLOPs per clip (one video, all K segments) of a network at the configured input."""
-    return {
-        "params": count_parameters(model),
-        "flops": count_flops(model, (1, *clip_shape(cfg.data))),
-    }
 
 
 class SearchSession:
@@ -232,7 +181,7 @@ class SearchSession:
             shape = clip_shape(self.cfg.data)
             latency = self.cfg.tune.latency
             if latency.runtime == "onnxruntime":
-                from autovid.export import onnx_latency
+                from autovid.engine.onnx import onnx_latency
 
                 one, batch = onnx_latency(net, shape, (1, self.cfg.data.batch_size), threads=latency.threads)
                 self._latency_cache[key] = {

@@ -14,7 +14,6 @@ import torch
 from autovid.config import DataConfig
 from autovid.data.loaders import LoaderBundle, build_loaders
 from autovid.data.manifest import build_manifest, read_manifest, summarize_manifest, write_manifest
-from autovid.data.sampling import ClipSpec
 from autovid.data.synthetic import cache_key as synthetic_key
 from autovid.data.synthetic import ensure_synthetic
 from autovid.errors import UserError
@@ -101,7 +100,7 @@ def build_data(data: DataConfig, *, seed: int, train_portion: float | None,
         manifest = shuffle_train_labels(manifest, seed)
     return build_loaders(
         manifest,
-        spec=clip_spec(data),
+        spec=data.clip_spec,
         crop_scale=data.crop_scale,
         batch_size=data.batch_size,
         num_workers=data.num_workers,
@@ -143,14 +142,6 @@ def shuffle_train_labels(manifest: pd.DataFrame, seed: int) -> pd.DataFrame:
     return shuffled
 
 
-def clip_spec(data: DataConfig) -> ClipSpec:
-    """The data config's clip: how it is cut from a video and shaped for the networks."""
-    return ClipSpec(
-        num_segments=data.num_segments, frames_per_segment=data.frames_per_segment, stride=data.stride,
-        mode=data.mode, modality=data.modality, resize=data.resize, crop_size=data.crop_size,
-    )
-
-
 def clip_shape(data: DataConfig) -> tuple[int, int, int, int, int]:
     """Shape of one clip `(K, C, L, H, W)` as the networks see it (dense mode folds K*L into one segment)."""
-    return clip_spec(data).shape
+    return data.clip_spec.shape

@@ -6,8 +6,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -18,8 +18,34 @@ from autovid.nas.search_space import SearchSpace
 from autovid.nas.supernet import SuperNet
 from autovid.rng import Stream, epoch_seed
 
-if TYPE_CHECKING:
-    from autovid.engine.session import SearchSession
+
+class ScoringSession(Protocol):
+    """What a strategy reads of the search session that runs it (``engine.session.SearchSession`` is one)."""
+
+    model: SuperNet
+    space: SearchSpace
+
+    def score_genotypes(self, genotypes: list[Genotype]) -> list[float]:
+        """α-half accuracy of each genotype with the supernet's inherited weights."""
+        ...
+
+
+class SearchStrategy(Protocol):
+    """How a search picks its architecture: when α learns, which path each weight batch trains, the result."""
+
+    def updates_alpha(self, epoch: int) -> bool: ...
+
+    def weight_batches(self, loader: Any, model: SuperNet, space: SearchSpace, epoch: int) -> Iterable[Any]: ...
+
+    def finish(self, session: ScoringSession) -> dict[str, float]:
+        """After the last epoch: extra metrics (random WS scores its candidates here)."""
+        ...
+
+    def genotype(self, session: ScoringSession) -> Genotype: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 class Darts:
@@ -34,10 +60,10 @@ class Darts:
     def weight_batches(self, loader: Any, model: SuperNet, space: SearchSpace, epoch: int) -> Iterable[Any]:
         return loader
 
-    def finish(self, session: SearchSession) -> dict[str, float]:
+    def finish(self, session: ScoringSession) -> dict[str, float]:
         return {}
 
-    def genotype(self, session: SearchSession) -> Genotype:
+    def genotype(self, session: ScoringSession) -> Genotype:
         return session.model.genotype()
 
     def state_dict(self) -> dict[str, Any]:
@@ -78,7 +104,7 @@ class RandomWeightSharing:
         rng = np.random.default_rng(epoch_seed(self.seed, epoch, Stream.SINGLE_PATHS))
         return SinglePathBatches(loader, model, space, rng)
 
-    def finish(self, session: SearchSession) -> dict[str, float]:
+    def finish(self, session: ScoringSession) -> dict[str, float]:
         rng = np.random.default_rng(epoch_seed(self.seed, 0, Stream.WS_CANDIDATES))
         candidates = [sample_genotype(session.space, rng) for _ in range(self.candidates)]
         scores = session.score_genotypes(candidates)
@@ -86,7 +112,7 @@ class RandomWeightSharing:
         self.choice = candidates[best]
         return {"ws/best_val_acc": scores[best], "ws/mean_val_acc": float(np.mean(scores))}
 
-    def genotype(self, session: SearchSession) -> Genotype:
+    def genotype(self, session: ScoringSession) -> Genotype:
         """The best candidate once scored; before that a fixed sample (a search needs a genotype every epoch)."""
         if self.choice is None:
             return sample_genotype(session.space, np.random.default_rng(epoch_seed(self.seed, 0, Stream.WS_FALLBACK)))
@@ -99,9 +125,9 @@ class RandomWeightSharing:
         self.choice = Genotype.from_json(state["ws_choice"]) if state.get("ws_choice") else None
 
 
-STRATEGIES = {"darts": Darts, "random_ws": RandomWeightSharing}
+STRATEGIES: dict[str, Callable[[SearchConfig, int], SearchStrategy]] = {"darts": Darts, "random_ws": RandomWeightSharing}
 
 
-def make_strategy(cfg: SearchConfig, seed: int) -> Darts | RandomWeightSharing:
+def make_strategy(cfg: SearchConfig, seed: int) -> SearchStrategy:
     """The configured `search.strategy`."""
     return STRATEGIES[cfg.strategy](cfg, seed)

@@ -14,8 +14,8 @@ the virtual step runs through ``torch.func.functional_call`` on a dict of replac
 forward here also runs on copies of the model's buffers, so ``step`` changes neither the weights, their
 ``.grad``, nor BatchNorm running statistics — only α (and the Adam state).
 
-Data parallel (``parallel``, an ``autovid.engine.distributed.DataParallel``): each rank's loss is its share of
-the global batch's mean and every gradient is all-reduced right after it is taken — ∇w L_train before the
+Data parallel (``parallel``, a ``GradientSync`` such as ``autovid.engine.distributed.DataParallel``): each
+rank's loss is its share of the global batch's mean and every gradient is all-reduced right after it is taken — ∇w L_train before the
 virtual step, (∇α, ∇w') L_val before the finite difference, the difference itself — so all ranks compute
 the one-process α gradient of the global batch and α stays identical everywhere.
 
@@ -28,7 +28,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +36,6 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 if TYPE_CHECKING:
-    from autovid.engine.distributed import DataParallel
     from autovid.nas.supernet import SuperNet
 
 logger = logging.getLogger(__name__)
@@ -44,6 +43,18 @@ logger = logging.getLogger(__name__)
 __all__ = ["Architect"]
 
 Order = Literal["first", "second"]
+
+
+class GradientSync(Protocol):
+    """What the α step needs of data parallelism (the engine's ``DataParallel`` is one): nas/ knows no engine."""
+
+    def loss(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """(this rank's share of the global batch's mean loss, to differentiate; its detached sum)."""
+        ...
+
+    def reduce_gradients(self, grads: Sequence[Tensor | None], like: Sequence[Tensor]) -> list[Tensor]:
+        """Gradients summed over the ranks (a missing one counts as zeros)."""
+        ...
 
 
 class Architect:
@@ -59,7 +70,7 @@ class Architect:
         order: Order = "first",
         w_momentum: float = 0.9,
         w_weight_decay: float = 3e-4,
-        parallel: DataParallel | None = None,
+        parallel: GradientSync | None = None,
     ) -> None:
         if order not in ("first", "second"):
             raise ValueError(f"order must be 'first' or 'second', got {order!r}")

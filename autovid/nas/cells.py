@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
-from collections.abc import Callable, Sequence
+import operator
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autovid.nas.fused import Terms, channel_shuffle_merge, fused_sum, shared_relu
+from autovid.nas.fused import shared_relu
 from autovid.nas.ops import FactorizedReduce, PreActOp, ReLUConvBN, conv_stack
 from autovid.nas.search_space import SearchSpace
 
@@ -31,6 +33,14 @@ class CellLayout(NamedTuple):
 # ``shared_relu``). They return a tensor or Terms. An edge may define ``share_from(other_edge)``: the cell
 # calls it with the first edge reading the same input, so that parameter-free work can be shared.
 EdgeBuilder = Callable[[str, int, int, int, int], nn.Module]
+# A node's sum over its edges' outputs: ``plain_sum``, or the fused path's ``fused.fused_node_sum`` for edges
+# that return Terms (chosen with the mixed op, see ``supernet.MIXED_OPS``).
+NodeSum = Callable[[Iterable[Any]], torch.Tensor]
+
+
+def plain_sum(outputs: Iterable[torch.Tensor]) -> torch.Tensor:
+    """``y_0 + y_1 + ...`` in edge order (no ``0 +`` first, as the builtin ``sum`` would add)."""
+    return functools.reduce(operator.add, outputs)
 
 
 def tsn_consensus(logits: torch.Tensor, kind: str) -> torch.Tensor:
@@ -54,7 +64,7 @@ class Cell(nn.Module):
                                  (node i = Σ edge(state j) over its incoming edges j)
 
     The edges are modules built by an EdgeBuilder (mixed ops for the supernet, single ops for the discrete
-    network). ``relu(state)`` is computed once per state and shared by every ReLU-first op reading it, and
+    network), summed per node by ``node_sum``. ``relu(state)`` is computed once per state and shared by every ReLU-first op reading it, and
     edges may share parameter-free work on the same state (``share_from``).
     """
 
@@ -74,9 +84,11 @@ class Cell(nn.Module):
         temporal_stride: int,
         prev_temporal_stride: int,
         build_edge: EdgeBuilder,
+        node_sum: NodeSum = plain_sum,
     ) -> None:
         super().__init__()
         self.cell_type = cell_type
+        self.node_sum = node_sum
         self.topology = topology
         self.nodes = nodes
         self.num_inputs = 1 if topology == "module" else 2
@@ -122,44 +134,22 @@ class Cell(nn.Module):
     ) -> torch.Tensor:
         """``caches`` are the per-state caches of s0 and s1 (shared with the other cell reading them);
         ``edge_args[e]`` is passed to edge e; ``active[i]`` restricts node i to some edges (single path)."""
+        states, state_caches = self._inputs(s0, s1, caches)
+        args = edge_args if edge_args is not None else [None] * len(self.edges)
+        for edges in active if active is not None else self.node_edges:
+            incoming = [(e, self.edge_input[e]) for e in edges]  # (edge, the state it reads)
+            # node i = Σ_j edge_ij(state j), as DARTS writes it (node_sum: a plain sum, or the fused pass)
+            states.append(self.node_sum(self.edges[e](states[j], args[e], state_caches[j]) for e, j in incoming))
+        return self.post(torch.cat([states[i] for i in self.concat], dim=1))
+
+    def _inputs(
+        self, s0: torch.Tensor, s1: torch.Tensor, caches: tuple[dict[Any, torch.Tensor], dict[Any, torch.Tensor]] | None
+    ) -> tuple[list[torch.Tensor], list[dict[Any, torch.Tensor]]]:
+        """The preprocessed cell inputs (a module reads only s1), and an empty cache for every state."""
         c0, c1 = caches if caches is not None else ({}, {})
-        if self.topology == "module":
-            states = [_preprocess(self.pre1, s1, c1)]
-        else:
-            states = [_preprocess(self.pre0, s0, c0), _preprocess(self.pre1, s1, c1)]
-        state_caches: list[dict[Any, torch.Tensor]] = [{} for _ in range(len(states) + self.nodes)]
-        node_edges = self.node_edges if active is None else active
-        for node in range(self.nodes):
-            total: torch.Tensor | None = None
-            units: list[torch.Tensor] = []
-            tensors: list[torch.Tensor] = []
-            weights: list[torch.Tensor] = []
-            bypass: list[torch.Tensor] = []
-            bypass_weights: list[torch.Tensor] = []
-            groups = 1
-            for e in node_edges[node]:
-                j = self.edge_input[e]
-                y = self.edges[e](states[j], None if edge_args is None else edge_args[e], state_caches[j])
-                if isinstance(y, Terms):
-                    units.extend(y.units)
-                    if y.tensors:
-                        tensors.extend(y.tensors)
-                        weights.append(y.weights)
-                    if y.bypass is not None and y.bypass_weights is not None:
-                        bypass.extend(y.bypass)
-                        bypass_weights.append(y.bypass_weights)
-                        groups = y.groups
-                else:
-                    total = y if total is None else total + y
-            if units or tensors:
-                ws = fused_sum(units, tensors, torch.cat(weights) if weights else None)
-                if bypass:
-                    ws = channel_shuffle_merge(ws, fused_sum([], bypass, torch.cat(bypass_weights)), groups)
-                total = ws if total is None else total + ws
-            assert total is not None  # every node has at least one incoming edge
-            states.append(total)
-        out = torch.cat([states[i] for i in self.concat], dim=1)
-        return self.post(out)
+        pairs = [(self.pre1, s1, c1)] if self.topology == "module" else [(self.pre0, s0, c0), (self.pre1, s1, c1)]
+        states = [_preprocess(module, s, cache) for module, s, cache in pairs]
+        return states, [{} for _ in range(len(states) + self.nodes)]
 
 
 class ReductionBlock(nn.Module):
@@ -207,8 +197,8 @@ class VideoNet(nn.Module):
       fixed ReductionBlock (ReLU, stride-2 k=3 conv in the space's style, BN) halves H, W (T) and doubles
       the channels; each module reads the previous output (1×1×1 ReLU-Conv-BN to C when widths differ).
 
-    Shared by SuperNet and Network: they differ only in the edge modules (``build_edge``), the layouts and
-    the per-forward cell arguments (``_cell_args``).
+    Shared by SuperNet and Network: they differ only in the edge modules (``build_edge``) and how a node sums
+    them (``node_sum``), the layouts and the per-forward cell arguments (``_cell_args``).
     """
 
     def __init__(
@@ -220,6 +210,7 @@ class VideoNet(nn.Module):
         cells: int,
         layouts: dict[str, CellLayout],
         build_edge: EdgeBuilder,
+        node_sum: NodeSum = plain_sum,
         stem_multiplier: int = 3,
         stem_stride: int = 1,
         consensus: str = "avg",
@@ -257,7 +248,8 @@ class VideoNet(nn.Module):
                         c = c_prev = 2 * c
                     cell = Cell(cell_type="normal", topology="module", nodes=space.nodes, layout=layouts["normal"],
                                 c_pp=c_prev, c_p=c_prev, c=c, kernel=space.kernel, reduction=False, reduction_prev=False,
-                                temporal_stride=1, prev_temporal_stride=1, build_edge=build_edge)
+                                temporal_stride=1, prev_temporal_stride=1, build_edge=build_edge,
+                                node_sum=node_sum)
                     blocks.append(cell)
                     c_prev = cell.out_channels
             else:
@@ -271,7 +263,7 @@ class VideoNet(nn.Module):
                     cell = Cell(cell_type=cell_type, topology="cell", nodes=space.nodes, layout=layouts[cell_type],
                                 c_pp=c_pp, c_p=c_prev, c=c, kernel=space.kernel, reduction=reduction,
                                 reduction_prev=reduction_prev, temporal_stride=ts, prev_temporal_stride=ts,
-                                build_edge=build_edge)
+                                build_edge=build_edge, node_sum=node_sum)
                     blocks.append(cell)
                     c_pp, c_prev, reduction_prev = c_prev, cell.out_channels, reduction
             self.cells = nn.ModuleList(blocks)

@@ -5,13 +5,14 @@ prove it in float64, gradients included); it only does less work on CPU:
 
 - ``FusedMixedOp`` skips the zero op, shares ``relu(state)`` and the pools between the edges reading a state,
   and folds each ReLU-first op's α weight into its last BatchNorm;
-- ``Terms`` / ``fused_sum`` add a node's weighted terms in place in one pass, with dot-product gradients;
+- ``Terms`` / ``fused_node_sum`` / ``fused_sum`` add a node's weighted terms in place in one pass, with
+  dot-product gradients (the cell's node sum when the supernet's mixed op is fused);
 - ``channel_shuffle_merge`` does PC-DARTS' concatenation and channel shuffle in a single copy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple, cast
 
 import torch
@@ -143,6 +144,40 @@ def fused_sum(
         return units[0]
     w = weights if weights is not None else torch.zeros(0, device=(units or tensors)[0].device)
     return _FusedSum.apply(len(units), w, *units, *tensors)
+
+
+def fused_node_sum(outputs: Iterable[torch.Tensor | Terms]) -> torch.Tensor:
+    """A node's ``Σ edge outputs`` when its edges are ``FusedMixedOp``s: the ``Terms`` of every edge gathered
+    and added in one ``fused_sum`` pass (PC-DARTS: processed parts and bypasses summed, then merged once per
+    node), plain tensors (single-path edges) added as they come. Equal to ``cells.plain_sum`` of the
+    reference mixed op's outputs."""
+    total: torch.Tensor | None = None
+    units: list[torch.Tensor] = []
+    tensors: list[torch.Tensor] = []
+    weights: list[torch.Tensor] = []
+    bypass: list[torch.Tensor] = []
+    bypass_weights: list[torch.Tensor] = []
+    groups = 1
+    for y in outputs:
+        if not isinstance(y, Terms):
+            total = y if total is None else total + y
+            continue
+        units.extend(y.units)
+        if y.tensors:
+            tensors.extend(y.tensors)
+            weights.append(y.weights)
+        if y.bypass is not None and y.bypass_weights is not None:
+            bypass.extend(y.bypass)
+            bypass_weights.append(y.bypass_weights)
+            groups = y.groups
+    if units or tensors:
+        summed = fused_sum(units, tensors, torch.cat(weights) if weights else None)
+        if bypass:
+            summed = channel_shuffle_merge(summed, fused_sum([], bypass, torch.cat(bypass_weights)), groups)
+        total = summed if total is None else total + summed
+    if total is None:
+        raise ValueError("a node needs at least one incoming edge")
+    return total
 
 
 class FusedMixedOp(nn.Module):

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from autovid.errors import UserError
-from autovid.nas.cells import CellLayout, VideoNet, init_weights
-from autovid.nas.fused import FusedMixedOp, channel_shuffle_merge
+from autovid.nas.cells import CellLayout, NodeSum, VideoNet, init_weights, plain_sum
+from autovid.nas.fused import FusedMixedOp, channel_shuffle_merge, fused_node_sum
 from autovid.nas.genotype import Genotype, derive_genotype, num_cell_inputs
 from autovid.nas.ops import bypass_path, edge_ops, partial_channels
 from autovid.nas.sampling import sample_genotype
@@ -62,12 +62,19 @@ class ReferenceMixedOp(nn.Module):
 
 
 
+# each mixed op with the node sum over its outputs: DARTS' plain sum, or the fused path's one-pass sum of Terms
+MIXED_OPS: dict[str, tuple[type[ReferenceMixedOp] | type[FusedMixedOp], NodeSum]] = {
+    "reference": (ReferenceMixedOp, plain_sum),
+    "fused": (FusedMixedOp, fused_node_sum),
+}
+
+
 class _MixedOpBuilder:
     """EdgeBuilder of the supernet: every edge is a mixed op over the space's operators."""
 
     def __init__(self, space: SearchSpace, pc_k: int, kind: MixedOpKind) -> None:
         self.space, self.pc_k = space, pc_k
-        self.cls = ReferenceMixedOp if kind == "reference" else FusedMixedOp
+        self.cls = MIXED_OPS[kind][0]
 
     def __call__(self, cell_type: str, edge: int, C: int, stride: int, temporal_stride: int) -> nn.Module:
         return self.cls(self.space.ops, C, stride, temporal_stride, kernel=self.space.kernel, pc_k=self.pc_k)
@@ -122,6 +129,7 @@ class SuperNet(VideoNet):
             cells=cells,
             layouts={t: layout for t in space.cell_types},
             build_edge=_MixedOpBuilder(space, pc_k, mixed_op),
+            node_sum=MIXED_OPS[mixed_op][1],
             stem_multiplier=stem_multiplier,
             stem_stride=stem_stride,
             fixed_kernel=fixed_kernel,

@@ -1,8 +1,9 @@
 """The experiments behind `autovid tune / search / train`: the outer study, its summary and Pareto front, the retrain.
 
-    ExperimentConfig ─▶ preflight ─▶ start_run (data indexed once, storage checked, Ray started or joined)
-                     ─▶ make_tuner(SearchTrainable, ...) (tune/experiment.py) ─▶ fit ─▶ summary.csv, best genotype,
-                        pareto.csv ─▶ run_retrain (TrainTrainable) ─▶ final_metrics.json, MLflow LoggedModel
+    run_search_experiment:  Run.open ─▶ check (search, train) ─▶ start ─▶ fit(search_stage) ─▶ summary.csv,
+                            best genotype, pareto.csv ─▶ retrain_best | retrain_front ─▶ parent run (best effort)
+    run_retrain:            Run.open ─▶ check (train) ─▶ start ─▶ fit(retrain_stage) ─▶ final_metrics.json
+                            ─▶ MLflow LoggedModel (log_retrained_model)
     MLflow: one parent run per experiment, one child per trial (MLflowTrialCallback, driver side).
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,33 +18,25 @@ from typing import Any
 
 import pandas as pd
 from ray import tune
-from ray.tune.schedulers import (
-    FIFOScheduler,
-)
 
 from autovid import tracking
 from autovid.config import LATENCY_DETAILS, LATENCY_METRICS, ExperimentConfig, plain_name_problem
-from autovid.engine.preflight import example_genotype, preflight
-from autovid.engine.setup import prepare_manifest
+from autovid.engine.preflight import example_genotype
 from autovid.errors import RunFailed, UserError
 from autovid.files import is_remote, write_text_atomic
 from autovid.pareto import FEASIBLE, feasible_rows
-from autovid.tune.cluster import init_ray, is_local, node_cpus
+from autovid.tune.cluster import node_cpus
 from autovid.tune.constraints import feasibility
 from autovid.tune.experiment import (
     error_line,
     experiment_dir,
-    fit,
-    make_callbacks,
     make_scheduler,
     make_searcher,
-    make_tuner,
     objectives,
     param_space,
     variant_generator,
 )
-from autovid.tune.mlflow_callback import MLflowTrialCallback
-from autovid.tune.resume_logs import fail_orphaned_trials
+from autovid.tune.stage import ParentRun, Run, Stage
 from autovid.tune.trainables import (
     BASE_KEY,
     GENOTYPE_KEY,
@@ -70,49 +62,6 @@ class TuneOutcome:
     best_alphas: str | None = None  # the winner's final softmax(α) as JSON ({"ops": [...], "normal": [[...]]})
     pareto: pd.DataFrame | None = None  # multi-objective studies: the non-dominated trials (summary rows)
     pareto_retrained: pd.DataFrame | None = None  # tune.retrain=pareto: each front member's retrain results
-
-
-def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
-    """Trials run in their own working directories (and maybe other machines): ship absolute paths."""
-    overrides: dict[str, Any] = {
-        "data.cache_dir": str(Path(cfg.data.cache_dir).resolve()),
-        "storage_path": _absolute_storage(str(cfg.storage_path)),
-    }
-    for key, value in (("data.root", cfg.data.root), ("data.manifest", cfg.data.manifest)):
-        if value is not None:
-            overrides[key] = str(Path(value).resolve())
-    return cfg.with_overrides(overrides, source="resolved paths")
-
-
-def resolve_run(cfg: ExperimentConfig, tracking_uri: str | None) -> tuple[ExperimentConfig, str]:
-    """The config with absolute paths, and the MLflow URI (flag, then config, then ./mlflow.db)."""
-    return absolute_paths(cfg), tracking_uri or cfg.tracking.uri or tracking.default_tracking_uri()
-
-
-def check_storage(cfg: ExperimentConfig) -> None:
-    """storage_path must be a writable folder (checked before Ray starts, not by each trial's first write)."""
-    if is_remote(cfg.storage_path):
-        return  # a remote filesystem (s3://, gs://): Ray's pyarrow filesystem reports its own errors
-    root = Path(cfg.storage_path)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=root, prefix=".autovid-write-check-"):
-            pass
-    except OSError as exc:
-        raise UserError(f"storage_path {str(root)!r} is not a writable folder: {exc.strerror or exc}") from None
-
-
-def start_run(cfg: ExperimentConfig, address: str | None) -> None:
-    """Synthesize/index the data once in the driver (not in every trial), check the storage, start or join Ray.
-
-    Callers run `preflight` on what they will train first: every check that does not need Ray precedes it."""
-    prepare_manifest(cfg.data)
-    check_storage(cfg)
-    init_ray(address)
-
-
-def _absolute_storage(path: str) -> str:
-    return path if is_remote(path) else str(Path(path).resolve())
 
 
 SUMMARY_COLUMNS = ("val/acc", "objective", "alpha/entropy", "genotype/params", "genotype/flops", "genotype/skips",
@@ -156,88 +105,107 @@ def run_search_experiment(
 ) -> TuneOutcome:
     """`autovid tune`/`autovid search`: the outer search over NAS hyperparameters, then retrain the best trial
     or every trial of the Pareto front (tune.retrain; `retrain=False`, i.e. --no-retrain, retrains nothing)."""
-    check_registered_name(register)  # --register NAME: the retrained model's registry name
-    cfg, tracking_uri = resolve_run(cfg, tracking_uri)
     retrain_mode = cfg.tune.retrain if retrain else "none"
+    check_retrain_request(register, retrain_mode)
+    run = Run.open(cfg, resume=resume, address=address, tracking_uri=tracking_uri)
+    cfg = run.cfg
+    # with a retrain, its network too (a genotype of the space at retrain size), before hours of search
+    run.check(cfg, *(("search",) if retrain_mode == "none" else ("search", "train")), genotype_json=example_genotype(cfg))
+    run.start()
+    results = run.fit(search_stage(cfg))
+    outcome = TuneOutcome(experiment_dir(cfg), summarize(results, cfg), None, None, None)
+    # MLflow is best effort from here on: summary.csv and best_genotype.json reach disk whatever the store does
+    parent = ParentRun.open(run)
+    outcome.parent_run_id = parent.run_id
+    ok = finished_trials(outcome.summary)
+    feasible = feasible_trials(ok, outcome, cfg)
+    if feasible.empty:
+        return outcome
+    pick_best(outcome, feasible, results)
+    write_outputs(outcome, parent)
+    write_study_outputs(outcome, cfg, ok, parent)
+    if retrain_mode == "pareto" and outcome.pareto is not None:
+        outcome.pareto_retrained = retrain_front(outcome, results, cfg, parent, resume=resume,
+                                                 tracking_uri=run.tracking_uri)
+    if retrain_mode == "best" and outcome.best_genotype:
+        outcome.retrain = retrain_best(outcome, run, parent, register=register)
+    return outcome
+
+
+def check_retrain_request(register: str | None, retrain_mode: str) -> None:
+    """--register NAME names one retrained network: a plain name, and not with a retrain of the whole front."""
+    check_registered_name(register)
     if register and retrain_mode == "pareto":
         raise UserError(f"--register {register} names one network, and tune.retrain=pareto retrains every front "
                         f"member: register the one you pick with `autovid train CONFIG --genotype G.json --register`")
-    # with a retrain, its network too (a genotype of the space at retrain size), before hours of search
-    kinds = ("search",) if retrain_mode == "none" else ("search", "train")
-    preflight(cfg, *kinds, genotype_json=example_genotype(cfg), local=is_local(address))
-    start_run(cfg, address)
-    experiment_path = experiment_dir(cfg)
-    tuner = make_tuner(
-        SearchTrainable,
-        cfg,
-        param_space(cfg),
-        name=cfg.name,
-        max_t=cfg.search.epochs,
-        searcher=make_searcher(cfg, Path(experiment_path)),
-        scheduler=make_scheduler(cfg, cfg.search.epochs),
-        num_samples=cfg.tune.num_samples,
-        callbacks=make_callbacks(cfg, experiment_path, tracking_uri, cfg.name),
-        resume=resume,
-    )
-    results = fit(tuner, experiment_path, rewind_logs=resume and cfg.tune.scheduler.name != "pbt")
-    if resume:
-        fail_orphaned_trials(Path(experiment_path) / "optuna.journal", cfg.name)
-    summary = summarize(results, cfg)
-    outcome = TuneOutcome(experiment_path, summary, None, None, None)
-    # MLflow is best effort from here on: summary.csv and best_genotype.json reach disk whatever the store does
-    tracker, outcome.parent_run_id = tracking.open_parent(tracking_uri, cfg.tracking.experiment, experiment_path)
-    ok = summary[summary["status"] == "OK"].dropna(subset=["objective"]) if not summary.empty else summary
+
+
+def search_stage(cfg: ExperimentConfig) -> Stage:
+    """The outer study: SearchTrainable trials drawn by the configured searcher, stopped by its scheduler."""
+    return Stage(SearchTrainable, cfg, param_space(cfg), name=cfg.name, max_t=cfg.search.epochs,
+                 searcher=make_searcher(cfg, Path(experiment_dir(cfg))),
+                 scheduler=make_scheduler(cfg, cfg.search.epochs), num_samples=cfg.tune.num_samples,
+                 rewind_logs=cfg.tune.scheduler.name != "pbt")
+
+
+def finished_trials(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary rows of trials that finished and reported an objective (best first)."""
+    return summary[summary["status"] == "OK"].dropna(subset=["objective"]) if not summary.empty else summary
+
+
+def feasible_trials(ok: pd.DataFrame, outcome: TuneOutcome, cfg: ExperimentConfig) -> pd.DataFrame:
+    """The finished trials that met tune.constraints (all of them without constraints). When none did,
+    summary.csv is written anyway: it shows why."""
     if ok.empty:
-        log.error("no trial finished successfully; see %s", experiment_path)
-        return outcome
+        log.error("no trial finished successfully; see %s", outcome.experiment_path)
+        return ok
     feasible = ok[feasible_rows(ok)]
     if len(feasible) < len(ok):
         log.warning("%d of %d finished trials broke tune.constraints (%s): reported as infeasible in summary.csv, "
                     "never the best trial or on the Pareto front", len(ok) - len(feasible), len(ok),
                     "; ".join(cfg.tune.constraints))
     if feasible.empty:
-        if not is_remote(experiment_path):  # it shows why: every finished trial infeasible
-            write_text_atomic(Path(experiment_path) / "summary.csv", summary.drop(columns=["genotype"]).to_csv(index=False))
-        log.error("no finished trial met tune.constraints; see %s", experiment_path)
-        return outcome
-    best = feasible.iloc[0]
+        if not is_remote(outcome.experiment_path):
+            write_text_atomic(Path(outcome.experiment_path) / "summary.csv",
+                              outcome.summary.drop(columns=["genotype"]).to_csv(index=False))
+        log.error("no finished trial met tune.constraints; see %s", outcome.experiment_path)
+    return feasible
+
+
+def pick_best(outcome: TuneOutcome, ok: pd.DataFrame, results: tune.ResultGrid) -> None:
+    """The winner: the first row of `ok` (the summary's order: by objective), its config and final α."""
+    best = ok.iloc[0]
     best_result = next(r for r in results if (r.metrics or {}).get("trial_id") == best["trial"])
     outcome.best_trial_id = str(best["trial"])
     outcome.best_genotype = best["genotype"]
     outcome.best_config = dict(best_result.config)
     outcome.best_alphas = (best_result.metrics or {}).get("alphas")
-    tracker = write_outputs(outcome, tracker)
-    tracker = write_study_outputs(outcome, cfg, ok, tracker)
-    if retrain_mode == "pareto" and outcome.pareto is not None:
-        outcome.pareto_retrained = retrain_front(outcome, results, cfg, tracker, resume=resume,
-                                                 tracking_uri=tracking_uri)
-    if retrain_mode == "best" and outcome.best_genotype:
-        outcome.retrain = run_retrain(
-            resolve_trial_config(outcome.best_config),
-            outcome.best_genotype,
-            name=f"{cfg.name}-retrain",
-            resume=resume and tune.Tuner.can_restore(f"{experiment_path}-retrain"),
-            tracking_uri=tracking_uri,
-            experiment_key=experiment_path,
-            register=register,
-        )
-        if tracker is not None and outcome.parent_run_id:
-            try:
-                with tracking.fail_fast():
-                    tracker.log_dict(outcome.parent_run_id, outcome.retrain, "retrain_best.json")
-                    tracker.log_metrics(outcome.parent_run_id, {f"best/{k}": v for k, v in outcome.retrain.items()},
-                                        step=0)
-            except Exception as exc:  # noqa: BLE001 - final_metrics.json holds them; MLflow is a copy
-                log.warning("MLflow tracking: retrain results not logged to run %s (%s); they are in "
-                            "final_metrics.json", outcome.parent_run_id, tracking.describe(exc))
-    return outcome
 
 
-def write_outputs(outcome: TuneOutcome, tracker: tracking.Tracker | None) -> tracking.Tracker | None:
-    """summary.csv and best_genotype.json beside the experiment, then on the MLflow parent run.
+def retrain_best(outcome: TuneOutcome, run: Run, parent: ParentRun, *, register: str | None) -> dict[str, Any]:
+    """tune.retrain=best: retrain the winner under its own config (`<name>-retrain`); its final metrics go to
+    final_metrics.json and, as a copy, to the parent run (`retrain_best.json`, `best/*`)."""
+    assert outcome.best_config is not None
+    final = run_retrain(
+        resolve_trial_config(outcome.best_config),
+        outcome.best_genotype,
+        name=f"{run.cfg.name}-retrain",
+        resume=run.resume and tune.Tuner.can_restore(f"{outcome.experiment_path}-retrain"),
+        tracking_uri=run.tracking_uri,
+        experiment_key=outcome.experiment_path,
+        register=register,
+    )
 
-    Returns `tracker`, or None once MLflow failed (after one warning): the files are the results, MLflow a copy.
-    """
+    def log_retrain(tracker: tracking.Tracker, run_id: str) -> None:
+        tracker.log_dict(run_id, final, "retrain_best.json")
+        tracker.log_metrics(run_id, {f"best/{k}": v for k, v in final.items()}, step=0)
+
+    parent.record("retrain results", "they are in final_metrics.json", log_retrain)
+    return final
+
+
+def write_outputs(outcome: TuneOutcome, parent: ParentRun) -> None:
+    """summary.csv and best_genotype.json beside the experiment, then on the MLflow parent run (a copy)."""
     out = Path(outcome.experiment_path)
     table = outcome.summary.drop(columns=["genotype"])  # genotypes travel as JSON files, not table cells
     if not is_remote(outcome.experiment_path):
@@ -245,28 +213,19 @@ def write_outputs(outcome: TuneOutcome, tracker: tracking.Tracker | None) -> tra
         for name, text in (("summary.csv", table.to_csv(index=False)),
                            ("best_genotype.json", outcome.best_genotype or "")):
             write_text_atomic(out / name, text)  # a crash or a full disk never leaves a truncated file
-    if tracker is None or not outcome.parent_run_id:
-        return tracker
-    try:
-        with tracking.fail_fast():
-            tracker.log_table(outcome.parent_run_id, table, "summary")
-            if outcome.best_genotype:
-                tracker.log_genotype(outcome.parent_run_id, outcome.best_genotype, prefix="best_")
-            tracker.end(outcome.parent_run_id)
-    except Exception as exc:  # noqa: BLE001 - a broken store must not cost the results already on disk
-        log.warning("MLflow tracking: summary not logged to run %s (%s); summary.csv and best_genotype.json "
-                    "are in %s", outcome.parent_run_id, tracking.describe(exc), outcome.experiment_path)
-        return None
-    return tracker
+
+    def log_summary(tracker: tracking.Tracker, run_id: str) -> None:
+        tracker.log_table(run_id, table, "summary")
+        if outcome.best_genotype:
+            tracker.log_genotype(run_id, outcome.best_genotype, prefix="best_")
+        tracker.end(run_id)
+
+    parent.record("summary", f"summary.csv and best_genotype.json are in {outcome.experiment_path}", log_summary)
 
 
-def write_study_outputs(
-    outcome: TuneOutcome, cfg: ExperimentConfig, ok: pd.DataFrame, tracker: tracking.Tracker | None
-) -> tracking.Tracker | None:
+def write_study_outputs(outcome: TuneOutcome, cfg: ExperimentConfig, ok: pd.DataFrame, parent: ParentRun) -> None:
     """Multi-objective: `pareto.csv` and `pareto.png` (the non-dominated trials among the finished ones) beside
-    the experiment. Then, on the MLflow parent run, those two and Optuna's plots of the study's journal.
-
-    Returns `tracker`, or None once MLflow failed (after one warning), as `write_outputs` does."""
+    the experiment. Then, on the MLflow parent run, those two and Optuna's plots of the study's journal."""
     from autovid.pareto import pareto_front
     from autovid.report import pareto_figure, write_pareto
 
@@ -276,24 +235,20 @@ def write_study_outputs(
         outcome.pareto = pareto_front(ok, pairs)
         if not is_remote(outcome.experiment_path):
             write_pareto(table, pairs, outcome.experiment_path)
-    if tracker is None or not outcome.parent_run_id:
-        return tracker
-    from autovid.tune.study import load_study, study_figures
 
-    try:
-        with tracking.fail_fast():
-            if outcome.pareto is not None:
-                tracker.log_text(outcome.parent_run_id, pareto_front(table, pairs).to_csv(index=False), "pareto.csv")
-                tracker.log_figure(outcome.parent_run_id, pareto_figure(table, pairs), "pareto.png")
-            study = load_study(outcome.experiment_path, cfg.name)
-            if study is not None:
-                for name, figure in study_figures(study, [m for m, _ in pairs]).items():
-                    tracker.log_figure(outcome.parent_run_id, figure, f"optuna/{name}")
-    except Exception as exc:  # noqa: BLE001 - the files on disk are the results, MLflow a copy
-        log.warning("MLflow tracking: Pareto front / Optuna plots not logged to run %s (%s); pareto.csv and "
-                    "optuna.journal are in %s", outcome.parent_run_id, tracking.describe(exc), outcome.experiment_path)
-        return None
-    return tracker
+    def log_study(tracker: tracking.Tracker, run_id: str) -> None:
+        from autovid.tune.study import load_study, study_figures
+
+        if outcome.pareto is not None:
+            tracker.log_text(run_id, pareto_front(table, pairs).to_csv(index=False), "pareto.csv")
+            tracker.log_figure(run_id, pareto_figure(table, pairs), "pareto.png")
+        study = load_study(outcome.experiment_path, cfg.name)
+        if study is not None:
+            for name, figure in study_figures(study, [m for m, _ in pairs]).items():
+                tracker.log_figure(run_id, figure, f"optuna/{name}")
+
+    parent.record("Pareto front / Optuna plots",
+                  f"pareto.csv and optuna.journal are in {outcome.experiment_path}", log_study)
 
 
 RETRAINED_COLUMNS = ("test/acc", "test/top5", "params", "flops", "time_total_s")
@@ -303,7 +258,7 @@ def retrain_front(
     outcome: TuneOutcome,
     results: tune.ResultGrid,
     cfg: ExperimentConfig,
-    tracker: tracking.Tracker | None,
+    parent: ParentRun,
     *,
     resume: bool,
     tracking_uri: str,
@@ -340,13 +295,8 @@ def retrain_front(
         if not is_remote(outcome.experiment_path):
             write_text_atomic(out / "pareto_retrained.csv", frame.to_csv(index=False))
     frame = pd.DataFrame(rows)
-    if tracker is not None and outcome.parent_run_id:
-        try:
-            with tracking.fail_fast():
-                tracker.log_text(outcome.parent_run_id, frame.to_csv(index=False), "pareto_retrained.csv")
-        except Exception as exc:  # noqa: BLE001 - pareto_retrained.csv is on disk
-            log.warning("MLflow tracking: pareto_retrained.csv not logged to run %s (%s)", outcome.parent_run_id,
-                        tracking.describe(exc))
+    parent.record("pareto_retrained.csv", f"it is in {out}",
+                  lambda tracker, run_id: tracker.log_text(run_id, frame.to_csv(index=False), "pareto_retrained.csv"))
     if failed:
         raise RunFailed(f"retraining {len(failed)} of {len(rows)} Pareto front members failed ({', '.join(failed)}); "
                         f"the others are in {out / 'pareto_retrained.csv'}")
@@ -369,32 +319,18 @@ def run_retrain(
     The final network is then logged as an MLflow LoggedModel of the trial's run (`mlflow_model` in the
     result) and, with `register`, as a new version of that registered model (`registered_model`)."""
     check_registered_name(register)
-    cfg, tracking_uri = resolve_run(cfg.with_overrides({"name": name}, source="retrain"), tracking_uri)
-    preflight(cfg, "train", genotype_json=genotype_json, local=is_local(address))
-    start_run(cfg, address)
-    # "node": the retrain's workers share the largest node's cores
-    cpus = max(1.0, node_cpus() // cfg.tune.resources.workers) if cfg.tune.retrain_cpu == "node" else cfg.tune.retrain_cpu
-    cfg = cfg.with_overrides({"tune.resources.cpu": cpus}, source="retrain")  # the trial's threads follow
-    experiment_path = experiment_dir(cfg, name)
-    space = {BASE_KEY: cfg.model_dump(mode="json"), GENOTYPE_KEY: genotype_json}
-    tuner = make_tuner(
-        TrainTrainable,
-        cfg,
-        space,
-        name=name,
-        max_t=cfg.train.epochs,
-        searcher=variant_generator(cfg),
-        scheduler=FIFOScheduler(),
-        num_samples=1,
-        callbacks=(callbacks := make_callbacks(cfg, experiment_key or experiment_path, tracking_uri, name)),
-        resume=resume,
-    )
-    result = fit(tuner, experiment_path, rewind_logs=resume)[0]
+    run = Run.open(cfg.with_overrides({"name": name}, source="retrain"), resume=resume, address=address,
+                   tracking_uri=tracking_uri, key=experiment_key, run_name=name)
+    run.check(run.cfg, "train", genotype_json=genotype_json)
+    run.start()
+    stage = retrain_stage(run.cfg, genotype_json)
+    result = run.fit(stage)[0]
     if result.error:
         raise RunFailed(f"retraining failed: {error_line(result.error)} (details: {result.path}/error.txt)")
     metrics = result.metrics or {}
     keep = ("test/acc", "test/top5", "test/loss", "test/correct", "params", "flops", "epoch", "time_total_s")
     final = {k: metrics[k] for k in keep if k in metrics}
+    cfg, experiment_path = stage.cfg, experiment_dir(stage.cfg)
     final["trial_cpus"] = cfg.tune.resources.total_cpu
     if not is_remote(experiment_path):
         Path(experiment_path).mkdir(parents=True, exist_ok=True)
@@ -402,12 +338,19 @@ def run_retrain(
         if result.checkpoint is not None:
             final["checkpoint"] = str(Path(result.checkpoint.path) / "state.pt")
     if result.checkpoint is not None:  # after final_metrics.json: MLflow is a copy of what is on disk
-        # a resumed experiment runs the callbacks Tune restored, not these: their runs are then found by tag
-        known = next((c.run_ids for c in callbacks if isinstance(c, MLflowTrialCallback)), {})
-        final.update(log_retrained_model(result, cfg, tracking_uri=tracking_uri,
-                                         experiment_key=experiment_key or experiment_path, known_runs=known,
-                                         register=register))
+        # a resumed experiment runs the callbacks Tune restored, not the stage's: their runs are then found by tag
+        final.update(log_retrained_model(result, cfg, tracking_uri=run.tracking_uri, experiment_key=run.key,
+                                         known_runs=run.trial_runs, register=register))
     return final
+
+
+def retrain_stage(cfg: ExperimentConfig, genotype_json: str | None) -> Stage:
+    """One TrainTrainable trial; `tune.retrain_cpu: node` gives it the largest node's cores (shared by its
+    data-parallel workers), and its threads follow."""
+    cpus = max(1.0, node_cpus() // cfg.tune.resources.workers) if cfg.tune.retrain_cpu == "node" else cfg.tune.retrain_cpu
+    cfg = cfg.with_overrides({"tune.resources.cpu": cpus}, source="retrain")
+    return Stage(TrainTrainable, cfg, {BASE_KEY: cfg.model_dump(mode="json"), GENOTYPE_KEY: genotype_json},
+                 name=cfg.name, max_t=cfg.train.epochs, searcher=variant_generator(cfg))
 
 
 def check_registered_name(name: str | None) -> None:

@@ -19,7 +19,7 @@ from autovid.config import ExperimentConfig, ObjectiveConfig, validate_config
 from autovid.data.backends import DECODER_BACKEND_PARAM
 from autovid.data.backends import resolve as resolve_decoder
 from autovid.engine.checkpoint import load_state, save_state
-from autovid.engine.session import SearchSession, TrainSession
+from autovid.engine.session import SearchRun, SearchSession, Session, TrainRun, TrainSession
 from autovid.nas.genotype import Genotype
 from autovid.tune.workers import ReplicatedSession
 
@@ -71,7 +71,7 @@ class _SessionTrainable(tune.Trainable):
     (``ReplicatedSession``); the trial itself then only drives them and writes rank 0's checkpoints."""
 
     kind: str
-    session: SearchSession | TrainSession | ReplicatedSession
+    session: Session
 
     def setup(self, config: dict[str, Any]) -> None:
         self.cfg = resolve_trial_config(config)
@@ -81,7 +81,7 @@ class _SessionTrainable(tune.Trainable):
         else:
             self.session = self.build_session(config)
 
-    def build_session(self, config: dict[str, Any]) -> SearchSession | TrainSession:
+    def build_session(self, config: dict[str, Any]) -> Session:
         raise NotImplementedError
 
     def cleanup(self) -> None:
@@ -113,6 +113,7 @@ class SearchTrainable(_SessionTrainable):
     """One DARTS (or random weight-sharing) search as a Tune trial."""
 
     kind = "search"
+    session: SearchRun
 
     def build_session(self, config: dict[str, Any]) -> SearchSession:
         return SearchSession(self.cfg)
@@ -140,6 +141,7 @@ class TrainTrainable(_SessionTrainable):
     """Retraining one architecture from scratch (a genotype, or a registered network) as a Tune trial."""
 
     kind = "train"
+    session: TrainRun
 
     def build_session(self, config: dict[str, Any]) -> TrainSession:
         genotype_json = config.get(GENOTYPE_KEY)

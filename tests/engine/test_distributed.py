@@ -101,7 +101,7 @@ def test_two_ranks_retrain_like_one_process(tmp_path: Path) -> None:
 
 def _gradients(parallel: DataParallel, cfg: Any, batches: list[torch.Tensor]) -> list[torch.Tensor]:
     """The weight gradient and the second-order α gradient of one step, in float64 (reduced over ranks)."""
-    from autovid.engine.session import build_supernet
+    from autovid.engine.networks import build_supernet
     from autovid.nas.architect import Architect
 
     x_w, y_w, x_a, y_a = batches

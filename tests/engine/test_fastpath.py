@@ -18,7 +18,7 @@ from torch._dynamo.utils import counters
 from torch.optim.swa_utils import update_bn
 
 from autovid.engine.fastpath import FastPath, accelerate, compile_options, preferred_memory_format
-from autovid.engine.session import build_network, build_supernet
+from autovid.engine.networks import build_network, build_supernet
 from autovid.nas.architect import Architect
 from autovid.nas.genotype import Genotype
 from tests.tiny import tiny_config

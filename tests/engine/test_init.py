@@ -6,7 +6,7 @@ import torch
 
 from autovid.config import load_config
 from autovid.engine.init import first_temporal_conv, temporal_difference_init
-from autovid.engine.session import build_network
+from autovid.engine.networks import build_network
 from autovid.models import create_model
 from autovid.nas.genotype import Genotype
 from autovid.nas.search_space import load_search_space
@@ -55,7 +55,7 @@ def test_full_3d_kernels_and_hand_designed_networks_get_a_difference_profile() -
 
 
 def test_init_is_deterministic_and_config_driven() -> None:
-    from autovid.engine.session import apply_init
+    from autovid.engine.networks import apply_init
 
     nets = []
     for _ in range(2):
@@ -104,7 +104,7 @@ def test_searched_mixing_moves_the_motion_prior_into_the_first_cell() -> None:
              and m.kernel_size[0] > 1]
     assert later and all(m.padding_mode == "zeros" for m in later)  # only the first cell gets the prior
     supernet_cfg = cfg.with_overrides({})
-    from autovid.engine.session import build_supernet
+    from autovid.engine.networks import build_supernet
 
     supernet = build_supernet(supernet_cfg, num_classes=10)
     assert first_temporal_conv(supernet.stem) is None

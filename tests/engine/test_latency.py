@@ -71,7 +71,7 @@ def test_search_reports_latency_only_when_an_objective_asks(tmp_path: Path) -> N
 def test_onnx_latency_times_the_exported_graph_in_onnxruntime() -> None:
     import onnxruntime as ort
 
-    from autovid.export import onnx_latency
+    from autovid.engine.onnx import onnx_latency
 
     net = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1), nn.BatchNorm3d(4), nn.ReLU(), nn.AdaptiveAvgPool3d(1),
                         nn.Flatten(), nn.Linear(4, 5)).train()

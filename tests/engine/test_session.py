@@ -149,8 +149,8 @@ def test_diverged_training_stops_with_a_clear_error(tmp_path: Path, kind: str) -
 
 
 def test_retrain_stem_width_follows_its_config(tmp_path: Path) -> None:
+    from autovid.engine.networks import build_network
     from autovid.engine.preflight import example_genotype
-    from autovid.engine.session import build_network
 
     cfg = tiny_config(tmp_path)
     genotype = Genotype.from_json(example_genotype(cfg))
@@ -175,7 +175,7 @@ def test_drop_path_ramps_from_zero_to_its_final_value(tmp_path: Path) -> None:
 
 
 def test_mixed_op_follows_config_and_device(tmp_path: Path) -> None:
-    from autovid.engine.session import build_supernet
+    from autovid.engine.networks import build_supernet
     from autovid.nas.fused import FusedMixedOp
     from autovid.nas.supernet import ReferenceMixedOp
 

@@ -165,9 +165,9 @@ def test_versus_random_refuses_a_genotype_of_another_space(tmp_path: Path) -> No
 def test_random_arms_get_the_flops_of_one_darts_search(tmp_path: Path) -> None:
     from autovid.config import ArmConfig
     from autovid.engine.accounting import count_flops
-    from autovid.engine.session import build_network
+    from autovid.engine.networks import build_network
     from autovid.engine.setup import clip_shape
-    from autovid.tune.ablation import random_arm_genotypes, search_flops
+    from autovid.tune.arms import random_arm_genotypes, search_flops
 
     cfg = tiny_config(tmp_path, search={"epochs": 3, "warmup_epochs": 1})
     arm = ArmConfig(name="rand", strategy="random", search_space="p3d", samples=50)
@@ -185,24 +185,24 @@ def test_random_arms_get_the_flops_of_one_darts_search(tmp_path: Path) -> None:
 def test_random_search_rounds_spend_what_asha_saves(tmp_path: Path) -> None:
     """A round takes the next genotypes that fit the remaining FLOPs at full length; the first always one."""
     from autovid.nas.search_space import load_search_space
-    from autovid.tune.ablation import _Draws, _epoch_flops, _fitting, search_flops
+    from autovid.tune.arms import Draws, epoch_flops, fitting, search_flops
 
     cfg = tiny_config(tmp_path, search={"epochs": 3, "warmup_epochs": 1})
     space = load_search_space(cfg.search_space)
     budget = search_flops(cfg)["budget"]
-    first = _fitting(_Draws(space, 0), budget, cfg, space, at_least_one=True)
+    first = fitting(Draws(space, 0), budget, cfg, space, at_least_one=True)
     spent = sum(cost * 3 for _, cost in first)
-    assert spent <= budget and first[0][1] == _epoch_flops(cfg, space, first[0][0])
-    draws = _Draws(space, 0)
+    assert spent <= budget and first[0][1] == epoch_flops(cfg, space, first[0][0])
+    draws = Draws(space, 0)
     for _ in first:
         next(draws)
     following = draws.peek()
     # ASHA stopped every genotype after one of three epochs: two thirds of their FLOPs buy fresh genotypes
     saved = budget - spent / 3
-    second = _fitting(draws, saved, cfg, space, at_least_one=False)
+    second = fitting(draws, saved, cfg, space, at_least_one=False)
     assert second and second[0][0] == following and sum(c * 3 for _, c in second) <= saved
-    assert _fitting(_Draws(space, 0), 0.0, cfg, space, at_least_one=False) == []
-    assert len(_fitting(_Draws(space, 0), 0.0, cfg, space, at_least_one=True)) == 1
+    assert fitting(Draws(space, 0), 0.0, cfg, space, at_least_one=False) == []
+    assert len(fitting(Draws(space, 0), 0.0, cfg, space, at_least_one=True)) == 1
     second_order = search_flops(cfg.with_overrides({"search.order": "second", "search.w_optimizer": "sgd"}))
     assert second_order["half_epochs"] == 3 + 4 * 2 and budget == search_flops(cfg)["supernet_flops"] * 5
 
@@ -248,7 +248,7 @@ def test_null_control_statistics() -> None:
 
 
 def test_fixed_arms_get_a_learning_rate_sweep_on_the_alpha_half(tmp_path: Path, module_ray) -> None:
-    from autovid.tune.ablation import baseline_lrs
+    from autovid.tune.arms import baseline_lrs
 
     arm = tmp_path / "r3d.yaml"
     arm.write_text("name: r3d\nstrategy: fixed\nmodel: r3d_18\nwidth: 0.125\n")

@@ -25,6 +25,7 @@ from ray import tune
 from autovid import tracking
 from autovid.tune import runner
 from autovid.tune.mlflow_callback import SPOOL_NAME, TAG_ORPHANED, MLflowTrialCallback, read_spool
+from autovid.tune.stage import ParentRun
 
 OPS = ["zero", "skip", "max_pool_3", "avg_pool_3", "conv_1", "conv_3", "sep_conv_3", "dil_conv_3"]
 EPOCHS = 3
@@ -500,7 +501,9 @@ def test_summary_written_when_store_is_not_a_database(tmp_path: Path, caplog: py
         assert tracker is None and parent is None
         outcome = _outcome(tmp_path / "exp")
         outcome.parent_run_id = parent
-        assert runner.write_outputs(outcome, tracker) is None
+        written = ParentRun(tracker, parent)
+        runner.write_outputs(outcome, written)
+        assert written.tracker is None
     _assert_outputs(tmp_path / "exp")
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and "MLflow tracking" in r.getMessage()]
     assert len(warnings) == 1
@@ -517,8 +520,10 @@ def test_summary_written_when_store_breaks_after_training(tmp_path: Path,
     db.write_bytes(b"garbage " * 4096)  # the database is destroyed while the experiment finishes
     outcome = _outcome(tmp_path / "exp")
     outcome.parent_run_id = parent
+    written = ParentRun(tracker, parent)
     with caplog.at_level(logging.WARNING):
-        assert runner.write_outputs(outcome, tracker) is None  # no further MLflow calls after this one
+        runner.write_outputs(outcome, written)
+        assert written.tracker is None  # no further MLflow calls after this one
     _assert_outputs(tmp_path / "exp")
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and "MLflow tracking" in r.getMessage()]
     assert len(warnings) == 1 and "summary.csv" in warnings[0].getMessage()
@@ -530,7 +535,9 @@ def test_summary_logged_to_mlflow_when_store_works(tmp_path: Path) -> None:
     tracker, parent = tracking.open_parent(uri, "tune-test", "exp-key")
     outcome = _outcome(tmp_path / "exp")
     outcome.parent_run_id = parent
-    assert runner.write_outputs(outcome, tracker) is tracker
+    written = ParentRun(tracker, parent)
+    runner.write_outputs(outcome, written)
+    assert written.tracker is tracker
     _assert_outputs(tmp_path / "exp")
     assert {"summary.parquet", "best_genotype.json"} <= {f.path for f in tracker.client.list_artifacts(parent)}
     assert tracker.status(parent) == "FINISHED"

@@ -20,7 +20,7 @@ from autovid.data.backends import DECODER_BACKEND_PARAM
 from autovid.data.backends import resolve as resolve_decoder
 from autovid.engine.setup import prepare_manifest
 from autovid.provenance import manifest_hash
-from autovid.tune import runner
+from autovid.tune import stage
 from autovid.tune.experiment import make_tuner
 from autovid.tune.runner import run_search_experiment
 from autovid.tune.trainables import BASE_KEY, SearchTrainable
@@ -97,8 +97,8 @@ class _KillWorkerOnce(tune.Callback):
 
 
 def test_worker_death_resumes_from_last_checkpoint(tmp_path: Path, local_ray) -> None:
-    cfg = runner.absolute_paths(tiny_config(tmp_path, search={"epochs": 4, "warmup_epochs": 1},
-                                            tune={"checkpoint_frequency": 1}))
+    cfg = stage.absolute_paths(tiny_config(tmp_path, search={"epochs": 4, "warmup_epochs": 1},
+                                           tune={"checkpoint_frequency": 1}))
     killer = _KillWorkerOnce()
     tuner = make_tuner(
         SearchTrainable, cfg, {BASE_KEY: cfg.model_dump(mode="json")}, name="killed", max_t=4,
