@@ -36,7 +36,9 @@ PLAIN_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_NAME_CHARS - 1}}}")
 def plain_name_problem(value: str) -> str | None:
     """What keeps `value` from being a plain name (None when it is one): the length limit, or the characters."""
     if len(value) > MAX_NAME_CHARS:
-        return f"{shorten(value, 40)!r} is {len(value):,} characters long: a name has at most {MAX_NAME_CHARS} characters"
+        return (
+            f"{shorten(value, 40)!r} is {len(value):,} characters long: a name has at most {MAX_NAME_CHARS} characters"
+        )
     if not PLAIN_NAME.fullmatch(value):
         return f"{shorten(value)!r} is not a plain name (letters, digits, '.', '_', '-'; no '/' or leading '.')"
     return None
@@ -332,8 +334,10 @@ class ResourcesConfig(_Frozen):
     def _every_device_used(self) -> "ResourcesConfig":
         # A trial never holds devices it does not use: one process drives one GPU.
         if self.gpu > 1:
-            raise ValueError(f"gpu={self.gpu:g} per worker, but a worker drives one GPU: set "
-                             f"tune.resources.workers={self.workers * int(-(-self.gpu // 1))} and gpu=1 to use them all")
+            raise ValueError(
+                f"gpu={self.gpu:g} per worker, but a worker drives one GPU: set "
+                f"tune.resources.workers={self.workers * int(-(-self.gpu // 1))} and gpu=1 to use them all"
+            )
         if self.workers > 1 and 0 < self.gpu < 1:
             raise ValueError(f"gpu={self.gpu:g} with workers={self.workers}: data-parallel workers need a whole GPU "
                              f"each (NCCL cannot run two ranks on one GPU)")
@@ -435,8 +439,11 @@ def _check_point(point: dict[str, Any], space: dict[str, Distribution], where: s
     """A warm-start point assigns every param_space key a value its distribution can produce."""
     if set(point) != set(space):
         missing, extra = sorted(set(space) - set(point)), sorted(set(point) - set(space))
-        raise ValueError(f"{where} must assign exactly the tune.param_space keys"
-                         + (f"; missing {missing}" if missing else "") + (f"; not in param_space {extra}" if extra else ""))
+        raise ValueError(
+            f"{where} must assign exactly the tune.param_space keys"
+            + (f"; missing {missing}" if missing else "")
+            + (f"; not in param_space {extra}" if extra else "")
+        )
     for key, value in point.items():
         dist = space[key]
         if dist.type == "choice":

@@ -52,7 +52,9 @@ def _shard(t: torch.Tensor, rank: int, world: int) -> torch.Tensor:
     return t[lo : lo + base + (rank < extra)]
 
 
-def _step(parallel: DataParallel, cfg, batches: list[torch.Tensor], steps: int) -> tuple[list[torch.Tensor], list[float]]:
+def _step(
+    parallel: DataParallel, cfg, batches: list[torch.Tensor], steps: int
+) -> tuple[list[torch.Tensor], list[float]]:
     """Gradients of the first step (reduced over ranks), and the wall time of `steps` further steps."""
     model = parallel.prepare(build_supernet(cfg, num_classes=CLASSES))
     weights = list(model.weight_parameters())

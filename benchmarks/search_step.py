@@ -131,11 +131,17 @@ def quickstart_shape() -> dict[str, Any]:
         path = Path(__file__).resolve().parents[1] / "tune_configs" / "quickstart.yaml"
         data = yaml.safe_load(path.read_text()) if path.is_file() else {}
         d, m = data.get("data", {}), data.get("model", {})
-        shape.update(space=data.get("search_space", shape["space"]), batch=d.get("batch_size", shape["batch"]),
-                     segments=d.get("num_segments", shape["segments"]), frames=d.get("frames_per_segment", shape["frames"]),
-                     size=d.get("crop_size", shape["size"]), channels=m.get("channels", shape["channels"]),
-                     cells=m.get("cells", shape["cells"]), stem_multiplier=m.get("stem_multiplier", shape["stem_multiplier"]),
-                     stem_stride=m.get("stem_stride", 1))
+        shape.update(
+            space=data.get("search_space", shape["space"]),
+            batch=d.get("batch_size", shape["batch"]),
+            segments=d.get("num_segments", shape["segments"]),
+            frames=d.get("frames_per_segment", shape["frames"]),
+            size=d.get("crop_size", shape["size"]),
+            channels=m.get("channels", shape["channels"]),
+            cells=m.get("cells", shape["cells"]),
+            stem_multiplier=m.get("stem_multiplier", shape["stem_multiplier"]),
+            stem_stride=m.get("stem_stride", 1),
+        )
     return shape
 
 
@@ -247,7 +253,9 @@ def _available_mib() -> float | None:
     return None
 
 
-def run_config(cfg: dict[str, Any], threads: int, steps: int, device_name: str = "cpu", autocast: str = "") -> dict[str, Any]:
+def run_config(
+    cfg: dict[str, Any], threads: int, steps: int, device_name: str = "cpu", autocast: str = ""
+) -> dict[str, Any]:
     """Build the supernet, run warm-up + timed DARTS steps (first order unless ``cfg["order"]`` says second;
     the weight step's forward through ``accelerate`` when ``cfg["fast"]``); return the measurements."""
     import contextlib
@@ -290,7 +298,9 @@ def run_config(cfg: dict[str, Any], threads: int, steps: int, device_name: str =
         # Activations grow linearly with the batch: one video's, times B, with half again for gradients and
         # the backward's temporaries. Refuse what would not fit rather than wake the OOM killer.
         one = torch.randn(1, *shape[1:], generator=g)
-        need = 1.5 * cfg["batch"] * _saved_mib(lambda: F.cross_entropy(model(one), torch.zeros(1, dtype=torch.long)), cast)
+        need = (
+            1.5 * cfg["batch"] * _saved_mib(lambda: F.cross_entropy(model(one), torch.zeros(1, dtype=torch.long)), cast)
+        )
         free = _available_mib()
         if free is not None and need > 0.8 * free:
             return dict(config=cfg, not_measured=f"needs ~{need / 1024:.1f} GiB of activations and gradients, "
@@ -302,7 +312,11 @@ def run_config(cfg: dict[str, Any], threads: int, steps: int, device_name: str =
     w_opt = torch.optim.SGD(weights, lr=0.025, momentum=0.9, weight_decay=3e-4)
     architect = Architect(model, lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3, order=order)
     # the fast path serves the weight step only: the architect's functional_call runs the eager model
-    forward = accelerate(model, device=device, mode=os.environ.get("BENCH_FAST_MODE", "compile")) if cfg.get("fast") else model
+    forward = (
+        accelerate(model, device=device, mode=os.environ.get("BENCH_FAST_MODE", "compile"))
+        if cfg.get("fast")
+        else model
+    )
 
     def step(fwd: Any = forward) -> None:
         with cast():
@@ -424,11 +438,30 @@ def _log_row(name: str, res: dict[str, Any]) -> None:
     c = res["config"]
     logger.info(
         "%-22s %s B=%d K=%d L=%d %dx%d C=%d cells=%d stem/%d pc_k=%d %s | step %.3f s (cpu %.2f s) "
-        "%.1f clips/s | peak +%.0f MiB (rss %.0f), saved %.0f MiB | %.2f GFLOP/step, %.1f GFLOP/s = %.1f%% of matmul %.0f GFLOP/s",
-        name, c["space"], c["batch"], c["segments"], c["frames"], c["size"], c["size"], c["channels"], c["cells"],
-        c["stem_stride"], c["pc_k"], c["layout"], res["step_s"], res["cpu_s_per_step"], res["clips_per_s"],
-        res["peak_delta_mib"], res["peak_rss_mib"], res["saved_mib"], res["flops_per_step"] / 1e9, res["achieved_gflops"],
-        100 * res["fraction_of_matmul"], res["matmul_gflops"],
+        "%.1f clips/s | peak +%.0f MiB (rss %.0f), saved %.0f MiB | %.2f GFLOP/step, %.1f GFLOP/s = %.1f%% of "
+        "matmul %.0f GFLOP/s",
+        name,
+        c["space"],
+        c["batch"],
+        c["segments"],
+        c["frames"],
+        c["size"],
+        c["size"],
+        c["channels"],
+        c["cells"],
+        c["stem_stride"],
+        c["pc_k"],
+        c["layout"],
+        res["step_s"],
+        res["cpu_s_per_step"],
+        res["clips_per_s"],
+        res["peak_delta_mib"],
+        res["peak_rss_mib"],
+        res["saved_mib"],
+        res["flops_per_step"] / 1e9,
+        res["achieved_gflops"],
+        100 * res["fraction_of_matmul"],
+        res["matmul_gflops"],
     )
 
 
@@ -447,30 +480,58 @@ def _fast_table(results: list[dict[str, Any]], device_type: str) -> None:
         path = "fast" if c.get("fast") else "eager"
         if "not_measured" in r or "error" in r:
             why = r.get("not_measured") or f"error: {r['error']}"
-            logger.info("%-22s %-6s %-6s %-5s %9d   not measured: %s", r["name"], device_type, c.get("order", "first"), path,
-                        c["batch"], why)
+            logger.info(
+                "%-22s %-6s %-6s %-5s %9d   not measured: %s",
+                r["name"],
+                device_type,
+                c.get("order", "first"),
+                path,
+                c["batch"],
+                why,
+            )
             continue
         mem = r["peak_steady_mib"] if r["peak_steady_mib"] is not None else r["peak_delta_mib"]
-        logger.info("%-22s %-6s %-6s %-5s %9d %9.2f %15.2f%% (%s) %9.0f MiB %13.1f s", r["name"], device_type,
-                    c.get("order", "first"), path, c["batch"], r["clips_per_s"], 100 * r["fraction_of_matmul"], r["matmul_dtype"],
-                    mem, r["first_step_s"])
+        logger.info(
+            "%-22s %-6s %-6s %-5s %9d %9.2f %15.2f%% (%s) %9.0f MiB %13.1f s",
+            r["name"],
+            device_type,
+            c.get("order", "first"),
+            path,
+            c["batch"],
+            r["clips_per_s"],
+            100 * r["fraction_of_matmul"],
+            r["matmul_dtype"],
+            mem,
+            r["first_step_s"],
+        )
     for r in rows:
         if "step_s" in r and r["config"].get("fast"):
             base = next((b for b in rows if b["name"] == r["name"].removesuffix("_fast") and "step_s" in b), None)
             if base:
                 speed = base["step_s"] / r["step_s"]
-                mem = (r["peak_steady_mib"] or r["peak_delta_mib"]) / max(base["peak_steady_mib"] or base["peak_delta_mib"], 1e-9)
+                mem = (r["peak_steady_mib"] or r["peak_delta_mib"]) / max(
+                    base["peak_steady_mib"] or base["peak_delta_mib"], 1e-9
+                )
                 logger.info("%s vs %s: step %.3f s vs %.3f s (%.2fx, %s), peak memory %.2fx the eager one", r["name"],
                             base["name"], r["step_s"], base["step_s"], speed, "faster" if speed > 1 else "slower", mem)
     other = "cuda" if device_type == "cpu" else "cpu"
     for r in rows:
-        logger.info("%-22s %-6s %-6s %-5s %9d   not measured: this run benchmarked %s only (rerun with BENCH_DEVICE=%s)",
-                    r["name"], other, r["config"].get("order", "first"), "fast" if r["config"].get("fast") else "eager",
-                    r["config"]["batch"], device_type, other)
+        logger.info(
+            "%-22s %-6s %-6s %-5s %9d   not measured: this run benchmarked %s only (rerun with BENCH_DEVICE=%s)",
+            r["name"],
+            other,
+            r["config"].get("order", "first"),
+            "fast" if r["config"].get("fast") else "eager",
+            r["config"]["batch"],
+            device_type,
+            other,
+        )
     if device_type == "cpu":
-        logger.info("(CPU rows: fp32 without autocast, as the sessions run on CPU, so the reference is an fp32 matmul, "
-                    "not bf16; peak memory = RSS high-water mark of the timed steps, reset after the warm-up step, above the "
-                    "RSS before the first step)")
+        logger.info(
+            "(CPU rows: fp32 without autocast, as the sessions run on CPU, so the reference is an fp32 matmul, "
+            "not bf16; peak memory = RSS high-water mark of the timed steps, reset after the warm-up step, above the "
+            "RSS before the first step)"
+        )
     else:
         logger.info("(peak memory = torch.cuda.max_memory_allocated over the timed steps above the allocation after "
                     "the warm-up step; CUDA-graph pools count as allocated)")

@@ -32,7 +32,9 @@ def build_network(
 
         _, _, frames, height, _ = clip_shape(cfg.data)
         # Only networks whose classifier depends on the clip size (C3D's fc6) take frames/input_size.
-        extra = {k: v for k, v in {"frames": frames, "input_size": height}.items() if k in model_kwargs(cfg.train.model)}
+        extra = {
+            k: v for k, v in {"frames": frames, "input_size": height}.items() if k in model_kwargs(cfg.train.model)
+        }
         model: nn.Module = create_model(
             cfg.train.model, num_classes=num_classes, width=cfg.train.width, consensus=cfg.model.consensus, **extra
         )

@@ -3,7 +3,8 @@
 Whatever a trial would only discover after Ray is up (and report as a traceback per retry) is checked here
 in the driver, so bad input answers at once with one line and exit code 2:
 
-    config ─▶ device, a trial's CPUs/GPUs fit this machine (local runs) ─▶ search space ─▶ genotype fits it / model registered ─▶ manifest
+    config ─▶ device, a trial's CPUs/GPUs fit this machine (local runs) ─▶ search space
+           ─▶ genotype fits it / model registered ─▶ manifest
            ─▶ one frame decoded at data.resize ─▶ the network's forward on a meta-device clip
 """
 
@@ -86,7 +87,9 @@ def check_decoding(cfg: ExperimentConfig, manifest: pd.DataFrame) -> None:
     if cfg.data.resize is None:
         return  # native size: every usable video was decoded at it when indexed
     height, width = cfg.data.resize
-    decoder = DecodingProcess(backend=backend)  # a file swapped for one that crashes the decoder must not take the driver down
+    decoder = DecodingProcess(
+        backend=backend
+    )  # a file swapped for one that crashes the decoder must not take the driver down
     try:
         for path in manifest.loc[manifest["status"] == "ok", "path"].head(PROBE_VIDEOS):
             try:

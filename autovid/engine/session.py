@@ -124,7 +124,9 @@ class SearchSession:
         self.model = self.parallel.prepare(supernet).to(self.device)
         self.w_optimizer = make_optimizer(s.w_optimizer, self.model.weight_parameters(), lr=s.w_lr,
                                           momentum=s.w_momentum, weight_decay=s.w_weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_optimizer, T_max=s.epochs, eta_min=s.w_lr_min)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.w_optimizer, T_max=s.epochs, eta_min=s.w_lr_min
+        )
         self.architect = Architect(
             self.model,
             lr=s.alpha_lr,
@@ -156,7 +158,9 @@ class SearchSession:
         scores = []
         for genotype in genotypes:
             self.model.set_path(genotype)  # a single path has its own BN statistics: recompute them first
-            recalibrate_bn(self.model, self.data.search_w, batches=self.cfg.search.precise_bn_batches, device=self.device)
+            recalibrate_bn(
+                self.model, self.data.search_w, batches=self.cfg.search.precise_bn_batches, device=self.device
+            )
             _reseed_loader(self.data.search_a, epoch_seed(self.cfg.seed, 0, Stream.WS_SCORING), 0)
             result = self._evaluate_alpha_half()
             scores.append(float(result["val/acc"]))
@@ -193,7 +197,9 @@ class SearchSession:
                 net.to(self.device)
                 self._latency_cache[key] = {
                     "genotype/latency_ms": measure_latency(net, (1, *shape), device=self.device),
-                    "genotype/latency_ms_b": measure_latency(net, (self.cfg.data.batch_size, *shape), device=self.device),
+                    "genotype/latency_ms_b": measure_latency(
+                        net, (self.cfg.data.batch_size, *shape), device=self.device
+                    ),
                     "genotype/latency_runtime": f"torch {torch.__version__} eager {self.device.type}",
                     "genotype/latency_threads": torch.get_num_threads(),
                 }

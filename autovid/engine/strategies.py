@@ -125,7 +125,10 @@ class RandomWeightSharing:
         self.choice = Genotype.from_json(state["ws_choice"]) if state.get("ws_choice") else None
 
 
-STRATEGIES: dict[str, Callable[[SearchConfig, int], SearchStrategy]] = {"darts": Darts, "random_ws": RandomWeightSharing}
+STRATEGIES: dict[str, Callable[[SearchConfig, int], SearchStrategy]] = {
+    "darts": Darts,
+    "random_ws": RandomWeightSharing,
+}
 
 
 def make_strategy(cfg: SearchConfig, seed: int) -> SearchStrategy:

@@ -15,9 +15,9 @@ forward here also runs on copies of the model's buffers, so ``step`` changes nei
 ``.grad``, nor BatchNorm running statistics — only α (and the Adam state).
 
 Data parallel (``parallel``, a ``GradientSync`` such as ``autovid.engine.distributed.DataParallel``): each
-rank's loss is its share of the global batch's mean and every gradient is all-reduced right after it is taken — ∇w L_train before the
-virtual step, (∇α, ∇w') L_val before the finite difference, the difference itself — so all ranks compute
-the one-process α gradient of the global batch and α stays identical everywhere.
+rank's loss is its share of the global batch's mean and every gradient is all-reduced right after it is taken —
+∇w L_train before the virtual step, (∇α, ∇w') L_val before the finite difference, the difference itself — so all ranks
+compute the one-process α gradient of the global batch and α stays identical everywhere.
 
 Model contract: ``model(x) -> logits``, ``model.arch_parameters()`` (α), ``model.weight_parameters()``
 (everything the weight optimizer trains; must be registered parameters of ``model``).
@@ -190,8 +190,12 @@ class Architect:
         with torch.no_grad():
             w_plus = [w + r * v for w, v in zip(weights, d_w)]
             w_minus = [w - r * v for w, v in zip(weights, d_w)]
-        g_plus = self._fill(torch.autograd.grad(self._loss(x_w, y_w, dict(zip(names, w_plus))), self.alphas, allow_unused=True))
-        g_minus = self._fill(torch.autograd.grad(self._loss(x_w, y_w, dict(zip(names, w_minus))), self.alphas, allow_unused=True))
+        g_plus = self._fill(
+            torch.autograd.grad(self._loss(x_w, y_w, dict(zip(names, w_plus))), self.alphas, allow_unused=True)
+        )
+        g_minus = self._fill(
+            torch.autograd.grad(self._loss(x_w, y_w, dict(zip(names, w_minus))), self.alphas, allow_unused=True)
+        )
         difference = self._reduce([gp - gm for gp, gm in zip(g_plus, g_minus)], self.alphas)
         out = [da - eta * d / (2 * r) for da, d in zip(d_alpha, difference)]
         return out, val_loss.detach()

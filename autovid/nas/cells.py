@@ -64,8 +64,8 @@ class Cell(nn.Module):
                                  (node i = Σ edge(state j) over its incoming edges j)
 
     The edges are modules built by an EdgeBuilder (mixed ops for the supernet, single ops for the discrete
-    network), summed per node by ``node_sum``. ``relu(state)`` is computed once per state and shared by every ReLU-first op reading it, and
-    edges may share parameter-free work on the same state (``share_from``).
+    network), summed per node by ``node_sum``. ``relu(state)`` is computed once per state and shared by every ReLU-first
+    op reading it, and edges may share parameter-free work on the same state (``share_from``).
     """
 
     def __init__(
@@ -246,10 +246,22 @@ class VideoNet(nn.Module):
                     if i in reductions:
                         blocks.append(ReductionBlock(c_prev, 2 * c, kernel=fixed, temporal_stride=ts))
                         c = c_prev = 2 * c
-                    cell = Cell(cell_type="normal", topology="module", nodes=space.nodes, layout=layouts["normal"],
-                                c_pp=c_prev, c_p=c_prev, c=c, kernel=space.kernel, reduction=False, reduction_prev=False,
-                                temporal_stride=1, prev_temporal_stride=1, build_edge=build_edge,
-                                node_sum=node_sum)
+                    cell = Cell(
+                        cell_type="normal",
+                        topology="module",
+                        nodes=space.nodes,
+                        layout=layouts["normal"],
+                        c_pp=c_prev,
+                        c_p=c_prev,
+                        c=c,
+                        kernel=space.kernel,
+                        reduction=False,
+                        reduction_prev=False,
+                        temporal_stride=1,
+                        prev_temporal_stride=1,
+                        build_edge=build_edge,
+                        node_sum=node_sum,
+                    )
                     blocks.append(cell)
                     c_prev = cell.out_channels
             else:

@@ -83,9 +83,9 @@ def budget_note(cfg: ExperimentConfig, arms: list[ArmConfig]) -> str:
     """The report's protocol paragraph: data, search, retrain, the equal budget, and each arm's line."""
     c = cfg
     lines = [
-        f"Data: {c.data.dataset} (split {c.data.split}), {c.data.num_segments} segments x {c.data.frames_per_segment} frames "
-        f"(stride {c.data.stride}) at {c.data.crop_size}x{c.data.crop_size}, {c.data.mode} sampling, {c.data.modality} input; "
-        f"seeds {list(c.ablation.seeds)}.",
+        f"Data: {c.data.dataset} (split {c.data.split}), {c.data.num_segments} segments x "
+        f"{c.data.frames_per_segment} frames (stride {c.data.stride}) at {c.data.crop_size}x{c.data.crop_size}, "
+        f"{c.data.mode} sampling, {c.data.modality} input; seeds {list(c.ablation.seeds)}.",
         f"Search: supernet {c.model.cells} cells x {c.model.channels} channels, {c.search.epochs} epochs "
         f"({c.search.warmup_epochs} warm-up), {c.search.order}-order DARTS.",
         f"Retrain (every arm, same protocol): {c.train.epochs} epochs, {c.train.optimizer} lr {c.train.lr} cosine, "
@@ -95,10 +95,12 @@ def budget_note(cfg: ExperimentConfig, arms: list[ArmConfig]) -> str:
     if c.ablation.budget == "flops" and any(isinstance(ARM_METHODS[arm.strategy], RandomSearch) for arm in arms):
         flops = search_flops(c)
         lines.append(
-            f"Equal search budget (ablation.budget = flops): one DARTS search = supernet {flops['supernet_flops'] / 1e6:.1f} "
-            f"MFLOPs/clip x {flops['half_epochs']:.0f} half-epochs (weight + α passes, {c.search.order} order); a "
-            f"random arm trains as many standalone genotypes (search size, {c.search.epochs} epochs each) as fit that "
-            "budget, and the epochs ASHA stops early buy further rounds of fresh genotypes until none fits.")
+            "Equal search budget (ablation.budget = flops): one DARTS search = supernet "
+            f"{flops['supernet_flops'] / 1e6:.1f} MFLOPs/clip x {flops['half_epochs']:.0f} half-epochs "
+            f"(weight + α passes, {c.search.order} order); a random arm trains as many standalone genotypes "
+            f"(search size, {c.search.epochs} epochs each) as fit that "
+            "budget, and the epochs ASHA stops early buy further rounds of fresh genotypes until none fits."
+        )
     for arm in arms:
         lines.append(f"- {arm.name}: {arm.strategy}{ARM_METHODS[arm.strategy].describe(c, arm)}. {arm.description}")
     lines.append("Costs are measured: trial wall-clock seconds x CPUs held (CPU-hours per seed in the table, "
@@ -196,7 +198,9 @@ def run_rank_check(cfg: ExperimentConfig, *, resume: bool = False, address: str 
     run.root.mkdir(parents=True, exist_ok=True)
     write_csv_atomic(table, run.root / "rank.csv")
     valid = table.dropna()
-    result: dict[str, Any] = report.rank_correlation(valid["inherited_val_acc"].to_numpy(), valid["standalone_val_acc"].to_numpy())
+    result: dict[str, Any] = report.rank_correlation(
+        valid["inherited_val_acc"].to_numpy(), valid["standalone_val_acc"].to_numpy()
+    )
     report.plot_rank_scatter(valid["inherited_val_acc"].to_numpy(), valid["standalone_val_acc"].to_numpy(),
                              run.root / "rank_scatter.png", ("inherited-weight val acc", "standalone val acc"),
                              point_labels=list(valid["genotype_hash"]))
@@ -329,7 +333,9 @@ def run_versus_random(cfg: ExperimentConfig, genotype_json: str | None, *, sampl
     return result
 
 
-def retrain_sources(run: Run, seeded: ExperimentConfig, sources: dict[str, str], space: SearchSpace) -> list[dict[str, Any]]:
+def retrain_sources(
+    run: Run, seeded: ExperimentConfig, sources: dict[str, str], space: SearchSpace
+) -> list[dict[str, Any]]:
     """Retrain every genotype of ``sources`` (genotype JSON -> searched / control / random) under one seed, a
     Tune grid; a vs_random.csv row per genotype that trained (a failure is a warning, the others count)."""
     grid = {BASE_KEY: seeded.model_dump(mode="json"), GENOTYPE_KEY: tune.grid_search(list(sources))}
@@ -362,18 +368,30 @@ def versus_random_stats(table: pd.DataFrame, *, classes: int, alpha: float = 0.0
            else {"icc": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan})
     control = table.loc[table["source"] == "control", "top1"]
     return {
-        "searched": list(searched["genotype"]), "searched_top1": list(searched["top1"]),
-        "seeds": int(table["seed"].nunique()), "random_samples": int(len(complete)),
+        "searched": list(searched["genotype"]),
+        "searched_top1": list(searched["top1"]),
+        "seeds": int(table["seed"].nunique()),
+        "random_samples": int(len(complete)),
         "random_top1_mean": float(complete.to_numpy().mean()),
-        "icc": icc, "standing": stats.standing(searched["top1"].to_numpy(), complete.mean(axis=1).to_numpy(), alpha=alpha),
+        "icc": icc,
+        "standing": stats.standing(searched["top1"].to_numpy(), complete.mean(axis=1).to_numpy(), alpha=alpha),
         "control_top1": float(control.mean()) if len(control) else math.nan,
         "control_ci": (stats.accuracy_ci(np.asarray(control)[:, None]) if len(control) >= 2 else None),
-        "chance": 1.0 / classes, "alpha": alpha,
+        "chance": 1.0 / classes,
+        "alpha": alpha,
     }
 
 
-def run_segments_sweep(cfg: ExperimentConfig, genotype_json: str | None, *, segments: list[int], seeds: int = 1,
-                       resume: bool = False, address: str | None = None, tracking_uri: str | None = None) -> dict[str, Any]:
+def run_segments_sweep(
+    cfg: ExperimentConfig,
+    genotype_json: str | None,
+    *,
+    segments: list[int],
+    seeds: int = 1,
+    resume: bool = False,
+    address: str | None = None,
+    tracking_uri: str | None = None,
+) -> dict[str, Any]:
     """The paper's untested assumption: TSN segments vs one dense clip of the same number of frames,
     for K in `segments`, retraining the same architecture under ``seeds`` seeds each (a Tune grid). With two or
     more seeds, segments vs dense is tested at each K across seeds (``report.segments_comparisons``, Holm)."""
@@ -389,9 +407,13 @@ def run_segments_sweep(cfg: ExperimentConfig, genotype_json: str | None, *, segm
             run.check(cfg.with_overrides({"data.num_segments": k, "data.mode": mode}), "train",
                       genotype_json=genotype_json)
     run.start()
-    space = {BASE_KEY: cfg.model_dump(mode="json"), GENOTYPE_KEY: genotype_json,
-             "data.num_segments": tune.grid_search(list(segments)), "data.mode": tune.grid_search(["segments", "dense"]),
-             "seed": tune.grid_search([cfg.seed + i for i in range(seeds)])}
+    space = {
+        BASE_KEY: cfg.model_dump(mode="json"),
+        GENOTYPE_KEY: genotype_json,
+        "data.num_segments": tune.grid_search(list(segments)),
+        "data.mode": tune.grid_search(["segments", "dense"]),
+        "seed": tune.grid_search([cfg.seed + i for i in range(seeds)]),
+    }
     results = run.fit(Stage(TrainTrainable, cfg, space, name=f"{cfg.name}-segments", max_t=cfg.train.epochs))
     rows = [
         {"mode": r.config["data.mode"], "num_segments": r.config["data.num_segments"], "seed": r.config["seed"],

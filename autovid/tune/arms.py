@@ -273,7 +273,9 @@ def search_flops(cfg: ExperimentConfig) -> dict[str, float]:
     # second order: each α step also runs the virtual weight step and the two finite-difference passes on the
     # weight half, four passes where first order runs one
     alpha_passes = 4 if cfg.search.order == "second" else 1
-    half_epochs = cfg.search.epochs + alpha_passes * (cfg.search.epochs - min(cfg.search.warmup_epochs, cfg.search.epochs))
+    half_epochs = cfg.search.epochs + alpha_passes * (
+        cfg.search.epochs - min(cfg.search.warmup_epochs, cfg.search.epochs)
+    )
     flops = count_flops(supernet, (1, *clip_shape(cfg.data)))
     return {"supernet_flops": float(flops), "half_epochs": float(half_epochs), "budget": float(flops * half_epochs),
             "classes": float(classes)}

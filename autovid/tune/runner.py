@@ -110,7 +110,9 @@ def run_search_experiment(
     run = Run.open(cfg, resume=resume, address=address, tracking_uri=tracking_uri)
     cfg = run.cfg
     # with a retrain, its network too (a genotype of the space at retrain size), before hours of search
-    run.check(cfg, *(("search",) if retrain_mode == "none" else ("search", "train")), genotype_json=example_genotype(cfg))
+    run.check(
+        cfg, *(("search",) if retrain_mode == "none" else ("search", "train")), genotype_json=example_genotype(cfg)
+    )
     run.start()
     results = run.fit(search_stage(cfg))
     outcome = TuneOutcome(experiment_dir(cfg), summarize(results, cfg), None, None, None)
@@ -347,7 +349,9 @@ def run_retrain(
 def retrain_stage(cfg: ExperimentConfig, genotype_json: str | None) -> Stage:
     """One TrainTrainable trial; `tune.retrain_cpu: node` gives it the largest node's cores (shared by its
     data-parallel workers), and its threads follow."""
-    cpus = max(1.0, node_cpus() // cfg.tune.resources.workers) if cfg.tune.retrain_cpu == "node" else cfg.tune.retrain_cpu
+    cpus = (
+        max(1.0, node_cpus() // cfg.tune.resources.workers) if cfg.tune.retrain_cpu == "node" else cfg.tune.retrain_cpu
+    )
     cfg = cfg.with_overrides({"tune.resources.cpu": cpus}, source="retrain")
     return Stage(TrainTrainable, cfg, {BASE_KEY: cfg.model_dump(mode="json"), GENOTYPE_KEY: genotype_json},
                  name=cfg.name, max_t=cfg.train.epochs, searcher=variant_generator(cfg))

@@ -121,7 +121,10 @@ class SearchTrainable(_SessionTrainable):
     def step(self) -> dict[str, Any]:
         metrics = self.session.step()
         metrics["objective"] = objective_value(
-            metrics, self.cfg.tune.objective, accuracy_key="val/acc", cost_key=f"genotype/{self.cfg.tune.objective.cost}"
+            metrics,
+            self.cfg.tune.objective,
+            accuracy_key="val/acc",
+            cost_key=f"genotype/{self.cfg.tune.objective.cost}",
         )
         metrics["node_id"] = ray.get_runtime_context().get_node_id()  # where the trial ran (cluster placement)
         if self.session.should_stop(metrics):

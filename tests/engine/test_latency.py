@@ -1,4 +1,4 @@
-"""Latency measurement: torch.utils.benchmark blocks of eval-mode forwards, flags restored; the search reports it on demand."""
+"""Latency: torch.utils.benchmark blocks of eval-mode forwards, flags restored; the search reports it on demand."""
 
 from __future__ import annotations
 

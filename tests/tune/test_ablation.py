@@ -111,8 +111,12 @@ def test_versus_random_searches_per_seed_and_retrains_every_genotype_under_every
     from autovid.nas.genotype import Genotype
     from autovid.tune.ablation import VERSUS_RANDOM_COLUMNS, run_versus_random
 
-    cfg = tiny_config(tmp_path, search={"epochs": 1, "warmup_epochs": 0}, train={"epochs": 1, "channels": 4, "cells": 2},
-                      tune={"max_concurrent_trials": 2})
+    cfg = tiny_config(
+        tmp_path,
+        search={"epochs": 1, "warmup_epochs": 0},
+        train={"epochs": 1, "channels": 4, "cells": 2},
+        tune={"max_concurrent_trials": 2},
+    )
     result = run_versus_random(cfg, None, samples=2, seeds=2)  # no genotype: the config's search, once per seed
     table = pd.read_csv(result["table"])
     assert list(table.columns) == list(VERSUS_RANDOM_COLUMNS)
@@ -138,7 +142,12 @@ def test_versus_random_statistics_from_a_table() -> None:
     from autovid.stats import icc_oneway
     from autovid.tune.ablation import versus_random_stats
 
-    rows = [("s0", "searched", 0, 0.80), ("s1", "searched", 1, 0.70), ("c", "control", 0, 0.26), ("c", "control", 1, 0.24)]
+    rows = [
+        ("s0", "searched", 0, 0.80),
+        ("s1", "searched", 1, 0.70),
+        ("c", "control", 0, 0.26),
+        ("c", "control", 1, 0.24),
+    ]
     for g, (a, b) in {"r1": (0.30, 0.32), "r2": (0.50, 0.46), "r3": (0.60, 0.66), "r4": (0.25, 0.25)}.items():
         rows += [(g, "random", 0, a), (g, "random", 1, b)]
     table = pd.DataFrame(rows, columns=["genotype", "source", "seed", "top1"])
@@ -176,7 +185,9 @@ def test_random_arms_get_the_flops_of_one_darts_search(tmp_path: Path) -> None:
     budget = search_flops(cfg)
     assert budget["budget"] == budget["supernet_flops"] * (2 * 3 - 1)
     size = cfg.with_overrides({"train.channels": cfg.model.channels, "train.cells": cfg.model.cells})
-    costs = [count_flops(build_network(size, num_classes=4, genotype=g), (1, *clip_shape(cfg.data))) * 3 for g in chosen]
+    costs = [
+        count_flops(build_network(size, num_classes=4, genotype=g), (1, *clip_shape(cfg.data))) * 3 for g in chosen
+    ]
     assert 1 <= len(chosen) < 50 and sum(costs) <= budget["budget"]  # fits, and the cap of 50 did not bind
     samples = random_arm_genotypes(cfg.with_overrides({"ablation.budget": "samples"}), arm)
     assert len(samples) == 50
@@ -258,7 +269,9 @@ def test_fixed_arms_get_a_learning_rate_sweep_on_the_alpha_half(tmp_path: Path, 
     assert lrs == pytest.approx([0.0003, 0.03])
     paths = run_ablation(cfg)
     results = pd.read_csv(Path(paths["csv"]).parent / "results.csv", dtype={"correct": str})
-    sweep = [pd.read_json(p, lines=True).iloc[-1] for p in (tmp_path / "runs").glob("tiny-r3d-s0-lr-sweep/*/result.json")]
+    sweep = [
+        pd.read_json(p, lines=True).iloc[-1] for p in (tmp_path / "runs").glob("tiny-r3d-s0-lr-sweep/*/result.json")
+    ]
     assert len(sweep) == 2 and all("val/acc" in row and "test/acc" not in row for row in sweep)  # α half only
     top = max(row["val/acc"] for row in sweep)
     best = [row["config"]["train.lr"] for row in sweep if row["val/acc"] == top]

@@ -208,8 +208,14 @@ def test_params_tags_artifacts(experiment: dict[str, Any], tmp_path: Path) -> No
         assert tags[tracking.TAG_GENOTYPE_HASH] == Genotype.from_json(last_genotype).hash
         assert tags["search_space"] == "p3d" and tags[tracking.TAG_TRIAL_ID]
         names = {f.path for f in tracker.client.list_artifacts(run_id)}
-        assert names >= {"genotype.json", "genotype.png", "alpha_history.parquet", "alpha_history.png", "alpha_history_trajectory.png",
-                         "config.yaml"}, (lr, names)
+        assert names >= {
+            "genotype.json",
+            "genotype.png",
+            "alpha_history.parquet",
+            "alpha_history.png",
+            "alpha_history_trajectory.png",
+            "config.yaml",
+        }, (lr, names)
         text = Path(tracker.client.download_artifacts(run_id, "genotype.json", str(tmp_path / run_id))).read_text()
         assert Genotype.from_json(text) == Genotype.from_json(last_genotype)
         table = pd.read_parquet(tracker.client.download_artifacts(run_id, "alpha_history.parquet",

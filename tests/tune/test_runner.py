@@ -51,7 +51,9 @@ def test_study_with_nested_mlflow_runs_and_retrain(tmp_path: Path, local_ray, mo
     client = mlflow.MlflowClient(cfg.tracking.uri)
     experiment = client.get_experiment_by_name(cfg.tracking.experiment)
     parent = client.get_run(outcome.parent_run_id)
-    children = client.search_runs([experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    children = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
     assert len(children) == 3  # two search trials and the retrain of the best
     searches = [c for c in children if "search.w_lr" in c.data.params and "val/acc" in c.data.metrics]
     assert len(searches) == 2
