@@ -429,7 +429,11 @@ def _icc(icc: Mapping[str, float]) -> str:
 
 
 def rank_correlation(
-    a: Sequence[float], b: Sequence[float], *, n_boot: int = 2_000, rng: np.random.Generator | None = None
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    *,
+    n_boot: int = 2_000,
+    rng: np.random.Generator | None = None,
 ) -> dict[str, float]:
     """Kendall τ (with its 95 % bootstrap CI) and Spearman ρ, with two-sided p-values, between two scorings.
 
@@ -454,8 +458,8 @@ def rank_correlation(
 
 
 def plot_rank_scatter(
-    a: Sequence[float],
-    b: Sequence[float],
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
     path: str | Path,
     labels: tuple[str, str] = ("weight-sharing score", "standalone accuracy"),
     *,
@@ -466,8 +470,8 @@ def plot_rank_scatter(
 
 
 def rank_scatter_figure(
-    a: Sequence[float],
-    b: Sequence[float],
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
     labels: tuple[str, str] = ("weight-sharing score", "standalone accuracy"),
     *,
     point_labels: Sequence[str] | None = None,

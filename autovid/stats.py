@@ -249,8 +249,8 @@ def accuracy_ci(correct: np.ndarray, *, confidence: float = 0.95) -> Interval:
 
 
 def standing(
-    searched: Sequence[float],
-    population: Sequence[float],
+    searched: Sequence[float] | np.ndarray,
+    population: Sequence[float] | np.ndarray,
     *,
     alpha: float = 0.05,
     rng: np.random.Generator | None = None,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -27,6 +27,8 @@ from torch import Tensor, nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from autovid.nas.batchnorm import synchronise_batchnorm
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 class ReplicaMismatch(RuntimeError):
@@ -53,9 +55,11 @@ class DataParallel:
     def shard(self) -> tuple[int, int]:
         return self.rank, self.world
 
-    def prepare(self, model: nn.Module) -> nn.Module:
+    def prepare(self, model: ModuleT) -> ModuleT:
         """Global-batch BatchNorm for every rank (a no-op for one process)."""
-        return synchronise_batchnorm(model) if self.enabled else model
+        if self.enabled:
+            synchronise_batchnorm(model)  # in place
+        return model
 
     def loss(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         """(the loss to differentiate, the detached sum of per-clip losses on this rank).

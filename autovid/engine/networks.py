@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -32,7 +34,7 @@ def build_network(
 
         _, _, frames, height, _ = clip_shape(cfg.data)
         # Only networks whose classifier depends on the clip size (C3D's fc6) take frames/input_size.
-        extra = {
+        extra: dict[str, Any] = {
             k: v for k, v in {"frames": frames, "input_size": height}.items() if k in model_kwargs(cfg.train.model)
         }
         model: nn.Module = create_model(

@@ -46,6 +46,7 @@ def preflight(cfg: ExperimentConfig, *kinds: RunKind, genotype_json: str | None 
     num_classes = check_manifest(manifest)
     check_decoding(cfg, manifest)
     for kind in kinds:
+        model: torch.nn.Module
         if kind == "search":
             model = build_supernet(cfg, num_classes=num_classes, space=space)
         else:

@@ -20,13 +20,14 @@ import json
 import logging
 import math
 import time
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from autovid.config import ExperimentConfig
-from autovid.data.loaders import epoch_sampler
+from autovid.data.loaders import LoaderBundle, epoch_sampler
 from autovid.engine.accounting import measure_latency
 from autovid.engine.distributed import DataParallel
 from autovid.engine.fastpath import accelerate
@@ -38,6 +39,7 @@ from autovid.errors import TrainingDiverged
 from autovid.nas.architect import Architect
 from autovid.nas.genotype import Genotype
 from autovid.nas.search_space import load_search_space
+from autovid.nas.supernet import SuperNet
 from autovid.rng import Stream, epoch_seed
 
 log = logging.getLogger(__name__)
@@ -108,6 +110,13 @@ def make_optimizer(kind: str, params: Any, *, lr: float, momentum: float, weight
     return cls(params, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay)
 
 
+def search_halves(data: LoaderBundle) -> tuple[DataLoader, DataLoader]:
+    """The weight and α halves of a bundle built with a search split (``build_data(train_portion=...)``)."""
+    if data.search_w is None or data.search_a is None:
+        raise ValueError("the data bundle has no search split")
+    return data.search_w, data.search_a
+
+
 class SearchSession:
     """One DARTS (or random weight-sharing) search; `step()` runs one search epoch and returns metrics."""
 
@@ -118,6 +127,7 @@ class SearchSession:
         self.space = load_search_space(cfg.search_space)
         self.data = build_data(cfg.data, seed=cfg.seed, train_portion=cfg.search.train_portion,
                                shard=self.parallel.shard, shuffle_labels=cfg.search.shuffle_labels, device=self.device)
+        self.search_w, self.search_a = search_halves(self.data)
         torch.manual_seed(cfg.seed)  # anything that still draws from the global generator
         s = cfg.search
         supernet = build_supernet(cfg, num_classes=self.data.num_classes, space=self.space, device=self.device)
@@ -130,7 +140,7 @@ class SearchSession:
         self.architect = Architect(
             self.model,
             lr=s.alpha_lr,
-            betas=tuple(s.alpha_betas),
+            betas=(s.alpha_betas[0], s.alpha_betas[1]),
             weight_decay=s.alpha_weight_decay,
             order=s.order,
             w_momentum=s.w_momentum,
@@ -159,9 +169,9 @@ class SearchSession:
         for genotype in genotypes:
             self.model.set_path(genotype)  # a single path has its own BN statistics: recompute them first
             recalibrate_bn(
-                self.model, self.data.search_w, batches=self.cfg.search.precise_bn_batches, device=self.device
+                self.model, self.search_w, batches=self.cfg.search.precise_bn_batches, device=self.device
             )
-            _reseed_loader(self.data.search_a, epoch_seed(self.cfg.seed, 0, Stream.WS_SCORING), 0)
+            _reseed_loader(self.search_a, epoch_seed(self.cfg.seed, 0, Stream.WS_SCORING), 0)
             result = self._evaluate_alpha_half()
             scores.append(float(result["val/acc"]))
         self.model.set_path(None)
@@ -209,22 +219,22 @@ class SearchSession:
         """One search epoch: weight and α updates, validation on the α half, the derived genotype."""
         s = self.cfg.search
         started = time.perf_counter()
-        _reseed_loader(self.data.search_w, epoch_seed(self.cfg.seed, self.epoch, Stream.TRAIN_BATCHES), self.epoch)
-        _reseed_loader(self.data.search_a, epoch_seed(self.cfg.seed, self.epoch, Stream.ALPHA_BATCHES), self.epoch)
+        _reseed_loader(self.search_w, epoch_seed(self.cfg.seed, self.epoch, Stream.TRAIN_BATCHES), self.epoch)
+        _reseed_loader(self.search_a, epoch_seed(self.cfg.seed, self.epoch, Stream.ALPHA_BATCHES), self.epoch)
         torch.manual_seed(epoch_seed(self.cfg.seed, self.epoch, Stream.TORCH_GLOBAL))
         update_alpha = self.strategy.updates_alpha(self.epoch)
-        w_loader = self.strategy.weight_batches(self.data.search_w, self.model, self.space, self.epoch)
+        w_loader = self.strategy.weight_batches(self.search_w, self.model, self.space, self.epoch)
         metrics: dict[str, Any] = dict(
             search_epoch(
-                self.fast,
+                cast(SuperNet, self.fast),  # compiled or not, it forwards the supernet's attributes
                 self.architect,
                 w_loader,
-                self.data.search_a,
+                self.search_a,
                 self.w_optimizer,
                 device=self.device,
                 grad_clip=s.grad_clip,
                 update_alpha=update_alpha,
-                eta=self.scheduler.get_last_lr()[0],
+                eta=float(self.scheduler.get_last_lr()[0]),
                 autocast_dtype=self.autocast_dtype,
                 parallel=self.parallel,
             )
@@ -232,10 +242,10 @@ class SearchSession:
         check_finite(metrics, epoch=self.epoch + 1, lrs=f"search.w_lr={s.w_lr}, search.alpha_lr={s.alpha_lr}")
         self.scheduler.step()
         self.model.set_path(None)
-        recalibrate_bn(self.model, self.data.search_w, batches=s.precise_bn_batches, device=self.device)
+        recalibrate_bn(self.model, self.search_w, batches=s.precise_bn_batches, device=self.device)
         metrics.update(_scalars(self._evaluate_alpha_half()))
         # videos that failed to decode (native crashes included) and were replaced by another of their class
-        metrics.update(self.data.substitution_metrics(self.data.search_w, self.data.search_a))
+        metrics.update(self.data.substitution_metrics(self.search_w, self.search_a))
         self.epoch += 1
         if self.done:
             metrics.update(self.strategy.finish(self))
@@ -272,7 +282,7 @@ class SearchSession:
         return metrics
 
     def _evaluate_alpha_half(self) -> dict[str, Any]:
-        return evaluate(self.fast, self.data.search_a, device=self.device, num_classes=self.data.num_classes,
+        return evaluate(self.fast, self.search_a, device=self.device, num_classes=self.data.num_classes,
                         prefix="val", parallel=self.parallel)
 
     def learning_rates(self) -> tuple[float, float]:
@@ -335,8 +345,7 @@ class TrainSession:
         holdout = cfg.train.holdout
         self.data = build_data(cfg.data, seed=cfg.seed, train_portion=cfg.search.train_portion if holdout else None,
                                shard=self.parallel.shard, device=self.device)
-        self.train_loader = self.data.search_w if holdout else self.data.train
-        self.eval_loader = self.data.search_a if holdout else self.data.test
+        self.train_loader, self.eval_loader = search_halves(self.data) if holdout else (self.data.train, self.data.test)
         self.eval_prefix = eval_prefix(cfg)
         torch.manual_seed(cfg.seed)
         self.model = self.parallel.prepare(build_network(cfg, num_classes=self.data.num_classes, genotype=genotype))
@@ -360,7 +369,8 @@ class TrainSession:
         _reseed_loader(self.train_loader, epoch_seed(self.cfg.seed, self.epoch, Stream.TRAIN_BATCHES), self.epoch)
         torch.manual_seed(epoch_seed(self.cfg.seed, self.epoch, Stream.TORCH_GLOBAL))
         if hasattr(self.model, "drop_path_prob"):  # DARTS' ramp: 0 in the first epoch, train.drop_path at the end
-            self.model.drop_path_prob = drop_path_at(self.cfg.train.drop_path, self.epoch, self.cfg.train.epochs)
+            ramp = drop_path_at(self.cfg.train.drop_path, self.epoch, self.cfg.train.epochs)
+            cast(Any, self.model).drop_path_prob = ramp
         metrics: dict[str, Any] = dict(
             train_epoch(
                 self.fast,

@@ -46,7 +46,7 @@ from autovid.tune.arms import (
     search_once,
     train_standalone,
 )
-from autovid.tune.experiment import error_line
+from autovid.tune.experiment import config_of, error_line
 from autovid.tune.runner import run_retrain
 from autovid.tune.stage import ParentRun, Run, Stage
 from autovid.tune.trainables import BASE_KEY, GENOTYPE_KEY, STATE_FILE, SearchTrainable, TrainTrainable
@@ -191,7 +191,7 @@ def run_rank_check(cfg: ExperimentConfig, *, resume: bool = False, address: str 
     inherited = session.score_genotypes(genotypes)
     standalone_results = train_standalone(run, cfg, [g.to_json() for g in genotypes], epochs=cfg.ablation.rank_epochs,
                                           name=f"{cfg.name}-rank-standalone")
-    by_genotype = {r.config[GENOTYPE_KEY]: r.metrics.get("val/acc") for r in standalone_results if r.metrics}
+    by_genotype = {config_of(r)[GENOTYPE_KEY]: r.metrics.get("val/acc") for r in standalone_results if r.metrics}
     standalone = [by_genotype.get(g.to_json(), float("nan")) for g in genotypes]
     table = pd.DataFrame({"genotype_hash": [g.hash for g in genotypes], "inherited_val_acc": inherited,
                           "standalone_val_acc": standalone})
@@ -232,11 +232,12 @@ def run_null_control(cfg: ExperimentConfig, *, seeds: int = 3, resume: bool = Fa
     results = run.fit(Stage(SearchTrainable, cfg, grid, name=f"{cfg.name}-null-control", max_t=cfg.search.epochs))
     rows = []
     for r in results:
-        if r.error or not (r.metrics or {}).get("genotype"):
-            raise RunFailed(f"null control: the search of seed {r.config['seed']} failed: {error_line(r.error)}")
-        rows.append({"seed": r.config["seed"], "labels": "shuffled" if r.config["search.shuffle_labels"] else "true",
-                     "genotype": r.metrics["genotype_hash"], "val_acc": r.metrics["val/acc"],
-                     "alpha_entropy": r.metrics["alpha/entropy"], "genotype_json": r.metrics["genotype"]})
+        metrics, config = r.metrics or {}, config_of(r)
+        if r.error or not metrics.get("genotype"):
+            raise RunFailed(f"null control: the search of seed {config['seed']} failed: {error_line(r.error)}")
+        rows.append({"seed": config["seed"], "labels": "shuffled" if config["search.shuffle_labels"] else "true",
+                     "genotype": metrics["genotype_hash"], "val_acc": metrics["val/acc"],
+                     "alpha_entropy": metrics["alpha/entropy"], "genotype_json": metrics["genotype"]})
     table = pd.DataFrame(rows, columns=list(NULL_CONTROL_COLUMNS)).sort_values(["labels", "seed"], ignore_index=True)
     run.root.mkdir(parents=True, exist_ok=True)
     write_csv_atomic(table, run.root / "null_control.csv")
@@ -346,8 +347,8 @@ def retrain_sources(
         if r.error or not r.metrics or "test/acc" not in r.metrics:
             log.warning("versus-random: seed %d, a genotype failed to train: %s", seeded.seed, error_line(r.error))
             continue
-        g = Genotype.from_json(r.config[GENOTYPE_KEY])
-        rows.append({"genotype": g.hash, "source": sources[r.config[GENOTYPE_KEY]], "seed": seeded.seed,
+        g = Genotype.from_json(config_of(r)[GENOTYPE_KEY])
+        rows.append({"genotype": g.hash, "source": sources[config_of(r)[GENOTYPE_KEY]], "seed": seeded.seed,
                      "top1": r.metrics["test/acc"], "params": r.metrics.get("params"), "flops": r.metrics.get("flops"),
                      "temporal_edges": sum(mixes_time(op, space.kernel) for op, _ in (*g.normal, *g.reduce))})
     return rows
@@ -416,10 +417,16 @@ def run_segments_sweep(
     }
     results = run.fit(Stage(TrainTrainable, cfg, space, name=f"{cfg.name}-segments", max_t=cfg.train.epochs))
     rows = [
-        {"mode": r.config["data.mode"], "num_segments": r.config["data.num_segments"], "seed": r.config["seed"],
-         "frames": r.config["data.num_segments"] * cfg.data.frames_per_segment, "top1": r.metrics.get("test/acc"),
-         "correct": r.metrics.get("test/correct")}
-        for r in results if r.metrics and not r.error
+        {
+            "mode": config_of(r)["data.mode"],
+            "num_segments": config_of(r)["data.num_segments"],
+            "seed": config_of(r)["seed"],
+            "frames": config_of(r)["data.num_segments"] * cfg.data.frames_per_segment,
+            "top1": r.metrics.get("test/acc"),
+            "correct": r.metrics.get("test/correct"),
+        }
+        for r in results
+        if r.metrics and not r.error
     ]
     frame = pd.DataFrame(rows)
     run.root.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ from autovid.errors import RunFailed
 from autovid.nas.genotype import Genotype
 from autovid.nas.sampling import sample_genotype
 from autovid.nas.search_space import SearchSpace, load_search_space
-from autovid.tune.experiment import error_line
+from autovid.tune.experiment import config_of, error_line
 from autovid.tune.stage import Run, Stage
 from autovid.tune.trainables import BASE_KEY, GENOTYPE_KEY, SearchTrainable, TrainTrainable
 
@@ -59,7 +59,7 @@ class ArmMethod(Protocol):
         ...
 
 
-def cpu_seconds(results: tune.ResultGrid, cfg: ExperimentConfig) -> float:
+def cpu_seconds(results: list[tune.Result], cfg: ExperimentConfig) -> float:
     """Measured cost: wall seconds of every trial × the CPUs (or GPUs) it held."""
     per_trial = cfg.tune.resources.total_gpu or cfg.tune.resources.total_cpu
     return float(sum((r.metrics or {}).get("time_total_s", 0.0) for r in results) * per_trial)
@@ -70,13 +70,14 @@ def search_once(run: Run, cfg: ExperimentConfig, *, name: str, what: str) -> tup
     results = run.fit(Stage(SearchTrainable, cfg, {BASE_KEY: cfg.model_dump(mode="json")}, name=name,
                             max_t=cfg.search.epochs))
     result = results[0]
-    if result.error or not (result.metrics or {}).get("genotype"):
+    metrics = result.metrics or {}
+    if result.error or not metrics.get("genotype"):
         raise RunFailed(f"{what} failed: {error_line(result.error)}")
-    return result.metrics["genotype"], cpu_seconds(results, cfg)
+    return metrics["genotype"], cpu_seconds(results, cfg)
 
 
 def train_standalone(run: Run, cfg: ExperimentConfig, genotypes: list[str], *, epochs: int, name: str,
-                     scheduler: Any = None) -> tune.ResultGrid:
+                     scheduler: Any = None) -> list[tune.Result]:
     """Train each genotype from scratch at search size on the weight half, scored on the α half (val/*),
     one Tune trial per genotype: random search and the standalone side of the rank check."""
     holdout = cfg.with_overrides({"train.holdout": True, "train.epochs": epochs,
@@ -208,9 +209,9 @@ def random_search(run: Run, cfg: ExperimentConfig, arm: ArmConfig) -> tuple[list
         seconds += cpu_seconds(results, cfg)
         for r in results:
             trained = int((r.metrics or {}).get("training_iteration", epochs if r.error else 0))
-            spent += genotypes[r.config[GENOTYPE_KEY]] * trained  # per-epoch FLOPs × epochs actually trained
+            spent += genotypes[config_of(r)[GENOTYPE_KEY]] * trained  # per-epoch FLOPs × epochs actually trained
             if r.metrics and not r.error:
-                scored.append((r.metrics.get("val/acc", -1.0), r.config[GENOTYPE_KEY]))
+                scored.append((r.metrics.get("val/acc", -1.0), config_of(r)[GENOTYPE_KEY]))
         if cfg.ablation.budget == "samples":
             break
     return scored, seconds
@@ -310,7 +311,7 @@ def sweep_learning_rate(run: Run, cfg: ExperimentConfig, lrs: list[float]) -> tu
     holdout = cfg.with_overrides({"train.holdout": True}, source="baseline learning-rate sweep")
     space = {BASE_KEY: holdout.model_dump(mode="json"), "train.lr": tune.grid_search(lrs)}
     results = run.fit(Stage(TrainTrainable, holdout, space, name=f"{cfg.name}-lr-sweep", max_t=cfg.train.epochs))
-    scored = [(r.metrics.get("val/acc", -1.0), r.config["train.lr"]) for r in results if r.metrics and not r.error]
+    scored = [(r.metrics.get("val/acc", -1.0), config_of(r)["train.lr"]) for r in results if r.metrics and not r.error]
     if not scored:
         raise RunFailed(f"{cfg.name}: every learning rate of the baseline sweep failed")
     # ties (small α halves score in steps of 1/videos) go to the rate nearest the configured one

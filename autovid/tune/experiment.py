@@ -2,7 +2,7 @@
 
     make_tuner(trainable, cfg, space) ─▶ Tuner(trainable with resources, OptunaSearch | random,
                                          ASHA | HyperBand | median | PBT | FIFO, MLflow + console + ResumeGuard)
-    fit(tuner, path, rewind_logs=...) ─▶ ResultGrid; after a resume, trial logs rewound to one row per epoch
+    fit(tuner, path, rewind_logs=...) ─▶ list of Results; after a resume, trial logs rewound to one row per epoch
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from autovid.config import Distribution, ExperimentConfig
 from autovid.data.backends import DECODER_BACKEND_PARAM
 from autovid.data.backends import resolve as resolve_decoder
 from autovid.engine.setup import manifest_file
-from autovid.errors import UserError
+from autovid.errors import RunFailed, UserError
 from autovid.files import is_remote
 from autovid.tune.mlflow_callback import MLflowTrialCallback
 from autovid.tune.progress import ConsoleReporter
@@ -232,17 +232,26 @@ def make_tuner(
     )
 
 
-def fit(tuner: tune.Tuner, experiment_path: str, *, rewind_logs: bool) -> tune.ResultGrid:
+def fit(tuner: tune.Tuner, experiment_path: str, *, rewind_logs: bool) -> list[tune.Result]:
     """`tuner.fit()`, then, with `rewind_logs` (a resumed experiment; never under PBT, whose exploits repeat
     epochs on purpose), the trial logs rewound to one row per epoch: a resumed trial repeats the epochs
-    after its last recorded checkpoint."""
-    results = tuner.fit()
+    after its last recorded checkpoint. The grid's results as a list (a ResultGrid is indexable, not typed as
+    iterable)."""
+    grid = tuner.fit()
+    results = [grid[i] for i in range(len(grid))]
     if rewind_logs:
         try:
             dedupe_trial_logs(experiment_path)
         except Exception as exc:  # noqa: BLE001 - a tidy-up of Ray's logs must never cost the results
             log.warning("could not rewind the trial logs under %s: %s: %s", experiment_path, type(exc).__name__, exc)
     return results
+
+
+def config_of(result: tune.Result) -> dict[str, Any]:
+    """A trial's config: Ray types it optional, but every trial Tune ran has one."""
+    if result.config is None:
+        raise RunFailed(f"the trial at {result.path} has no config")
+    return result.config
 
 
 def error_line(error: BaseException | None) -> str:

@@ -28,6 +28,7 @@ from autovid.pareto import FEASIBLE, feasible_rows
 from autovid.tune.cluster import node_cpus
 from autovid.tune.constraints import feasibility
 from autovid.tune.experiment import (
+    config_of,
     error_line,
     experiment_dir,
     make_scheduler,
@@ -68,7 +69,7 @@ SUMMARY_COLUMNS = ("val/acc", "objective", "alpha/entropy", "genotype/params", "
                    "genotype_hash", "epoch")
 
 
-def summarize(results: tune.ResultGrid, cfg: ExperimentConfig) -> pd.DataFrame:
+def summarize(results: list[tune.Result], cfg: ExperimentConfig) -> pd.DataFrame:
     """One row per trial: its sampled hyperparameters and its last reported metrics."""
     rows = []
     # the objectives of a multi-objective study, the constrained metrics, and both latencies whenever they are
@@ -174,13 +175,13 @@ def feasible_trials(ok: pd.DataFrame, outcome: TuneOutcome, cfg: ExperimentConfi
     return feasible
 
 
-def pick_best(outcome: TuneOutcome, ok: pd.DataFrame, results: tune.ResultGrid) -> None:
+def pick_best(outcome: TuneOutcome, ok: pd.DataFrame, results: list[tune.Result]) -> None:
     """The winner: the first row of `ok` (the summary's order: by objective), its config and final α."""
     best = ok.iloc[0]
     best_result = next(r for r in results if (r.metrics or {}).get("trial_id") == best["trial"])
     outcome.best_trial_id = str(best["trial"])
     outcome.best_genotype = best["genotype"]
-    outcome.best_config = dict(best_result.config)
+    outcome.best_config = dict(config_of(best_result))
     outcome.best_alphas = (best_result.metrics or {}).get("alphas")
 
 
@@ -258,7 +259,7 @@ RETRAINED_COLUMNS = ("test/acc", "test/top5", "params", "flops", "time_total_s")
 
 def retrain_front(
     outcome: TuneOutcome,
-    results: tune.ResultGrid,
+    results: list[tune.Result],
     cfg: ExperimentConfig,
     parent: ParentRun,
     *,
@@ -282,7 +283,7 @@ def retrain_front(
                                **{m: member.get(m) for m in searched}}  # search-time objectives
         try:
             final = run_retrain(
-                resolve_trial_config(dict(result.config)), member["genotype"], name=name,
+                resolve_trial_config(dict(config_of(result))), member["genotype"], name=name,
                 resume=resume and tune.Tuner.can_restore(f"{outcome.experiment_path}-retrain-{trial}"),
                 tracking_uri=tracking_uri, experiment_key=outcome.experiment_path,
             )
@@ -390,8 +391,12 @@ def log_retrained_model(
     metrics = result.metrics or {}
     trial_id = str(metrics.get("trial_id", ""))
     logged: dict[str, str] = {}
+    checkpoint = result.checkpoint
+    if checkpoint is None:
+        log.warning("MLflow tracking: trial %s left no checkpoint, so no network to log as an MLflow model", trial_id)
+        return logged
     try:
-        with result.checkpoint.as_directory() as folder:
+        with checkpoint.as_directory() as folder:
             state = load_state(Path(folder) / STATE_FILE)
         model, trained = trained_network(state, source=f"{result.path} checkpoint")
         meta = model_metadata(state)  # what `autovid export` writes and `autovid predict` reads
@@ -423,5 +428,5 @@ def log_retrained_model(
     except Exception as exc:  # noqa: BLE001 - tracking must never cost the caller its results
         missing = "registered" if logged else "logged as an MLflow model"
         log.warning("MLflow tracking: the retrained network of trial %s was not %s (%s); its checkpoint is %s",
-                    trial_id, missing, tracking.describe(exc), result.checkpoint.path)
+                    trial_id, missing, tracking.describe(exc), checkpoint.path)
     return logged

@@ -127,7 +127,7 @@ class Run:
     def start(self) -> None:
         start_run(self.cfg, self.address)
 
-    def fit(self, stage: Stage) -> tune.ResultGrid:
+    def fit(self, stage: Stage) -> list[tune.Result]:
         path = experiment_dir(self.cfg, stage.name)
         resumed = self.resume and (not self.resume_found or tune.Tuner.can_restore(path))
         callbacks = make_callbacks(stage.cfg, self.key, self.tracking_uri, self.run_name)
