@@ -136,17 +136,8 @@ class PreActOp(nn.Module):
 class ReLUConvBN(PreActOp):
     """ReLU → conv (k, in the given kernel style) → BN."""
 
-    def __init__(
-        self,
-        c_in: int,
-        c_out: int,
-        k: int,
-        *,
-        kernel: str,
-        stride: int = 1,
-        temporal_stride: int = 1,
-        affine: bool = True,
-    ) -> None:
+    def __init__(self, c_in: int, c_out: int, k: int, *, kernel: str, stride: int = 1, temporal_stride: int = 1,
+                 affine: bool = True) -> None:
         super().__init__()
         self.convs = nn.Sequential(
             *conv_stack(c_in, c_out, k, kernel=kernel, stride=stride, temporal_stride=temporal_stride)
@@ -174,16 +165,8 @@ class DilConv(PreActOp):
     ) -> None:
         super().__init__()
         self.depthwise = nn.Sequential(
-            *conv_stack(
-                c_in,
-                c_in,
-                k,
-                kernel=kernel,
-                stride=stride,
-                temporal_stride=temporal_stride,
-                dilation=dilation,
-                groups=c_in,
-            )
+            *conv_stack(c_in, c_in, k, kernel=kernel, stride=stride, temporal_stride=temporal_stride, dilation=dilation,
+                        groups=c_in)
         )
         self.pointwise = Conv3d(c_in, c_out, 1, bias=False)
         self.bn = nn.BatchNorm3d(c_out, affine=affine)
@@ -195,17 +178,8 @@ class DilConv(PreActOp):
 class SepConv(PreActOp):
     """Two stacked ReLU-depthwise-pointwise-BN blocks (DARTS SepConv); only the first one strides."""
 
-    def __init__(
-        self,
-        c_in: int,
-        c_out: int,
-        k: int,
-        *,
-        kernel: str,
-        stride: int = 1,
-        temporal_stride: int = 1,
-        affine: bool = True,
-    ) -> None:
+    def __init__(self, c_in: int, c_out: int, k: int, *, kernel: str, stride: int = 1, temporal_stride: int = 1,
+                 affine: bool = True) -> None:
         super().__init__()
         self.first = DilConv(
             c_in, c_in, k, kernel=kernel, stride=stride, temporal_stride=temporal_stride, dilation=1, affine=affine
