@@ -257,7 +257,10 @@ def test_search_epoch_with_real_supernet(space_name: str, order: str, pc_k: int,
     from autovid.nas import SuperNet, load_search_space
 
     space = load_search_space(space_name)
-    model = SuperNet(space, num_classes=CLASSES, channels=4, cells=3 if space.topology == "cell" else 2,
+    # 8 channels, not 4: at 4 channels with pc_k=2 this PC-DARTS supernet's stride-2 1x1 convolution (ic=oc=4,
+    # channels-last) corrupts the heap in oneDNN's AVX2 jit_1x1 backward-weights kernel on this project's AMD EPYC
+    # machines (torch 2.13.0+cpu; "corrupted size vs. prev_size", an abort), which no code of ours can catch
+    model = SuperNet(space, num_classes=CLASSES, channels=8, cells=3 if space.topology == "cell" else 2,
                      stem_multiplier=1, pc_k=pc_k, generator=torch.Generator().manual_seed(0))
     alpha0 = [a.detach().clone() for a in model.arch_parameters()]
     w_opt = torch.optim.SGD(model.weight_parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4)
