@@ -74,6 +74,7 @@ class _SessionTrainable(tune.Trainable):
     session: Session
 
     def setup(self, config: dict[str, Any]) -> None:
+        self.session_trial = self.trial_id  # the trial this actor's session belongs to (see reset_config)
         self.cfg = resolve_trial_config(config)
         _limit_threads(self.cfg)
         if self.cfg.tune.resources.workers > 1:
@@ -89,10 +90,19 @@ class _SessionTrainable(tune.Trainable):
             self.session.close()
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
-        """A reused actor (tune.reuse_actors, PBT) takes the next trial: a new session for `new_config`.
+        """This actor takes new work: PBT's exploit of its own trial, or another trial (tune.reuse_actors, PBT).
 
-        Nothing of the previous trial survives: the network and α may differ in shape, and a trial that resumes
-        (or a PBT exploit) is then restored from its checkpoint by Tune."""
+        The same trial with only new learning rates (an exploit: they are all PBT mutates) keeps its session and
+        takes the rates; Tune then loads the donor's checkpoint into it. Anything else gets a new session:
+        nothing of the previous trial survives (the network and α may differ in shape), and a trial that resumes
+        is then restored from its own checkpoint by Tune."""
+        cfg = resolve_trial_config(new_config)
+        rates = {"search.w_lr": cfg.search.w_lr, "search.alpha_lr": cfg.search.alpha_lr}
+        same_trial = self.trial_id == self.session_trial and self.cfg.with_overrides(rates, source="reset") == cfg
+        if same_trial and isinstance(self.session, (SearchSession, ReplicatedSession)):
+            self.session.set_learning_rates(w_lr=cfg.search.w_lr, alpha_lr=cfg.search.alpha_lr)
+            self.cfg = cfg
+            return True
         self.cleanup()
         self.setup(new_config)
         return True
