@@ -67,10 +67,10 @@ def head() -> Iterator[tuple[str, dict[str, str]]]:
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 600  # a hang guard for a loaded machine, not a timing check
         while True:
             try:
-                urllib.request.urlopen(f"{address}/api/version", timeout=5).close()
+                urllib.request.urlopen(f"{address}/api/version", timeout=30).close()
                 break
             except urllib.error.HTTPError:  # it answers (401 without the token): the job server is up
                 break
