@@ -464,6 +464,9 @@ class TrackingConfig(_Frozen):
     # MLflow's system metrics (CPU, memory, disk, network; GPU with pynvml) on the experiment's parent run,
     # sampled in the driver process: the driver's node
     system_metrics: bool = False
+    # each retrain's final network as an MLflow LoggedModel (a torch.export trace: seconds per retrain, so studies
+    # of many retrains may turn it off; the checkpoint on disk is the result either way)
+    log_models: bool = True
 
 
 class AblationConfig(_Frozen):

@@ -27,8 +27,10 @@ def tiny_config(tmp: Path, **sections: dict) -> ExperimentConfig:
         "model": {"channels": 4, "cells": 2},
         "search": {"epochs": 2, "warmup_epochs": 1},
         "train": {"epochs": 2, "channels": 4, "cells": 2},
-        "tracking": {"uri": f"sqlite:///{tmp / 'mlflow.db'}", "experiment": "tiny"},
-        "tune": {"num_samples": 1, "max_concurrent_trials": 1},
+        # no LoggedModel per retrain (a torch.export trace, seconds each): tests/tune/test_logged_model.py turns it on
+        "tracking": {"uri": f"sqlite:///{tmp / 'mlflow.db'}", "experiment": "tiny", "log_models": False},
+        # a new trial on an idle actor (reset_config) skips a process start and torch's import: seconds per trial
+        "tune": {"num_samples": 1, "max_concurrent_trials": 1, "reuse_actors": True},
     }
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):

@@ -107,7 +107,7 @@ def run_search_experiment(
     """`autovid tune`/`autovid search`: the outer search over NAS hyperparameters, then retrain the best trial
     or every trial of the Pareto front (tune.retrain; `retrain=False`, i.e. --no-retrain, retrains nothing)."""
     retrain_mode = cfg.tune.retrain if retrain else "none"
-    check_retrain_request(register, retrain_mode)
+    check_retrain_request(register, retrain_mode, cfg)
     run = Run.open(cfg, resume=resume, address=address, tracking_uri=tracking_uri)
     cfg = run.cfg
     # with a retrain, its network too (a genotype of the space at retrain size), before hours of search
@@ -135,9 +135,9 @@ def run_search_experiment(
     return outcome
 
 
-def check_retrain_request(register: str | None, retrain_mode: str) -> None:
+def check_retrain_request(register: str | None, retrain_mode: str, cfg: ExperimentConfig) -> None:
     """--register NAME names one retrained network: a plain name, and not with a retrain of the whole front."""
-    check_registered_name(register)
+    check_registered_name(register, cfg)
     if register and retrain_mode == "pareto":
         raise UserError(f"--register {register} names one network, and tune.retrain=pareto retrains every front "
                         f"member: register the one you pick with `autovid train CONFIG --genotype G.json --register`")
@@ -321,7 +321,7 @@ def run_retrain(
 
     The final network is then logged as an MLflow LoggedModel of the trial's run (`mlflow_model` in the
     result) and, with `register`, as a new version of that registered model (`registered_model`)."""
-    check_registered_name(register)
+    check_registered_name(register, cfg)
     run = Run.open(cfg.with_overrides({"name": name}, source="retrain"), resume=resume, address=address,
                    tracking_uri=tracking_uri, key=experiment_key, run_name=name)
     run.check(run.cfg, "train", genotype_json=genotype_json)
@@ -340,7 +340,7 @@ def run_retrain(
         write_text_atomic(Path(experiment_path) / "final_metrics.json", json.dumps(final, indent=2))
         if result.checkpoint is not None:
             final["checkpoint"] = str(Path(result.checkpoint.path) / "state.pt")
-    if result.checkpoint is not None:  # after final_metrics.json: MLflow is a copy of what is on disk
+    if result.checkpoint is not None and cfg.tracking.log_models:  # after final_metrics.json: MLflow copies the disk
         # a resumed experiment runs the callbacks Tune restored, not the stage's: their runs are then found by tag
         final.update(log_retrained_model(result, cfg, tracking_uri=run.tracking_uri, experiment_key=run.key,
                                          known_runs=run.trial_runs, register=register))
@@ -358,11 +358,16 @@ def retrain_stage(cfg: ExperimentConfig, genotype_json: str | None) -> Stage:
                  name=cfg.name, max_t=cfg.train.epochs, searcher=variant_generator(cfg))
 
 
-def check_registered_name(name: str | None) -> None:
-    """`--register NAME` must be a plain name (MLflow refuses '/' and ':'); checked before any training."""
-    problem = None if name is None else plain_name_problem(name)
+def check_registered_name(name: str | None, cfg: ExperimentConfig) -> None:
+    """`--register NAME` must be a plain name (MLflow refuses '/' and ':') and needs the logged model; checked
+    before any training."""
+    if name is None:
+        return
+    problem = plain_name_problem(name)
     if problem is not None:
         raise UserError(f"--register {problem}")
+    if not cfg.tracking.log_models:
+        raise UserError("--register registers the logged model: set tracking.log_models=true")
 
 
 def log_retrained_model(

@@ -31,7 +31,8 @@ from tests.tiny import tiny_config
 @pytest.mark.slow
 def test_retrain_logs_a_loadable_model_linked_to_its_final_metrics_and_registers_it(
         tmp_path: Path, local_ray, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    cfg = tiny_config(tmp_path, train={"epochs": 1, "channels": 4, "cells": 2})
+    cfg = tiny_config(tmp_path, train={"epochs": 1, "channels": 4, "cells": 2},
+                      tracking={"log_models": True})
     final = run_retrain(cfg, example_genotype(cfg), name="tiny-train", register="tiny-net")
     assert final["mlflow_model"].startswith("models:/m-")
     assert final["registered_model"] == "models:/tiny-net/1"
@@ -125,6 +126,9 @@ def test_register_name_is_checked_before_anything_runs(tmp_path: Path, command: 
         run_search_experiment(cfg, register="models:/x")
     with pytest.raises(UserError, match="plain name"):
         run_retrain(cfg, None, name="n", register=".hidden")
+    # a registered version is a logged model: with tracking.log_models off there is none to register
+    with pytest.raises(UserError, match="tracking.log_models=true"):
+        run_retrain(cfg.with_overrides({"tracking.log_models": False}), None, name="n", register="fine")
 
 
 class _SignOfSum(torch.nn.Module):

@@ -78,18 +78,22 @@ def test_multi_objective_study_writes_the_pareto_front_and_retrains_it(tmp_path:
     assert len(children) == 4 + len(expected)
 
 
-def test_hyperband_runs_a_study(tmp_path: Path, local_ray) -> None:
+def test_hyperband_stops_exactly_one_trial_after_its_first_epoch(tmp_path: Path, local_ray) -> None:
+    """Ray's HyperBand with max_t = 2 epochs and η = 2 has s_max + 1 = 2 brackets per band, filled in order:
+    s = 0 (n0 = 2 trials, r0 = 2 epochs: no halving) and s = 1 (n0 = 2 trials, r0 = 1 epoch, then keep
+    ⌈2 / 2⌉ = 1). With all four trials created before any reports (max_concurrent_trials = num_samples: the
+    concurrency limiter lets Tune take all four suggestions in its first step), the second bracket halves only
+    when both its trials have run one epoch, whatever the order they run in: exactly one trial stops at 1."""
     cfg = tiny_config(
         tmp_path,
         name="hyperband",
         search={"epochs": 2, "warmup_epochs": 1},
-        tune={"num_samples": 3, "max_concurrent_trials": 2, "param_space": SPACE, "retrain": "none",
-              "scheduler": {"name": "hyperband", "grace_period": 1, "min_samples": 2}},
+        tune={"num_samples": 4, "max_concurrent_trials": 4, "param_space": SPACE, "retrain": "none",
+              "scheduler": {"name": "hyperband", "reduction_factor": 2}},
     )
     outcome = run_search_experiment(cfg)
-    assert len(outcome.summary) == 3 and set(outcome.summary["status"]) == {"OK"}
-    # a trial runs 1 epoch (stopped early) or 2; every one reports an objective
-    assert set(outcome.summary["epoch"]) <= {1, 2} and outcome.summary["objective"].notna().all()
+    assert len(outcome.summary) == 4 and set(outcome.summary["status"]) == {"OK"}
+    assert sorted(outcome.summary["epoch"]) == [1, 2, 2, 2] and outcome.summary["objective"].notna().all()
     assert outcome.best_genotype
 
 

@@ -55,6 +55,8 @@ def test_study_with_nested_mlflow_runs_and_retrain(tmp_path: Path, local_ray, mo
         [experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
     assert len(children) == 3  # two search trials and the retrain of the best
+    # tracking.log_models is off in the tiny config: the retrain logged no model
+    assert "mlflow_model" not in outcome.retrain and not client.search_logged_models([experiment.experiment_id])
     searches = [c for c in children if "search.w_lr" in c.data.params and "val/acc" in c.data.metrics]
     assert len(searches) == 2
     # the decoder as configured and as resolved, on the parent run and on every trial's run
