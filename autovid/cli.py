@@ -13,12 +13,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from autovid import __version__
 from autovid.config import SyntheticConfig
 from autovid.data.backends import DECODERS
 from autovid.errors import RunFailed, UserError, printable
+
+if TYPE_CHECKING:  # Ray and torch load only when a command needs them
+    from autovid.tune.runner import TuneOutcome
 
 log = logging.getLogger("autovid")
 
@@ -222,7 +225,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
     cfg = _load(args)  # validate before importing Ray and torch: a config error answers at once
     from autovid.data.manifest import format_summary, summarize_manifest
     from autovid.engine.setup import prepare_manifest
-    from autovid.report import summary_table
     from autovid.tune.runner import run_search_experiment
 
     print(f"dataset ({cfg.data.dataset}):\n{format_summary(summarize_manifest(prepare_manifest(cfg.data)))}")
@@ -234,6 +236,15 @@ def cmd_tune(args: argparse.Namespace) -> int:
         cfg, resume=args.resume, retrain=not getattr(args, "no_retrain", args.command == "search"),
         address=args.address, tracking_uri=args.tracking_uri, register=getattr(args, "register", None),
     )
+    _print_outcome(outcome)
+    return 0 if outcome.best_genotype else 1
+
+
+def _print_outcome(outcome: TuneOutcome) -> None:
+    """What a study found : the trials, the best genotype and its α, the Pareto front and
+    its retrain, the best one's retrain, and where the results and the MLflow run are."""
+    from autovid.report import summary_table
+
     if not outcome.summary.empty:
         columns = [c for c in outcome.summary.columns if c not in ("genotype",)]
         print(summary_table(outcome.summary.to_dict("records"), columns))
@@ -243,6 +254,22 @@ def cmd_tune(args: argparse.Namespace) -> int:
         _print_genotype(outcome.best_genotype, best_row)
     if outcome.best_alphas:
         _print_alphas(outcome.best_alphas, best_row)
+    _print_front(outcome)
+    if outcome.retrain:
+        shown = {k: v for k, v in outcome.retrain.items() if k != "test/correct"}  # per-video hits: too long
+        print("retrained best genotype: "
+              + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()))
+    print(f"results: {outcome.experiment_path}")
+    if outcome.parent_run_id:
+        print(f"MLflow: parent run {outcome.parent_run_id}; open the UI with `autovid ui` (http://127.0.0.1:5000)")
+    else:
+        print("MLflow: the tracking store was unavailable; its events wait in the experiment folder's "
+              "mlflow_spool.jsonl and are replayed by the next --resume")
+
+
+def _print_front(outcome: TuneOutcome) -> None:
+    from autovid.report import summary_table
+
     if outcome.pareto is not None:
         front = [c for c in outcome.pareto.columns if c not in ("genotype", "status")]
         print(f"Pareto front ({len(outcome.pareto)} of {len(outcome.summary)} trials; pareto.csv, pareto.png):")
@@ -250,19 +277,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if outcome.pareto_retrained is not None:
         print("retrained Pareto front, test accuracy against cost (pareto_retrained.csv):")
         print(summary_table(outcome.pareto_retrained.to_dict("records"), list(outcome.pareto_retrained.columns)))
-    if outcome.retrain:
-        shown = {k: v for k, v in outcome.retrain.items() if k != "test/correct"}  # per-video hits: too long
-        print(
-            "retrained best genotype: "
-            + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items())
-        )
-    print(f"results: {outcome.experiment_path}")
-    if outcome.parent_run_id:
-        print(f"MLflow: parent run {outcome.parent_run_id}; open the UI with `autovid ui` (http://127.0.0.1:5000)")
-    else:
-        print("MLflow: the tracking store was unavailable; its events wait in the experiment folder's "
-              "mlflow_spool.jsonl and are replayed by the next --resume")
-    return 0 if outcome.best_genotype else 1
 
 
 def _print_genotype(genotype_json: str, row: dict[str, Any]) -> None:

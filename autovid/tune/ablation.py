@@ -26,7 +26,6 @@ from ray import tune
 from autovid import report, stats, tracking
 from autovid.config import ArmConfig, ExperimentConfig, load_arm
 from autovid.engine.checkpoint import load_state
-from autovid.engine.preflight import RunKind
 from autovid.engine.session import SearchSession
 from autovid.engine.setup import prepare_manifest
 from autovid.errors import RunFailed, UserError
@@ -299,12 +298,7 @@ def run_versus_random(cfg: ExperimentConfig, genotype_json: str | None, *, sampl
     and the control's accuracy against chance. Writes vs_random.csv (``VERSUS_RANDOM_COLUMNS``) and
     vs_random.md (with provenance) under the experiment folder.
     """
-    if samples < 2:
-        raise UserError("--samples must be at least 2 random genotypes")
-    if seeds < 1:
-        raise UserError("--seeds must be at least 1")
-    if cfg.train.model is not None:
-        raise UserError(f"vs-random compares genotypes of a search space: unset train.model ({cfg.train.model})")
+    check_versus_random(cfg, samples=samples, seeds=seeds)
     run = Run.open(cfg, resume=resume, address=address, tracking_uri=tracking_uri, resume_found=True)
     cfg = run.cfg
     manifest = prepare_manifest(cfg.data)
@@ -314,8 +308,7 @@ def run_versus_random(cfg: ExperimentConfig, genotype_json: str | None, *, sampl
     randoms = [sample_genotype(space, rng).to_json() for _ in range(samples)]
     control = spatial_control(space).to_json()
     seed_list = [cfg.seed + i for i in range(seeds)]
-    kinds: tuple[RunKind, ...] = ("train",) if genotype_json else ("search", "train")
-    run.check(cfg, *kinds, genotype_json=genotype_json or randoms[0])
+    run.check(cfg, *(("train",) if genotype_json else ("search", "train")), genotype_json=genotype_json or randoms[0])
     run.start()
     searched = ({seed: genotype_json for seed in seed_list} if genotype_json
                 else searched_genotypes(run, cfg, seed_list))
@@ -325,12 +318,26 @@ def run_versus_random(cfg: ExperimentConfig, genotype_json: str | None, *, sampl
         rows += retrain_sources(run, cfg.with_overrides({"seed": seed}, source=f"retrain seed {seed}"), sources, space)
     table = pd.DataFrame(rows, columns=list(VERSUS_RANDOM_COLUMNS))
     run.root.mkdir(parents=True, exist_ok=True)
-    write_csv_atomic(table, run.root / "vs_random.csv")
-    result = versus_random_stats(table, classes=int(manifest["label"].nunique()),
-                                 alpha=cfg.ablation.alpha)
-    result.update({"table": str(run.root / "vs_random.csv"), "report": str(run.root / "vs_random.md"),
-                   "provenance": origin})
-    write_text_atomic(run.root / "vs_random.md", report.versus_random_markdown(result))
+    write_csv_atomic(table, run.root / "vs_random.csv")  # the data first: kept when the statistics cannot be had
+    result = versus_random_stats(table, classes=int(manifest["label"].nunique()), alpha=cfg.ablation.alpha)
+    return write_versus_random_report(run.root, result, origin)
+
+
+def check_versus_random(cfg: ExperimentConfig, *, samples: int, seeds: int) -> None:
+    """What `vs-random` needs before anything runs: two random genotypes, a seed, a search space to draw from."""
+    if samples < 2:
+        raise UserError("--samples must be at least 2 random genotypes")
+    if seeds < 1:
+        raise UserError("--seeds must be at least 1")
+    if cfg.train.model is not None:
+        raise UserError(f"vs-random compares genotypes of a search space: unset train.model ({cfg.train.model})")
+
+
+def write_versus_random_report(root: Path, result: dict[str, Any], origin: dict[str, Any]) -> dict[str, Any]:
+    """vs_random.md beside vs_random.csv; the result with both paths and the provenance."""
+    result = {**result, "table": str(root / "vs_random.csv"), "report": str(root / "vs_random.md"),
+              "provenance": origin}
+    write_text_atomic(root / "vs_random.md", report.versus_random_markdown(result))
     return result
 
 
@@ -416,28 +423,28 @@ def run_segments_sweep(
         "seed": tune.grid_search([cfg.seed + i for i in range(seeds)]),
     }
     results = run.fit(Stage(TrainTrainable, cfg, space, name=f"{cfg.name}-segments", max_t=cfg.train.epochs))
-    rows = [
-        {
-            "mode": config_of(r)["data.mode"],
-            "num_segments": config_of(r)["data.num_segments"],
-            "seed": config_of(r)["seed"],
-            "frames": config_of(r)["data.num_segments"] * cfg.data.frames_per_segment,
-            "top1": r.metrics.get("test/acc"),
-            "correct": r.metrics.get("test/correct"),
-        }
-        for r in results
-        if r.metrics and not r.error
-    ]
-    frame = pd.DataFrame(rows)
-    run.root.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame([segments_row(config_of(r), r.metrics, cfg) for r in results if r.metrics and not r.error])
+    return {**write_segments(run.root, frame, alpha=cfg.ablation.alpha), "provenance": origin}
+
+
+def segments_row(trial: dict[str, Any], metrics: dict[str, Any], cfg: ExperimentConfig) -> dict[str, Any]:
+    """One retrain of the segments sweep: its clip setting, seed and test accuracy (with the per-video hits)."""
+    return {"mode": trial["data.mode"], "num_segments": trial["data.num_segments"], "seed": trial["seed"],
+            "frames": trial["data.num_segments"] * cfg.data.frames_per_segment,
+            "top1": metrics.get("test/acc"), "correct": metrics.get("test/correct")}
+
+
+def write_segments(root: Path, frame: pd.DataFrame, *, alpha: float) -> dict[str, Any]:
+    """segments.csv (mean and CI per setting), seeds.csv (every run), segments_vs_dense.csv (per K, across
+    seeds, Holm) and segments.png under `root`; what the CLI prints, with the paths."""
+    root.mkdir(parents=True, exist_ok=True)
+    write_csv_atomic(frame.drop(columns="correct"), root / "seeds.csv")  # the runs first: they are the data
     table = report.segments_table(frame)
-    write_csv_atomic(table, run.root / "segments.csv")
-    write_csv_atomic(frame.drop(columns="correct"), run.root / "seeds.csv")
+    write_csv_atomic(table, root / "segments.csv")
     hits = {(m, int(k), int(seed)): hits_array(c) for m, k, seed, c in
             zip(frame["mode"], frame["num_segments"], frame["seed"], frame["correct"])}
-    comparisons = report.segments_comparisons(hits, alpha=cfg.ablation.alpha)
-    write_csv_atomic(comparisons, run.root / "segments_vs_dense.csv")
-    report.plot_segments(frame, run.root / "segments.png")
-    return {"table": table, "comparisons": comparisons, "csv": run.root / "segments.csv",
-            "comparisons_csv": run.root / "segments_vs_dense.csv", "plot": run.root / "segments.png",
-            "provenance": origin}
+    comparisons = report.segments_comparisons(hits, alpha=alpha)
+    write_csv_atomic(comparisons, root / "segments_vs_dense.csv")
+    report.plot_segments(frame, root / "segments.png")
+    return {"table": table, "comparisons": comparisons, "csv": root / "segments.csv",
+            "comparisons_csv": root / "segments_vs_dense.csv", "plot": root / "segments.png"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,10 +137,11 @@ def run_search_experiment(
 
 def check_retrain_request(register: str | None, retrain_mode: str, cfg: ExperimentConfig) -> None:
     """--register NAME names one retrained network: a plain name, and not with a retrain of the whole front."""
-    check_registered_name(register, cfg)
+    check_registered_name(register)
     if register and retrain_mode == "pareto":
         raise UserError(f"--register {register} names one network, and tune.retrain=pareto retrains every front "
                         f"member: register the one you pick with `autovid train CONFIG --genotype G.json --register`")
+    check_model_logged(register, cfg)
 
 
 def search_stage(cfg: ExperimentConfig) -> Stage:
@@ -272,38 +273,39 @@ def retrain_front(
     RunFailed follows at the end."""
     assert outcome.pareto is not None
     rows: list[dict[str, Any]] = []
-    failed: list[str] = []
     out = Path(outcome.experiment_path)
-    searched = [m for m, _ in objectives(cfg)]
     for member in outcome.pareto.to_dict("records"):
-        trial = str(member["trial"])
-        result = next(r for r in results if (r.metrics or {}).get("trial_id") == trial)
-        name = f"{cfg.name}-retrain-{trial}"
-        row: dict[str, Any] = {"trial": trial, "genotype_hash": member.get("genotype_hash"),
-                               **{m: member.get(m) for m in searched}}  # search-time objectives
-        try:
-            final = run_retrain(
-                resolve_trial_config(dict(config_of(result))), member["genotype"], name=name,
-                resume=resume and tune.Tuner.can_restore(f"{outcome.experiment_path}-retrain-{trial}"),
-                tracking_uri=tracking_uri, experiment_key=outcome.experiment_path,
-            )
-            row.update({key: final.get(key) for key in RETRAINED_COLUMNS})
-            row["status"] = "OK"
-        except RunFailed as exc:
-            log.error("retraining front member %s failed: %s", trial, exc)
-            row["status"] = "ERROR"
-            failed.append(trial)
-        rows.append(row)
-        frame = pd.DataFrame(rows)
-        if not is_remote(outcome.experiment_path):
-            write_text_atomic(out / "pareto_retrained.csv", frame.to_csv(index=False))
+        rows.append(retrain_member(member, outcome, results, cfg, resume=resume, tracking_uri=tracking_uri))
+        if not is_remote(outcome.experiment_path):  # after each member: an interrupted run keeps the finished ones
+            write_text_atomic(out / "pareto_retrained.csv", pd.DataFrame(rows).to_csv(index=False))
     frame = pd.DataFrame(rows)
     parent.record("pareto_retrained.csv", f"it is in {out}",
                   lambda tracker, run_id: tracker.log_text(run_id, frame.to_csv(index=False), "pareto_retrained.csv"))
+    failed = [row["trial"] for row in rows if row["status"] != "OK"]
     if failed:
         raise RunFailed(f"retraining {len(failed)} of {len(rows)} Pareto front members failed ({', '.join(failed)}); "
                         f"the others are in {out / 'pareto_retrained.csv'}")
     return frame
+
+
+def retrain_member(member: Mapping[Hashable, Any], outcome: TuneOutcome, results: list[tune.Result],
+                   cfg: ExperimentConfig, *, resume: bool, tracking_uri: str) -> dict[str, Any]:
+    """Retrain one front member with its own trial's config, as `<name>-retrain-<trial>`: its pareto_retrained.csv
+    row (search-time objectives, then test accuracy and cost, status OK or ERROR: a failure is logged, not raised)."""
+    trial = str(member["trial"])
+    result = next(r for r in results if (r.metrics or {}).get("trial_id") == trial)
+    row: dict[str, Any] = {"trial": trial, "genotype_hash": member.get("genotype_hash"),
+                           **{m: member.get(m) for m, _ in objectives(cfg)}}  # search-time objectives
+    try:
+        final = run_retrain(
+            resolve_trial_config(dict(config_of(result))), member["genotype"], name=f"{cfg.name}-retrain-{trial}",
+            resume=resume and tune.Tuner.can_restore(f"{outcome.experiment_path}-retrain-{trial}"),
+            tracking_uri=tracking_uri, experiment_key=outcome.experiment_path,
+        )
+    except RunFailed as exc:
+        log.error("retraining front member %s failed: %s", trial, exc)
+        return {**row, "status": "ERROR"}
+    return {**row, **{key: final.get(key) for key in RETRAINED_COLUMNS}, "status": "OK"}
 
 
 def run_retrain(
@@ -321,7 +323,8 @@ def run_retrain(
 
     The final network is then logged as an MLflow LoggedModel of the trial's run (`mlflow_model` in the
     result) and, with `register`, as a new version of that registered model (`registered_model`)."""
-    check_registered_name(register, cfg)
+    check_registered_name(register)
+    check_model_logged(register, cfg)
     run = Run.open(cfg.with_overrides({"name": name}, source="retrain"), resume=resume, address=address,
                    tracking_uri=tracking_uri, key=experiment_key, run_name=name)
     run.check(run.cfg, "train", genotype_json=genotype_json)
@@ -358,15 +361,16 @@ def retrain_stage(cfg: ExperimentConfig, genotype_json: str | None) -> Stage:
                  name=cfg.name, max_t=cfg.train.epochs, searcher=variant_generator(cfg))
 
 
-def check_registered_name(name: str | None, cfg: ExperimentConfig) -> None:
-    """`--register NAME` must be a plain name (MLflow refuses '/' and ':') and needs the logged model; checked
-    before any training."""
-    if name is None:
-        return
-    problem = plain_name_problem(name)
+def check_registered_name(name: str | None) -> None:
+    """`--register NAME` must be a plain name (MLflow refuses '/' and ':'); checked before any training."""
+    problem = None if name is None else plain_name_problem(name)
     if problem is not None:
         raise UserError(f"--register {problem}")
-    if not cfg.tracking.log_models:
+
+
+def check_model_logged(register: str | None, cfg: ExperimentConfig) -> None:
+    """A registered version is a logged model: `--register` needs tracking.log_models."""
+    if register is not None and not cfg.tracking.log_models:
         raise UserError("--register registers the logged model: set tracking.log_models=true")
 
 
