@@ -37,12 +37,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/autovid tune quickstart name=quickstart-$$(date +%Y%m%d-%H%M%S)
 
+# Two pytest workers (pytest-xdist), a test file each at a time (a module's Ray and fixtures stay in one worker):
+# the Ray tests leave a core idle a third of the time (actor starts, Tune's polling), which the other worker uses.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # The edit-test loop: everything but the end-to-end tests that start Ray or train networks.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow"
 
 # The load study: 64 short trials, the driver SIGKILLed a third of the way, resumed; MLflow and the Optuna
 # journal must hold every result exactly once. Minutes on an idle machine, so it is not part of `make test`.
