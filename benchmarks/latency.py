@@ -51,7 +51,7 @@ def measure(config: str, genotypes: int, threads: int) -> list[dict[str, Any]]:
     cfg = load_config(config)
     space = load_search_space(cfg.search_space)
     rng = np.random.default_rng(0)
-    shape = clip_shape(cfg.data)[1:]  # one clip: [K, C, L, H, W]
+    shape = clip_shape(cfg.data)  # one clip: [K, C, L, H, W]
     batch = cfg.data.batch_size
     rows = []
     for i in range(genotypes):
