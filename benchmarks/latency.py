@@ -13,7 +13,7 @@ space (a fixed seed), builds each retrain-size network, and measures in one proc
 It prints a row per genotype, then per config and batch: the median ORT/eager ratio, and Spearman's ρ (scipy)
 between the eager and the ORT latencies, and between each and FLOPs, across the genotypes.
 
-Run: ``.venv/bin/python benchmarks/latency.py`` (a few minutes on 2 cores). Environment: ``BENCH_CONFIGS``
+Run: ``.venv/bin/python benchmarks/latency.py`` (quickstart: 4 minutes on 2 cores; ucf101: minutes per genotype). Environment: ``BENCH_CONFIGS``
 (comma-separated tune_configs names, default ``quickstart,ucf101``), ``BENCH_GENOTYPES`` (default 8),
 ``BENCH_THREADS`` (default 1: trials time latency on the cores they own), ``BENCH_JSON`` (write the rows there).
 """
@@ -93,10 +93,13 @@ def main() -> None:
     commit = git_commit(Path(__file__).parent) + ("+dirty" if git_dirty(Path(__file__).parent) else "")
     print(f"commit {commit}; torch {torch.__version__}; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores; {threads} intra-op thread(s) in both runtimes")
-    rows = [row for config in configs for row in measure(config, genotypes, threads)]
-    summarize(rows)
-    if os.environ.get("BENCH_JSON"):
-        Path(os.environ["BENCH_JSON"]).write_text(json.dumps(rows, indent=2))
+    rows: list[dict[str, Any]] = []
+    for config in configs:  # a config's summary as soon as it is measured: the ucf101 rows take minutes each
+        mine = measure(config, genotypes, threads)
+        summarize(mine)
+        rows += mine
+        if os.environ.get("BENCH_JSON"):
+            Path(os.environ["BENCH_JSON"]).write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":
