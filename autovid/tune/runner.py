@@ -70,21 +70,15 @@ SUMMARY_COLUMNS = ("val/acc", "objective", "alpha/entropy", "genotype/params", "
 
 
 def summarize(results: list[tune.Result], cfg: ExperimentConfig) -> pd.DataFrame:
-    """One row per trial: its sampled hyperparameters and its last reported metrics."""
-    rows = []
-    # the objectives of a multi-objective study, the constrained metrics, and both latencies whenever they are
-    # measured, with how they were measured (runtime, threads, spread)
+    """One row per trial: its sampled hyperparameters and its last reported metrics, best objective first."""
     constraints = cfg.tune.parsed_constraints
-    objective_columns = [m for m in dict.fromkeys([o.metric for o in cfg.tune.objectives]
-                                                  + [c.metric for c in constraints]
-                                                  + (list(LATENCY_METRICS + LATENCY_DETAILS)
-                                                     if cfg.measures_latency else []))
-                         if m not in SUMMARY_COLUMNS]
+    columns = (*SUMMARY_COLUMNS, *study_columns(cfg))
+    rows = []
     for result in results:
         metrics = result.metrics or {}
         row: dict[str, Any] = {"trial": metrics.get("trial_id", "?"), "status": "ERROR" if result.error else "OK"}
         row.update({key: (result.config or {}).get(key) for key in cfg.tune.param_space})
-        row.update({key: metrics.get(key) for key in (*SUMMARY_COLUMNS, *objective_columns)})
+        row.update({key: metrics.get(key) for key in columns})
         if constraints:  # None: a bounded metric was never reported (an errored trial)
             row[FEASIBLE] = feasibility(constraints, metrics)
         row["genotype"] = metrics.get("genotype")
@@ -93,6 +87,15 @@ def summarize(results: list[tune.Result], cfg: ExperimentConfig) -> pd.DataFrame
     if not frame.empty and "objective" in frame:
         frame = frame.sort_values("objective", ascending=False, na_position="last").reset_index(drop=True)
     return frame
+
+
+def study_columns(cfg: ExperimentConfig) -> list[str]:
+    """The summary's columns beyond SUMMARY_COLUMNS: a multi-objective study's objectives, the constrained
+    metrics, and both latencies whenever they are measured, with how they were measured (runtime, threads)."""
+    wanted = [o.metric for o in cfg.tune.objectives] + [c.metric for c in cfg.tune.parsed_constraints]
+    if cfg.measures_latency:
+        wanted += [*LATENCY_METRICS, *LATENCY_DETAILS]
+    return [m for m in dict.fromkeys(wanted) if m not in SUMMARY_COLUMNS]
 
 
 def run_search_experiment(
