@@ -13,9 +13,10 @@ space (a fixed seed), builds each retrain-size network, and measures in one proc
 It prints a row per genotype, then per config and batch: the median ORT/eager ratio, and Spearman's ρ (scipy)
 between the eager and the ORT latencies, and between each and FLOPs, across the genotypes.
 
-Run: ``.venv/bin/python benchmarks/latency.py`` (quickstart: 4 minutes on 2 cores; ucf101: minutes per genotype). Environment: ``BENCH_CONFIGS``
-(comma-separated tune_configs names, default ``quickstart,ucf101``), ``BENCH_GENOTYPES`` (default 8),
-``BENCH_THREADS`` (default 1: trials time latency on the cores they own), ``BENCH_JSON`` (write the rows there).
+Run: ``.venv/bin/python benchmarks/latency.py`` (quickstart: 4 minutes on 2 cores; ucf101: minutes per
+genotype). Environment: ``BENCH_CONFIGS`` (comma-separated tune_configs names, default ``quickstart,ucf101``),
+``BENCH_GENOTYPES`` (default 8), ``BENCH_THREADS`` (default 1: trials time latency on the cores they own),
+``BENCH_JSON`` (write the rows there).
 """
 
 from __future__ import annotations
