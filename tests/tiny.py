@@ -52,10 +52,12 @@ def with_clip_spec(**kwargs: object) -> dict:
 
 
 # Ray's console output that `autovid` keeps from its users (autovid.tune.cluster): a line per checkpoint, a
-# TensorBoard hint and configuration box, slow-setup advice, and the warning that max_concurrent_trials is
-# ignored (it was: a variant generator given to Tune takes the limit itself now).
+# TensorBoard hint and configuration box, slow-setup advice, the warning that max_concurrent_trials is ignored
+# (it was: a variant generator given to Tune takes the limit itself now), the note that token authentication is
+# on (Ray's default, kept), and Tune's bottleneck and snapshot warnings (autovid.tune's __init__ says why).
 RAY_NOISE = ("Checkpoint successfully created", "tensorboard --logdir", "Configuration for experiment",
-             "Trainable.setup took", "max_concurrent_trials", "Wrote the latest version of all result files")
+             "Trainable.setup took", "max_concurrent_trials", "Wrote the latest version of all result files",
+             "Token authentication is enabled", "may be a performance bottleneck", "snapshotting has been triggered")
 
 
 def assert_quiet(output: str) -> None:

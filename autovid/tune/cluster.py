@@ -19,6 +19,9 @@ NEW_OUTPUT_ENV = "RAY_AIR_NEW_OUTPUT"
 # (ray.train), "Trainable.setup took N seconds" and "Wrote the latest version of all result files" (ray.tune).
 # Their warnings and errors still show; autovid's ConsoleReporter prints the progress.
 QUIET_LOGGERS = ("ray.train", "ray.tune")
+# A local Ray keeps Ray's default, token authentication on; this logger only says so at every start (its warning
+# for a cluster started *without* a token comes from the same place, but autovid never starts one)
+TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 
 def quiet_ray_logs() -> None:
@@ -45,6 +48,7 @@ def init_ray(address: str | None) -> None:
         # (its workers then still log their checkpoints; only the driver's Ray loggers are quieted)
         ray.init(address=address, log_to_driver=True)
         return
+    logging.getLogger(TOKEN_AUTH_LOGGER).setLevel(logging.ERROR)
     with single_machine_ray():
         ray.init(include_dashboard=False, dashboard_host="127.0.0.1", log_to_driver=True, runtime_env=quiet)
     watchdog.start()
