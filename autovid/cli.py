@@ -241,8 +241,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _print_outcome(outcome: TuneOutcome) -> None:
-    """What a study found : the trials, the best genotype and its α, the Pareto front and
-    its retrain, the best one's retrain, and where the results and the MLflow run are."""
+    """What a study found: the trials, the best genotype and its α, the Pareto front and its retrain, the best
+    one's retrain, and where the results and the MLflow run are."""
     from autovid.report import summary_table
 
     if not outcome.summary.empty:

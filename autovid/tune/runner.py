@@ -139,12 +139,11 @@ def run_search_experiment(
 
 
 def check_retrain_request(register: str | None, retrain_mode: str, cfg: ExperimentConfig) -> None:
-    """--register NAME names one retrained network: a plain name, and not with a retrain of the whole front."""
-    check_registered_name(register)
+    """--register NAME names one retrained network: not with a retrain of the whole front (check_register)."""
     if register and retrain_mode == "pareto":
         raise UserError(f"--register {register} names one network, and tune.retrain=pareto retrains every front "
                         f"member: register the one you pick with `autovid train CONFIG --genotype G.json --register`")
-    check_model_logged(register, cfg)
+    check_register(register, cfg)
 
 
 def search_stage(cfg: ExperimentConfig) -> Stage:
@@ -326,8 +325,7 @@ def run_retrain(
 
     The final network is then logged as an MLflow LoggedModel of the trial's run (`mlflow_model` in the
     result) and, with `register`, as a new version of that registered model (`registered_model`)."""
-    check_registered_name(register)
-    check_model_logged(register, cfg)
+    check_register(register, cfg)
     run = Run.open(cfg.with_overrides({"name": name}, source="retrain"), resume=resume, address=address,
                    tracking_uri=tracking_uri, key=experiment_key, run_name=name)
     run.check(run.cfg, "train", genotype_json=genotype_json)
@@ -371,8 +369,9 @@ def check_registered_name(name: str | None) -> None:
         raise UserError(f"--register {problem}")
 
 
-def check_model_logged(register: str | None, cfg: ExperimentConfig) -> None:
-    """A registered version is a logged model: `--register` needs tracking.log_models."""
+def check_register(register: str | None, cfg: ExperimentConfig) -> None:
+    """`--register NAME`: a plain name, and a logged model to register (tracking.log_models); before any training."""
+    check_registered_name(register)
     if register is not None and not cfg.tracking.log_models:
         raise UserError("--register registers the logged model: set tracking.log_models=true")
 
