@@ -61,10 +61,13 @@ def head() -> Iterator[tuple[str, dict[str, str]]]:
            # the nodes' Python: `python` in the entrypoint is this environment's, as in a cluster image
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
-    port, dashboard = _free_port(), _free_port()
+    port, dashboard, agent, client = _free_port(), _free_port(), _free_port(), _free_port()
     process = subprocess.Popen(
         [str(RAY), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=2", "--include-dashboard=true",
+         # ports of their own, not Ray's fixed defaults (52365, 10001): every other Ray on this machine (a local
+         # autovid run, the other test worker's) binds those, and a job agent without its HTTP port takes no jobs
+         f"--dashboard-agent-listen-port={agent}", f"--ray-client-server-port={client}",
          f"--temp-dir={temp}", "--disable-usage-stats"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
